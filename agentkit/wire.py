@@ -1,0 +1,137 @@
+"""The wire protocol's message shapes, defined once.
+
+Both sides speak JSON lines (one JSON object per line, UTF-8, ``\\n``
+terminated) over the agent's stdin (master -> agent) and stdout
+(agent -> master). The agent builds these dataclasses and writes
+``dataclasses.asdict(msg)``; the master validates every line it reads with
+pydantic over these very classes (``console/protocol.py``), never trusting
+a box. Stdlib only, Python 3.8 syntax: this file runs on the scan boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+try:  # Python 3.8+: Literal is in typing
+    from typing import Literal
+except ImportError:  # pragma: no cover
+    Literal = None  # type: ignore
+
+PROTOCOL_VERSION = 1
+#: A line longer than this is a protocol error on either side (never buffered whole).
+MAX_LINE = 4 * 1024 * 1024
+#: At most this many records in one ``results`` message; tools flush earlier on time.
+MAX_BATCH = 512
+
+
+# -- master -> agent ---------------------------------------------------------
+
+
+@dataclass
+class Task:
+    """Run one task. ``id`` is the master's execution id (opaque to the agent)."""
+
+    op: Literal["task"]
+    id: str
+    tool: str
+    params: Dict[str, Any]
+    targets: List[str]
+    #: seconds the task may run before the agent cancels it itself
+    timeout: float = 600.0
+    #: the stage's scope as a target SPEC list (http_probe follows redirects only inside it)
+    scope: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Cancel:
+    """Kill the task's tool and all its child processes (within 1 s)."""
+
+    op: Literal["cancel"]
+    id: str
+
+
+@dataclass
+class Ping:
+    op: Literal["ping"]
+    seq: int
+
+
+@dataclass
+class Shutdown:
+    """Cancel everything and exit. Closing stdin means the same."""
+
+    op: Literal["shutdown"]
+
+
+# -- agent -> master ---------------------------------------------------------
+
+
+@dataclass
+class Hello:
+    """First line the agent writes."""
+
+    op: Literal["hello"]
+    protocol: int
+    #: sha256 of the archive the agent runs from (hex)
+    hash: str
+    python: str
+    pid: int
+    #: built-in tools
+    tools: List[str]
+    #: external programs found on PATH: name -> absolute path
+    programs: Dict[str, str] = field(default_factory=dict)
+    hostname: str = ""
+
+
+@dataclass
+class Record:
+    """One result. The master derives the record's key from ``type`` and ``data``."""
+
+    type: str
+    target: str
+    data: Dict[str, Any]
+
+
+@dataclass
+class Results:
+    op: Literal["results"]
+    id: str
+    records: List[Record]
+
+
+@dataclass
+class Progress:
+    op: Literal["progress"]
+    id: str
+    done: int
+    total: int
+
+
+@dataclass
+class Done:
+    """The task ended: ``ok`` or not, with the reason."""
+
+    op: Literal["done"]
+    id: str
+    ok: bool
+    error: Optional[str] = None
+
+
+@dataclass
+class Pong:
+    op: Literal["pong"]
+    seq: int
+
+
+@dataclass
+class Error:
+    """A malformed or unknown message (``id`` set when it named a task)."""
+
+    op: Literal["error"]
+    error: str
+    id: Optional[str] = None
+
+
+MASTER_MESSAGES = (Task, Cancel, Ping, Shutdown)
+AGENT_MESSAGES = (Hello, Results, Progress, Done, Pong, Error)

@@ -1,0 +1,81 @@
+"""One root exception, subclasses grouped by how the caller recovers.
+
+* ``BadInput``: the operator fixes a file or an argument (exit code 2).
+* ``TransportError``: a box could not be reached or dropped; the task goes elsewhere.
+* ``AgentError``: a box answered, but wrongly (bad hello, invalid message, tool error).
+* ``StoreError``: the database is unusable (locked past the timeout, wrong schema).
+
+Every timeout is also a builtin ``TimeoutError`` so ``except TimeoutError`` works.
+Third-party errors (asyncssh, sqlite3, yaml, pydantic) are mapped at the boundary
+of the module that calls them, never leaked.
+"""
+
+from __future__ import annotations
+
+
+class FleetscanError(Exception):
+    """Root of every error fleetscan raises on purpose."""
+
+    exit_code = 1
+
+
+class BadInput(FleetscanError):
+    """Operator input is wrong. ``str(err)`` is ONE line: ``FILE:LINE:COL: field: message``
+    when a file is involved, else ``field: message``."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        col: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        self.field = field
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.col is not None:
+                    where += f":{self.col}"
+            where += ": "
+        field = f"{self.field}: " if self.field else ""
+        text = " ".join(self.message.split())  # always one line
+        return f"{where}{field}{text}"
+
+
+class TransportError(FleetscanError):
+    """A box could not be reached, refused us, or the connection dropped."""
+
+
+class HostKeyError(TransportError):
+    """The box's host key is unknown or changed; trusting it is an explicit operator action."""
+
+    exit_code = 2
+
+
+class TransportTimeout(TransportError, TimeoutError):
+    """A connect, login or bootstrap deadline passed."""
+
+
+class AgentError(FleetscanError):
+    """A box answered, but with something invalid (bad hello, bad message, wrong hash)."""
+
+
+class StoreError(FleetscanError):
+    """The SQLite store cannot be used."""
+
+
+class RunNotFound(BadInput):
+    """No run with that id."""

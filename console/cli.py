@@ -1,0 +1,273 @@
+"""The `fleetscan` command: argument parsing, exit codes, and the headless paths.
+
+Exit codes (SPEC): 0 the run completed; 1 it ended failed or stopped; 2 bad input
+(one line on stderr naming file, line and field); 130 interrupted (the run stays
+resumable). Textual is imported only for `fleetscan` / `fleetscan tui`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from console.errors import BadInput, FleetscanError
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--db, --workflows, --agents: accepted before or after the sub-command."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--db", default=default, metavar="PATH",
+                        help="SQLite state file (default: $FLEETSCAN_DB, else fleetscan.db in the user data dir)")
+    parser.add_argument("--workflows", default=default, metavar="FILE",
+                        help="workflow file (default: ./workflows.yaml if present, else the packaged one)")
+    parser.add_argument("--agents", default=default, metavar="SRC",
+                        help="local, local:N, or an inventory YAML file (default: local)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fleetscan", description="Operator console for distributed, multi-stage network scans.")
+    _common(p, top=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        _common(sp, top=False)
+        return sp
+
+    cmd("tui", "open the console (runs the master while open)")
+    for name, help_ in (("run", "plan, dispatch, wait for the end, print a summary"),
+                        ("submit", "enqueue a run, print its id, return at once")):
+        sp = cmd(name, help_)
+        sp.add_argument("workflow")
+        sp.add_argument("--targets", metavar="SPEC", help="addresses, CIDRs, ranges, hosts, host:port, @file")
+        sp.add_argument("--scope", metavar="SPEC", help="what derived targets may be (default: the targets)")
+        sp.add_argument("--priority", type=int, default=0, help="higher runs are dispatched first (default 0)")
+        if name == "run":
+            sp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    cmd("master", "headless master: serves submitted runs until interrupted")
+    sp = cmd("resume", "continue a paused or interrupted run until it ends")
+    sp.add_argument("run")
+    sp.add_argument("--json", action="store_true")
+    for name, help_ in (("pause", "stop dispatching a run's tasks"), ("stop", "cancel a run's tasks; it ends stopped")):
+        cmd(name, help_).add_argument("run")
+    sp = cmd("status", "runs, or one run: state, per-stage progress, counts")
+    sp.add_argument("run", nargs="?")
+    sp.add_argument("--json", action="store_true")
+    sp = cmd("results", "print a run's result records")
+    sp.add_argument("run")
+    sp.add_argument("--stage")
+    sp.add_argument("--type")
+    sp.add_argument("--format", choices=("jsonl", "csv", "json"), default="jsonl")
+    sp.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    sp = cmd("workflows", "list the workflows, or validate the file and exit")
+    sp.add_argument("--check", action="store_true")
+    sp = cmd("agents", "list the boxes; --check connects, bootstraps, reports")
+    sp.add_argument("--check", action="store_true")
+    sp.add_argument("--trust", metavar="NAME", help="show NAME's host key fingerprint and record it as trusted")
+    sp.add_argument("--yes", action="store_true", help="with --trust: do not ask for confirmation")
+    return p
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from console.store import Store
+
+    return Store.open(args.db)
+
+
+def _workflows_path(args: argparse.Namespace) -> Path:
+    from console.workflow import default_workflows_path
+
+    return Path(args.workflows) if args.workflows else default_workflows_path()
+
+
+def _agents_source(args: argparse.Namespace) -> str:
+    from console.inventory import parse_agents_source
+
+    src = args.agents or os.environ.get("FLEETSCAN_AGENTS") or "local"
+    parse_agents_source(src)  # validates (and loads an inventory file) before anything is written
+    return src
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    from console.progress import format_summary
+
+    print(format_summary(summary))
+
+
+def _exit_for(state: str) -> int:
+    return EXIT_OK if state == "completed" else EXIT_RUN_FAILED
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from console.tui.app import run_console
+
+    return run_console(db_path=args.db, workflows_file=args.workflows, agents_source=_agents_source(args)) or 0
+
+
+def _create_run(args: argparse.Namespace) -> tuple[Any, str]:
+    """Validate everything, then write the run in one transaction (nothing half-written on bad input)."""
+    from console.submit import prepare_run
+
+    agents = _agents_source(args)
+    prepared = prepare_run(
+        workflows_file=_workflows_path(args), workflow=args.workflow, targets=args.targets,
+        scope=args.scope, priority=args.priority, agents=agents,
+    )
+    store = _store(args)
+    return store, prepared.create(store)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    store, run_id = _create_run(args)
+    store.close()
+    print(run_id)
+    return EXIT_OK
+
+
+def _drive(store: Any, run_id: str, agents: str, as_json: bool) -> int:
+    """Run one run to its end on an embedded master, with progress on stderr."""
+    from console.progress import ProgressPrinter
+    from console.scheduler import Master
+
+    async def main() -> str:
+        master = Master(store, agents)
+        printer = ProgressPrinter(store, run_id, sys.stderr)
+        watcher = asyncio.create_task(printer.follow())
+        try:
+            state = await master.run_until_done(run_id)
+        finally:
+            watcher.cancel()
+            printer.finish()
+        return str(state)
+
+    state = asyncio.run(main())
+    _print_summary(store.run_summary(run_id), as_json)
+    return _exit_for(state)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    store, run_id = _create_run(args)
+    print(f"run {run_id}", file=sys.stderr)
+    return _drive(store, run_id, _agents_source(args), args.json)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    store = _store(args)
+    run = store.get_run(args.run)
+    if run["state"] in ("completed", "failed", "stopped"):
+        _print_summary(store.run_summary(args.run), args.json)
+        return _exit_for(run["state"])
+    store.request_resume(args.run)
+    agents = args.agents or run.get("agents") or "local"
+    return _drive(store, args.run, agents, args.json)
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    from console.scheduler import Master
+
+    store = _store(args)
+    master = Master(store, _agents_source(args))
+    print(f"master {master.master_id} serving {store.path}; Ctrl-C to stop", file=sys.stderr)
+    asyncio.run(master.serve())
+    return EXIT_OK
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    store = _store(args)
+    store.get_run(args.run)  # RunNotFound -> exit 2
+    (store.request_pause if args.command == "pause" else store.request_stop)(args.run)
+    print(f"{args.command} requested for run {args.run}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from console.progress import format_runs
+
+    store = _store(args)
+    if args.run:
+        _print_summary(store.run_summary(args.run), args.json)
+        return EXIT_OK
+    summaries = [store.run_summary(r["id"]) for r in store.list_runs()]
+    if args.json:
+        print(json.dumps({"runs": summaries}))
+    else:
+        print(format_runs(summaries))
+    return EXIT_OK
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from console.export import export_results
+
+    store = _store(args)
+    store.get_run(args.run)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as out:
+            n = export_results(store, args.run, args.format, out, stage=args.stage, type_=args.type)
+        print(f"{n} records written to {args.output}", file=sys.stderr)
+    else:
+        export_results(store, args.run, args.format, sys.stdout, stage=args.stage, type_=args.type)
+    return EXIT_OK
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    from console.workflow import describe, load_workflows
+
+    path = _workflows_path(args)
+    wf_file = load_workflows(path)
+    if args.check:
+        print(f"{path}: ok ({len(wf_file.workflows)} workflows)", file=sys.stderr)
+        return EXIT_OK
+    for line in describe(wf_file):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from console.agents_cmd import agents_command
+
+    return agents_command(args, _agents_source(args))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "tui": cmd_tui, "run": cmd_run, "submit": cmd_submit, "master": cmd_master, "resume": cmd_resume,
+    "pause": cmd_control, "stop": cmd_control, "status": cmd_status, "results": cmd_results,
+    "workflows": cmd_workflows, "agents": cmd_agents,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "tui"
+    try:
+        return COMMANDS[command](args)
+    except KeyboardInterrupt:
+        print("interrupted: the run stays resumable (fleetscan resume RUN)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `fleetscan results RUN | head`: the reader went away; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except FleetscanError as err:
+        print(f"fleetscan: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

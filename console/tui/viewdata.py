@@ -122,15 +122,16 @@ def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
-def _rows(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+def fetch_dicts(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    """Rows as dicts, so a column the store adds later never shifts anything."""
     cursor = conn.execute(sql, tuple(params))
     names = [d[0] for d in cursor.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]  # type: ignore[misc]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def read_runs(conn: sqlite3.Connection, limit: int = MAX_RUNS) -> list[RunRow]:
     """Runs newest first, with progress summed over their stages (no scan of results)."""
-    rows = _rows(
+    rows = fetch_dicts(
         conn,
         """
         SELECT r.id, r.workflow, r.state, r.priority, r.created, r.started, r.ended, r.error,
@@ -165,7 +166,7 @@ def read_runs(conn: sqlite3.Connection, limit: int = MAX_RUNS) -> list[RunRow]:
 
 
 def read_stages(conn: sqlite3.Connection, run_id: str) -> list[StageRow]:
-    rows = _rows(conn, "SELECT * FROM stages WHERE run_id = ? ORDER BY idx", (run_id,))
+    rows = fetch_dicts(conn, "SELECT * FROM stages WHERE run_id = ? ORDER BY idx", (run_id,))
     return [
         StageRow(
             run_id=r["run_id"],
@@ -187,7 +188,7 @@ def read_stages(conn: sqlite3.Connection, run_id: str) -> list[StageRow]:
 
 
 def read_agents(conn: sqlite3.Connection) -> list[AgentRow]:
-    rows = _rows(conn, "SELECT * FROM agents ORDER BY name")
+    rows = fetch_dicts(conn, "SELECT * FROM agents ORDER BY name")
     return [
         AgentRow(
             name=r["name"],
@@ -206,7 +207,7 @@ def read_agents(conn: sqlite3.Connection) -> list[AgentRow]:
     ]
 
 
-def _result(r: dict[str, Any]) -> ResultRow:
+def result_from_row(r: dict[str, Any]) -> ResultRow:
     return ResultRow(
         id=_int(r["id"]),
         run_id=r.get("run_id") or "",
@@ -222,12 +223,12 @@ def _result(r: dict[str, Any]) -> ResultRow:
 
 def read_latest_results(conn: sqlite3.Connection, limit: int = FEED_RESULTS) -> list[ResultRow]:
     """The newest results of every run, oldest first (the order a feed appends them)."""
-    rows = _rows(conn, "SELECT * FROM results ORDER BY id DESC LIMIT ?", (limit,))
-    return [_result(r) for r in reversed(rows)]
+    rows = fetch_dicts(conn, "SELECT * FROM results ORDER BY id DESC LIMIT ?", (limit,))
+    return [result_from_row(r) for r in reversed(rows)]
 
 
 def read_latest_events(conn: sqlite3.Connection, limit: int = FEED_EVENTS) -> list[EventRow]:
-    rows = _rows(conn, "SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+    rows = fetch_dicts(conn, "SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
     return [
         EventRow(
             id=_int(r["id"]),

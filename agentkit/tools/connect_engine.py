@@ -1,0 +1,222 @@
+"""Non-blocking TCP connect probes at scale: epoll (or any selector), thousands in flight.
+
+Why not asyncio streams: per probe they cost a transport, a protocol and a
+future, which makes a full 65,535-port scan 9-13x slower than ``nmap -sT``.
+Here a probe is a non-blocking socket, one ``connect_ex`` and, when it is in
+progress (EINPROGRESS), one poll registration and one ``SO_ERROR`` read. On
+loopback most answers arrive synchronously inside ``connect_ex`` itself.
+
+``probe(...)`` calls ``on_result(host, port, state, rtt_ms)`` with state
+``open`` (handshake completed), ``refused`` (RST/ECONNREFUSED: the host is
+up, the port closed), or ``silent`` (timeout, unreachable, filtered). Rate
+(probes per second) is paced evenly from the start time, never in bursts.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import select
+import selectors
+import socket
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, Iterable, Optional, Tuple
+
+from agentkit.context import TaskContext
+
+OPEN, REFUSED, SILENT = "open", "refused", "silent"
+#: File descriptors left for everything else the agent does while a scan runs.
+FD_RESERVE = 128
+_REFUSED_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET}
+#: connect_ex errors that say "this machine is short of something", not "the target answered"
+_LOCAL_SHORTAGE = {errno.EAGAIN, errno.EADDRNOTAVAIL, errno.ENOBUFS}
+
+ResultCallback = Callable[[str, int, str, float], None]
+
+
+def raise_fd_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one; return the (new) soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def max_concurrency(requested: int) -> int:
+    """The in-flight bound: what was asked, within the file descriptors this process may open."""
+    limit = raise_fd_limit() - FD_RESERVE
+    return max(1, min(requested, limit))
+
+
+def resolve(host: str) -> Tuple[int, str]:
+    """(address family, numeric address) of a host target; the first address of a name."""
+    info = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+    family, _, _, _, sockaddr = info[0]
+    return family, sockaddr[0]
+
+
+class _Poller:
+    """epoll when there is one (Linux), else the best selector: same three calls."""
+
+    def __init__(self) -> None:
+        self._epoll = getattr(select, "epoll", None)
+        if self._epoll is not None:
+            self._ep = self._epoll()
+            self._mask = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+        else:
+            self._sel = selectors.DefaultSelector()
+
+    def register(self, fd: int) -> None:
+        if self._epoll is not None:
+            self._ep.register(fd, self._mask)
+        else:
+            self._sel.register(fd, selectors.EVENT_WRITE)
+
+    def unregister(self, fd: int) -> None:
+        try:
+            if self._epoll is not None:
+                self._ep.unregister(fd)
+            else:
+                self._sel.unregister(fd)
+        except (KeyError, OSError, ValueError):
+            pass
+
+    def poll(self, timeout: float) -> Iterable[int]:
+        if self._epoll is not None:
+            return [fd for fd, _ in self._ep.poll(timeout, 4096)]
+        return [key.fd for key, _ in self._sel.select(timeout)]
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._ep.close()
+        else:
+            self._sel.close()
+
+
+def probe(
+    ctx: TaskContext,
+    pairs: Iterable[Tuple[str, int, int, str]],
+    total: int,
+    on_result: ResultCallback,
+    timeout: float,
+    concurrency: int,
+    rate: float = 0.0,
+    skip: Optional[Callable[[str], bool]] = None,
+) -> int:
+    """Probe every (label, family, port, address) pair; returns how many probes were sent.
+
+    ``label`` is what ``on_result`` gets as the host (the target as the master
+    wrote it); ``skip(label)`` lets a caller drop the rest of a host's probes
+    (tcp_ping stops at the first answer).
+    """
+    concurrency = max_concurrency(concurrency)
+    poller = _Poller()
+    inflight: Dict[int, Tuple[socket.socket, str, int, float]] = {}
+    expiries: Deque[Tuple[float, int, socket.socket]] = deque()
+    source = iter(pairs)
+    exhausted = False
+    sent = finished = 0
+    started = time.monotonic()
+    interval = 1.0 / rate if rate > 0 else 0.0
+    stream = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+    in_progress = (errno.EINPROGRESS,)
+    retry: Deque[Tuple[str, int, int, str]] = deque()
+    backoff_until = 0.0
+    monotonic = time.monotonic
+    try:
+        while True:
+            if ctx.should_stop():
+                ctx.check()
+            now = monotonic()
+            while (retry or not exhausted) and len(inflight) < concurrency and now >= backoff_until:
+                if interval and started + sent * interval > now:
+                    break
+                if retry:
+                    label, family, port, address = retry.popleft()
+                    sent -= 1
+                else:
+                    try:
+                        label, family, port, address = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                if skip is not None and skip(label):
+                    finished += 1
+                    continue
+                sent += 1
+                sock = socket.socket(family, stream)
+                if not stream & getattr(socket, "SOCK_NONBLOCK", 0):
+                    sock.setblocking(False)
+                code = sock.connect_ex((address, port))
+                if code in in_progress:
+                    fd = sock.fileno()
+                    inflight[fd] = (sock, label, port, now)
+                    expiries.append((now + timeout, fd, sock))
+                    poller.register(fd)
+                    continue
+                sock.close()
+                if code in _LOCAL_SHORTAGE:
+                    # out of local ports/buffers: not an answer from the target; try again shortly
+                    retry.append((label, family, port, address))
+                    backoff_until = monotonic() + 0.01
+                    break
+                finished += 1
+                if code == 0:
+                    on_result(label, port, OPEN, (monotonic() - now) * 1000.0)
+                elif code in _REFUSED_ERRNOS:
+                    on_result(label, port, REFUSED, (monotonic() - now) * 1000.0)
+                else:
+                    on_result(label, port, SILENT, 0.0)
+                if finished & 1023 == 0:
+                    ctx.progress(finished, total)
+            if not inflight:
+                if exhausted and not retry:
+                    break
+                wait = started + sent * interval - monotonic() if interval else 0.0
+                wait = max(wait, backoff_until - monotonic())
+                if wait > 0:
+                    if ctx.cancelled.wait(min(wait, 0.1)):
+                        ctx.check()
+                continue
+            wait = expiries[0][0] - monotonic() if expiries else 0.05
+            if interval and not exhausted:
+                wait = min(wait, started + sent * interval - monotonic())
+            for fd in poller.poll(max(0.0, min(wait, 0.05))):
+                entry = inflight.pop(fd, None)
+                poller.unregister(fd)
+                if entry is None:
+                    continue
+                sock, label, port, t0 = entry
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                rtt = (monotonic() - t0) * 1000.0
+                sock.close()
+                finished += 1
+                if code == 0:
+                    on_result(label, port, OPEN, rtt)
+                elif code in _REFUSED_ERRNOS:
+                    on_result(label, port, REFUSED, rtt)
+                else:
+                    on_result(label, port, SILENT, 0.0)
+            now = monotonic()
+            while expiries and (expiries[0][0] <= now or expiries[0][2].fileno() < 0):
+                _, fd, sock = expiries.popleft()
+                entry = inflight.get(fd)
+                if entry is not None and entry[0] is sock:
+                    del inflight[fd]
+                    poller.unregister(fd)
+                    sock.close()
+                    finished += 1
+                    on_result(entry[1], entry[2], SILENT, 0.0)
+            ctx.progress(finished, total)
+    finally:
+        for sock, _, _, _ in inflight.values():
+            sock.close()
+        poller.close()
+    ctx.progress(total, total)
+    return sent

@@ -1,0 +1,123 @@
+"""exec: run an external scanner from an argv template and parse what it prints. Never a shell.
+
+params: ``argv`` (list of strings; ``argv[0]`` is looked up on PATH),
+``parser`` (nmap_xml, masscan_json, jsonl, lines), ``type`` (the record type
+``lines`` produces), ``timeout`` (s per run, default: the task's).
+
+Placeholders ``{target}``, ``{host}``, ``{port}``, ``{targets_file}`` are
+replaced only when they are a WHOLE argv element (``"-p{port}"`` is refused:
+put ``"-p", "{port}"``). Values are typed and validated first: a host is an
+IP address or DNS name, a port 1..65535, a target a host, ``host:port`` or an
+http(s) URL; anything that starts with ``-`` or holds whitespace or control
+characters is refused, so a value from a scanned machine can never become an
+option. With ``{target}``/``{host}``/``{port}`` the program runs once per
+target; otherwise once for the whole task (``{targets_file}`` is a private
+temporary file, one validated target a line).
+
+The program runs in its own process group: cancel and timeout kill the group.
+A missing program ends the task with ``program not found: NAME``; a non-zero
+exit with no parsable output is an error naming the exit code and stderr's tail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from agentkit.context import TaskContext, ToolError
+from agentkit.params import get_float, get_str
+from agentkit.targets import TargetError, host_port, split_host_port, url_host_port, valid_host
+from agentkit.tools import parsers
+from agentkit.tools.text import collapse
+
+PLACEHOLDERS = ("{target}", "{host}", "{port}", "{targets_file}")
+PER_TARGET = ("{target}", "{host}", "{port}")
+
+
+def safe_value(value: str, what: str) -> str:
+    if not value or value.startswith("-") or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ToolError("%s %r refused: empty, option-like, or contains whitespace/control characters" % (what, value[:100]))
+    return value
+
+
+def target_values(target: str) -> Dict[str, str]:
+    """{target}, {host}, {port} for one task target (``{port}`` only when it has one)."""
+    safe_value(target, "target")
+    try:
+        if "://" in target:
+            host, port = url_host_port(target)
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port)}
+        host, maybe_port = split_host_port(target)
+        if maybe_port is not None:
+            host, port = host_port(target)
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port)}
+    except TargetError as err:
+        raise ToolError("target %s" % err) from None
+    if not valid_host(host):
+        raise ToolError("target %r is not a host, host:port or URL" % target[:100])
+    return {"{target}": target, "{host}": safe_value(host, "host")}
+
+
+def check_template(argv: Any) -> List[str]:
+    if not isinstance(argv, list) or not argv or not all(isinstance(item, str) for item in argv):
+        raise ToolError("params.argv: must be a non-empty list of strings")
+    if argv[0] in PLACEHOLDERS or "{" in argv[0]:
+        raise ToolError("params.argv[0]: the program cannot be a placeholder")
+    for index, item in enumerate(argv):
+        for name in PLACEHOLDERS:
+            if name in item and item != name:
+                raise ToolError("params.argv[%d]: %s must be a whole argv element, not part of %r" % (index, name, item))
+    return list(argv)
+
+
+def fill(template: List[str], values: Dict[str, str]) -> List[str]:
+    argv = []
+    for item in template:
+        if item in PLACEHOLDERS:
+            if item not in values:
+                raise ToolError("placeholder %s has no value for this target" % item)
+            argv.append(values[item])
+        else:
+            argv.append(item)
+    return argv
+
+
+def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
+    template = check_template(params.get("argv"))
+    parser_name = get_str(params, "parser", "lines")
+    parser = parsers.PARSERS.get(parser_name)
+    if parser is None:
+        raise ToolError("params.parser: unknown parser %r (known: %s)" % (parser_name, ", ".join(sorted(parsers.PARSERS))))
+    record_type = get_str(params, "type", "line")
+    run_timeout = get_float(params, "timeout", ctx.timeout, 0.01, 7 * 86400.0)
+    program = shutil.which(template[0])
+    if program is None:
+        raise ToolError("program not found: %s" % collapse(template[0], 100))
+    per_target = any(item in PER_TARGET for item in template)
+    checked = [target_values(target) for target in targets]
+    targets_file: Optional[str] = None
+    try:
+        if "{targets_file}" in template:
+            fd, targets_file = tempfile.mkstemp(prefix="fleetscan-targets-", suffix=".txt")
+            with os.fdopen(fd, "w") as handle:
+                handle.write("".join(values["{target}"] + "\n" for values in checked))
+        runs = checked if per_target else [{}]
+        for done, values in enumerate(runs):
+            ctx.check()
+            if targets_file is not None:
+                values = dict(values, **{"{targets_file}": targets_file})
+            argv = [program] + fill(template, values)[1:]
+            code, out, err = ctx.run_program(argv, timeout=run_timeout)
+            default_target = values.get("{target}", targets[0] if len(targets) == 1 else "")
+            records = parser(out, record_type, default_target)
+            if code != 0 and not records:
+                tail = collapse(err.decode("utf-8", "replace")[-300:], 300)
+                raise ToolError("%s exited %d: %s" % (os.path.basename(program), code, tail))
+            for record in records:
+                ctx.emit(record.type, record.target, record.data)
+            ctx.progress(done + 1, len(runs))
+    finally:
+        if targets_file is not None:
+            os.unlink(targets_file)

@@ -1,0 +1,347 @@
+"""The fleet: every agent link, its free slots, and its health.
+
+The scheduler asks the fleet for "a box with a free slot, least loaded first,
+preferably one this task has not failed on"; the fleet keeps that answer true by
+heartbeating every link (ping every second, three seconds of silence = dead),
+setting aside boxes that keep failing, and reconnecting lost ones with backoff.
+It never touches the store: it reports events and agent rows that the master
+writes in its own batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkit import wire
+from console.errors import AgentError, TransportError
+from console.transport import LOCAL_SLOTS, AgentLink, LocalLink
+
+PING_EVERY_S = 1.0
+DEAD_AFTER_S = 3.0
+#: consecutive failures (task failures or lost links) before a box is set aside
+SET_ASIDE_AFTER = 5
+SET_ASIDE_FOR_S = 60.0
+RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+#: protocol errors on one link before it is dropped as broken
+MAX_PROTOCOL_ERRORS = 20
+
+
+@dataclass
+class AgentHandle:
+    """One box as the master sees it."""
+
+    name: str
+    kind: str
+    slots: int
+    factory: Callable[[], AgentLink]
+    link: AgentLink | None = None
+    #: starting, up, down, set_aside
+    state: str = "starting"
+    busy: set[str] = field(default_factory=set)
+    tasks_done: int = 0
+    failures: int = 0
+    consecutive: int = 0
+    protocol_errors: int = 0
+    last_seen: float = 0.0
+    latency_ms: float | None = None
+    error: str | None = None
+    reconnects: int = 0
+    retry_at: float = 0.0
+    set_aside_until: float = 0.0
+    reader: asyncio.Task[None] | None = None
+    pings: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.busy) if self.state == "up" else 0
+
+    def row(self, master_id: str) -> dict[str, Any]:
+        hello = self.link.hello if self.link is not None else None
+        return {
+            "name": self.name, "kind": self.kind,
+            "address": self.link.address if self.link is not None else "",
+            "state": self.state, "slots": self.slots, "busy": len(self.busy), "tasks_done": self.tasks_done,
+            "failures": self.failures, "last_seen": time.time() - (time.monotonic() - self.last_seen)
+            if self.last_seen else None,
+            "latency_ms": round(self.latency_ms, 2) if self.latency_ms is not None else None,
+            "python": hello.python if hello else None,
+            "programs": json.dumps(hello.programs) if hello else None,
+            "hash": hello.hash if hello else None, "error": self.error, "master": master_id,
+        }
+
+
+MessageHandler = Callable[[AgentHandle, Any], None]
+LostHandler = Callable[[AgentHandle, str], None]
+
+
+def handles_for(source: str) -> list[AgentHandle]:
+    """``local`` / ``local:N`` / an inventory file -> one handle per box (links built lazily)."""
+    from console.inventory import load_inventory, parse_agents_source
+
+    kind, value = parse_agents_source(source)
+    if kind == "local":
+        count = int(value)
+        names = ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
+        return [
+            AgentHandle(name=n, kind="local", slots=LOCAL_SLOTS, factory=lambda n=n: LocalLink(n))  # type: ignore[misc]
+            for n in names
+        ]
+    handles = []
+    for spec in load_inventory(value):
+        handles.append(AgentHandle(name=spec.name, kind="ssh", slots=int(spec.slots), factory=_ssh_factory(spec)))
+    return handles
+
+
+def _ssh_factory(spec: Any) -> Callable[[], AgentLink]:
+    def build() -> AgentLink:
+        from console.ssh import SshLink
+
+        return SshLink(spec)
+
+    return build
+
+
+class Fleet:
+    """The set of links. ``on_message``/``on_lost`` are the master's synchronous callbacks."""
+
+    def __init__(self, handles: list[AgentHandle], *, on_message: MessageHandler, on_lost: LostHandler) -> None:
+        self.handles = {h.name: h for h in handles}
+        self.on_message = on_message
+        self.on_lost = on_lost
+        #: (level, kind, message) for the master to store
+        self.events: list[tuple[str, str, str]] = []
+        self.changed = True
+        self._archive: tuple[bytes, str] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._seq = 0
+        self.closing = False
+
+    # -- start / stop -------------------------------------------------------------------
+
+    async def start(self, archive: bytes, sha256: str) -> None:
+        """Start every link concurrently; TransportError (with every reason) if none came up."""
+        self._archive = (archive, sha256)
+        await asyncio.gather(*(self._connect(h) for h in self.handles.values()))
+        if not any(h.state == "up" for h in self.handles.values()):
+            reasons = "; ".join(f"{h.name}: {h.error}" for h in self.handles.values())
+            raise TransportError(f"no agent came up ({reasons})")
+
+    async def _connect(self, handle: AgentHandle) -> bool:
+        assert self._archive is not None
+        link = handle.factory()
+        handle.link = link
+        handle.state = "starting"
+        try:
+            hello = await link.start(*self._archive)
+        except Exception as err:  # noqa: BLE001 - any failure to start is this box's, reported
+            handle.state = "down"
+            handle.error = str(err)
+            handle.failures += 1
+            handle.retry_at = time.monotonic() + RECONNECT_BACKOFF_S[min(handle.reconnects, 5)]
+            handle.reconnects += 1
+            self._event("warning", "agent", f"agent {handle.name} down: {err}")
+            self.changed = True
+            return False
+        handle.state = "up"
+        handle.error = None
+        handle.reconnects = 0
+        handle.protocol_errors = 0
+        handle.last_seen = time.monotonic()
+        handle.pings.clear()
+        cached = "pushed archive" if link.pushed else "archive cached"
+        self._event(
+            "info", "agent",
+            f"agent {handle.name} up (python {hello.python}, {cached}, {link.bootstrap_s * 1000:.0f} ms)",
+        )
+        handle.reader = asyncio.create_task(self._read(handle, link))
+        self.changed = True
+        return True
+
+    async def close(self) -> None:
+        self.closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        links = []
+        for handle in self.handles.values():
+            if handle.reader is not None:
+                handle.reader.cancel()
+            if handle.link is not None:
+                links.append(handle.link.close())
+            if handle.state == "up":
+                handle.state = "down"
+                handle.error = "master closed"
+        await asyncio.gather(*links, return_exceptions=True)
+        self.changed = True
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def _read(self, handle: AgentHandle, link: AgentLink) -> None:
+        reason = "agent closed its output"
+        while True:
+            try:
+                message = await link.recv()
+            except AgentError as err:
+                handle.protocol_errors += 1
+                self._event("warning", "protocol", str(err))
+                if handle.protocol_errors >= MAX_PROTOCOL_ERRORS:
+                    reason = f"too many protocol errors ({err})"
+                    break
+                continue
+            except TransportError as err:
+                reason = str(err)
+                break
+            except asyncio.CancelledError:
+                return
+            if message is None:
+                break
+            handle.last_seen = time.monotonic()
+            if isinstance(message, wire.Pong):
+                sent = handle.pings.pop(message.seq, None)
+                if sent is not None:
+                    handle.latency_ms = (handle.last_seen - sent) * 1000
+                    self.changed = True
+                continue
+            try:
+                self.on_message(handle, message)
+            except Exception as err:  # noqa: BLE001 - a bad message never kills the reader
+                self._event("error", "master", f"{handle.name}: handling {type(message).__name__}: {err!r}")
+        if link is handle.link and not self.closing:
+            self.lose(handle, reason)
+
+    def lose(self, handle: AgentHandle, reason: str) -> None:
+        """The link is gone: kill it, hand its tasks back (on_lost), plan a reconnect."""
+        if handle.state not in ("up", "set_aside"):
+            return
+        link = handle.link
+        handle.state = "down"
+        handle.error = reason
+        handle.failures += 1
+        handle.consecutive += 1
+        handle.retry_at = time.monotonic() + RECONNECT_BACKOFF_S[min(handle.reconnects, 5)]
+        self._event("warning", "agent", f"agent {handle.name} lost: {reason}")
+        self.changed = True
+        if handle.reader is not None and handle.reader is not asyncio.current_task():
+            handle.reader.cancel()
+        if link is not None:
+            link.kill()
+            self._spawn(link.close(grace=0.5))
+        try:
+            self.on_lost(handle, reason)
+        finally:
+            handle.busy.clear()
+
+    # -- health -------------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Ping up links every second; drop silent ones; reconnect lost ones with backoff."""
+        while True:
+            await asyncio.sleep(PING_EVERY_S)
+            now = time.monotonic()
+            for handle in list(self.handles.values()):
+                if handle.state == "set_aside" and now >= handle.set_aside_until:
+                    handle.state = "up"
+                    handle.consecutive = SET_ASIDE_AFTER - 1
+                    self._event("info", "agent", f"agent {handle.name} back from set-aside")
+                    self.changed = True
+                if handle.state in ("up", "set_aside") and handle.link is not None:
+                    if now - handle.last_seen > DEAD_AFTER_S:
+                        self.lose(handle, f"no answer for {DEAD_AFTER_S:g} s")
+                        continue
+                    self._seq += 1
+                    handle.pings = {s: t for s, t in handle.pings.items() if now - t < 10}
+                    handle.pings[self._seq] = now
+                    try:
+                        await handle.link.send(wire.Ping(op="ping", seq=self._seq))
+                    except TransportError as err:
+                        self.lose(handle, str(err))
+                elif handle.state == "down" and now >= handle.retry_at and not self.closing:
+                    handle.state = "starting"
+                    self._spawn(self._connect(handle))
+
+    def task_failed(self, handle: AgentHandle) -> None:
+        handle.failures += 1
+        handle.consecutive += 1
+        self.changed = True
+        others = [h for h in self.handles.values() if h.state == "up" and h is not handle]
+        if handle.consecutive >= SET_ASIDE_AFTER and handle.state == "up" and others:
+            handle.state = "set_aside"
+            handle.set_aside_until = time.monotonic() + SET_ASIDE_FOR_S
+            self._event(
+                "warning", "agent", f"agent {handle.name} set aside after {handle.consecutive} failures in a row"
+            )
+
+    def task_ok(self, handle: AgentHandle) -> None:
+        handle.tasks_done += 1
+        handle.consecutive = 0
+        self.changed = True
+
+    # -- choosing ---------------------------------------------------------------------
+
+    def up(self) -> list[AgentHandle]:
+        return [h for h in self.handles.values() if h.state == "up"]
+
+    def up_names(self) -> list[str]:
+        return sorted(h.name for h in self.up())
+
+    def free_slots(self) -> int:
+        return sum(h.free for h in self.handles.values())
+
+    def total_slots(self) -> int:
+        return sum(h.slots for h in self.up())
+
+    def pick(self, avoid: Iterable[str] = (), pinned: str | None = None) -> AgentHandle | None:
+        """Least loaded box with a free slot; one not in ``avoid`` when there is one."""
+        if pinned is not None:
+            handle = self.handles.get(pinned)
+            if handle is not None and handle.state in ("up", "set_aside") and len(handle.busy) < handle.slots:
+                return handle
+            return None
+        free = [h for h in self.handles.values() if h.free > 0]
+        if not free:
+            return None
+        avoid_set = set(avoid)
+        fresh = [h for h in free if h.name not in avoid_set] or free
+        return min(fresh, key=lambda h: (len(h.busy) / h.slots, len(h.busy), h.name))
+
+    async def send(self, handle: AgentHandle, messages: list[Any]) -> bool:
+        link = handle.link
+        if link is None or handle.state not in ("up", "set_aside"):
+            return False
+        try:
+            await link.send_many(messages)
+        except TransportError as err:
+            self.lose(handle, str(err))
+            return False
+        return True
+
+    def rows(self, master_id: str) -> list[dict[str, Any]]:
+        self.changed = False
+        return [h.row(master_id) for h in self.handles.values()]
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _event(self, level: str, kind: str, message: str) -> None:
+        self.events.append((level, kind, message))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def drain_events(self) -> list[tuple[str, str, str]]:
+        events, self.events = self.events, []
+        return events
+
+
+async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task

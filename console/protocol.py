@@ -1,0 +1,123 @@
+"""The master's side of the wire protocol: validate what agents send, encode what we send.
+
+The message shapes are defined once, as dataclasses in :mod:`agentkit.wire`;
+here pydantic ``TypeAdapter``s over those very classes check every line a box
+writes (discriminated by ``op``), with bounds on sizes, so a broken or hostile
+agent produces an :class:`~console.errors.AgentError` with a reason instead of
+a crash or an unbounded allocation. Record ``data`` is only shape-checked here;
+:mod:`console.records` validates it per result type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Annotated, Any, TypeAlias
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from agentkit import wire
+from console.errors import AgentError
+
+AgentMessage: TypeAlias = wire.Hello | wire.Results | wire.Progress | wire.Done | wire.Pong | wire.Error
+MasterMessage: TypeAlias = wire.Task | wire.Cancel | wire.Ping | wire.Shutdown
+
+_AGENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Annotated[AgentMessage, Field(discriminator="op")])
+_MASTER_ADAPTER: TypeAdapter[Any] = TypeAdapter(Annotated[MasterMessage, Field(discriminator="op")])
+
+#: Bounds on what an agent may send beyond the line limit.
+MAX_ID = 200
+MAX_TEXT = 64 * 1024
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "message"
+    return f"{where}: {err.get('msg', 'invalid')}"
+
+
+def _check_bounds(msg: AgentMessage) -> None:
+    """Size limits pydantic's shape check does not express."""
+    ident = getattr(msg, "id", None)
+    if isinstance(ident, str) and (len(ident) > MAX_ID or not ident.isprintable()):
+        raise AgentError(f"invalid {msg.op} message: bad task id")
+    if isinstance(msg, wire.Results):
+        if len(msg.records) > wire.MAX_BATCH:
+            raise AgentError(f"invalid results message: {len(msg.records)} records (at most {wire.MAX_BATCH})")
+    elif isinstance(msg, wire.Hello):
+        if len(msg.tools) > 256 or len(msg.programs) > 256 or len(msg.hash) > 128:
+            raise AgentError("invalid hello message: oversized fields")
+    elif isinstance(msg, wire.Progress):
+        if msg.done < 0 or msg.total < 0:
+            raise AgentError("invalid progress message: negative counts")
+    elif isinstance(msg, wire.Error | wire.Done):
+        text = msg.error or ""
+        if len(text) > MAX_TEXT:
+            raise AgentError(f"invalid {msg.op} message: error text over {MAX_TEXT} characters")
+
+
+def parse_agent_line(line: bytes) -> AgentMessage:
+    """One line from an agent's stdout -> a wire dataclass, or AgentError with the reason.
+
+    The trailing newline is optional. Lines longer than ``wire.MAX_LINE`` are refused
+    without being parsed.
+    """
+    if len(line) > wire.MAX_LINE:
+        raise AgentError(f"protocol line too long ({len(line)} bytes, at most {wire.MAX_LINE})")
+    body = line.rstrip(b"\r\n")
+    if not body.strip():
+        raise AgentError("empty protocol line")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AgentError("protocol line is not UTF-8") from None
+    try:
+        msg = _AGENT_ADAPTER.validate_json(body, strict=True)
+    except ValidationError as exc:
+        raise AgentError(_explain(exc)) from None
+    _check_bounds(msg)
+    return msg  # type: ignore[no-any-return]
+
+
+def _explain(exc: ValidationError) -> str:
+    """The reason an agent line was refused, in one short line."""
+    err = exc.errors(include_url=False)[0]
+    etype = err.get("type", "")
+    if etype == "json_invalid":
+        return f"protocol line is not JSON: {str(err.get('msg', ''))[:200]}"
+    if not err.get("loc"):
+        return "protocol line is not a JSON object"
+    if etype == "union_tag_invalid":
+        tag = str((err.get("ctx") or {}).get("tag", ""))[:40]
+        return f"unknown message op {tag!r}"
+    if etype == "union_tag_not_found":
+        return "message has no op"
+    loc = list(err.get("loc", ()))
+    op = loc.pop(0) if loc else "message"
+    return f"invalid {op} message: {_describe_loc(loc, err)}"
+
+
+def _describe_loc(loc: list[Any], err: Any) -> str:
+    where = ".".join(str(p) for p in loc) or "message"
+    return f"{where}: {err.get('msg', 'invalid')}"
+
+
+def encode(msg: MasterMessage) -> bytes:
+    """One master -> agent message as a JSON line (UTF-8, ``\\n`` terminated)."""
+    if not isinstance(msg, wire.MASTER_MESSAGES):
+        raise TypeError(f"not a master message: {type(msg).__name__}")
+    text = json.dumps(dataclasses.asdict(msg), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    data = text.encode("ascii")
+    _MASTER_ADAPTER.validate_json(data, strict=True)  # a malformed message is our bug: fail here, not on the box
+    if len(data) >= wire.MAX_LINE:
+        raise ValueError(f"message too long for one protocol line ({len(data)} bytes)")
+    return data + b"\n"
+
+
+def decode_master_line(line: bytes) -> MasterMessage:
+    """Parse a master -> agent line (for tests and tools that replay a session)."""
+    try:
+        msg = _MASTER_ADAPTER.validate_json(line.rstrip(b"\r\n"), strict=True)
+    except ValidationError as exc:
+        raise AgentError(f"invalid master message: {_describe(exc)}") from None
+    return msg  # type: ignore[no-any-return]

@@ -1,0 +1,91 @@
+"""The store's schema and its ordered migrations (``PRAGMA user_version``).
+
+Kept apart from ``store.py`` so the data model reads in one screen; the page
+docs/ARCHITECTURE.md "Store" mirrors it and must stay true.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from console.errors import StoreError
+
+_V1 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, workflow TEXT NOT NULL, definition TEXT NOT NULL,
+    workflows_file TEXT, targets TEXT, scope TEXT, agents TEXT, priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL, created REAL NOT NULL, started REAL, ended REAL, error TEXT,
+    owner TEXT, owner_seen REAL
+);
+CREATE INDEX runs_state ON runs(state);
+CREATE INDEX runs_created ON runs(created);
+CREATE TABLE stages (
+    run_id TEXT NOT NULL, id TEXT NOT NULL, idx INTEGER NOT NULL, tool TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', tasks_total INTEGER NOT NULL DEFAULT 0,
+    tasks_done INTEGER NOT NULL DEFAULT 0, tasks_failed INTEGER NOT NULL DEFAULT 0,
+    results INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0,
+    planned INTEGER NOT NULL DEFAULT 0, cursor INTEGER NOT NULL DEFAULT 0,
+    started REAL, ended REAL, PRIMARY KEY (run_id, id)
+);
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    targets TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 1, priority INTEGER NOT NULL DEFAULT 0, pinned TEXT,
+    agent TEXT, lease_owner TEXT, lease_expires REAL, not_before REAL,
+    tried TEXT NOT NULL DEFAULT '[]', error TEXT, created REAL NOT NULL, started REAL, ended REAL
+);
+CREATE INDEX tasks_claim ON tasks(state, priority DESC, id);
+CREATE INDEX tasks_stage ON tasks(run_id, stage_id, state);
+CREATE INDEX tasks_lease ON tasks(lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE stage_targets (
+    run_id TEXT NOT NULL, stage_id TEXT NOT NULL, value TEXT NOT NULL, task_id INTEGER,
+    UNIQUE (run_id, stage_id, value)
+);
+CREATE INDEX stage_targets_unassigned ON stage_targets(run_id, stage_id) WHERE task_id IS NULL;
+CREATE TABLE results (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT NOT NULL, type TEXT NOT NULL,
+    key TEXT NOT NULL, target TEXT, agent TEXT, task_id INTEGER, ts TEXT, data TEXT NOT NULL,
+    UNIQUE (run_id, stage_id, type, key)
+);
+CREATE INDEX results_stage ON results(run_id, stage_id, id);
+CREATE TABLE agents (
+    name TEXT PRIMARY KEY, kind TEXT, address TEXT, state TEXT, slots INTEGER, busy INTEGER,
+    tasks_done INTEGER, failures INTEGER, last_seen REAL, latency_ms REAL, python TEXT,
+    programs TEXT, hash TEXT, error TEXT, master TEXT
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, run_id TEXT, level TEXT NOT NULL,
+    kind TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE INDEX events_run ON events(run_id, id);
+CREATE TABLE masters (
+    id TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL, seen REAL
+);
+"""
+
+#: ordered migrations: index i brings the schema from user_version i to i + 1
+MIGRATIONS: list[str] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database up to SCHEMA_VERSION, one migration per transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this fleetscan ({SCHEMA_VERSION}); upgrade fleetscan"
+        )
+    while version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current == version:  # another process may have migrated meanwhile
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = conn.execute("PRAGMA user_version").fetchone()[0]

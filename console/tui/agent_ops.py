@@ -1,0 +1,135 @@
+"""What the agents screen does to boxes: list them, check one, trust a host key. No Textual.
+
+Everything goes through the same functions as ``fleetscan agents``: the inventory
+parser, ``console.ssh.check`` (connect, bootstrap, ping), ``console.ssh.fetch_host_key``
+and ``console.hostkeys.record_host_key``. Trusting is two steps on purpose: first the
+fingerprint is fetched and shown, and only the operator's yes records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.errors import FleetscanError
+
+
+@dataclass(frozen=True)
+class BoxEntry:
+    """One box of the agents source, as the screen lists it."""
+
+    name: str
+    address: str
+    kind: str  # "ssh" or "local"
+    host_key: str  # "trusted", "unknown", "see ssh config", or "-" (local: no SSH)
+    spec: Any = field(compare=False, default=None)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    ok: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class OfferedKey:
+    """A key a box presented, not trusted yet."""
+
+    box: str
+    host: str
+    port: int
+    fingerprint: str
+    known: tuple[str, ...]
+    key: Any = field(compare=False, default=None)
+
+
+def _is_local(spec: Any) -> bool:
+    return bool(getattr(spec, "local", False)) or getattr(spec, "kind", "") == "local" or (
+        not getattr(spec, "host", None) and not getattr(spec, "ssh", None)
+    )
+
+
+def _specs(agents_source: str) -> list[Any]:
+    from console.inventory import parse_agents_source
+
+    parsed = parse_agents_source(agents_source)
+    boxes = getattr(parsed, "boxes", parsed)
+    return list(boxes or [])
+
+
+def list_entries(agents_source: str) -> list[BoxEntry]:
+    """The boxes of the agents source with whether their host key is trusted (no network)."""
+    from console import ssh
+
+    specs = _specs(agents_source)
+    remote = [s for s in specs if not _is_local(s)]
+    rows = {row["name"]: row for row in ssh.list_boxes(remote)} if remote else {}
+    entries = []
+    for spec in specs:
+        if _is_local(spec):
+            entries.append(BoxEntry(spec.name, "localhost", "local", "-", spec))
+        else:
+            row = rows.get(spec.name, {})
+            entries.append(BoxEntry(spec.name, str(row.get("address", "")), "ssh",
+                                    str(row.get("host_key", "unknown")), spec))
+    return entries
+
+
+def _report_summary(report: Any) -> str:
+    if not report.ok:
+        return str(report.error)
+    parts = [f"python {report.python}" if report.python else "", f"host {report.hostname}" if report.hostname else ""]
+    if report.latency_ms is not None:
+        parts.append(f"ping {report.latency_ms:g} ms")
+    if report.archive:
+        parts.append(f"archive {report.archive}")
+    programs = getattr(report, "programs", {}) or {}
+    if programs:
+        parts.append("programs: " + ", ".join(sorted(programs)))
+    return "ok · " + " · ".join(p for p in parts if p)
+
+
+async def check_entry(entry: BoxEntry) -> CheckOutcome:
+    """Connect (or spawn), bootstrap and ping one box; failures become the outcome's message."""
+    from console import ssh
+
+    if entry.kind == "local":
+        from agentkit.archive import build_archive
+        from console.transport import LocalLink
+
+        archive, sha256 = build_archive()
+        link = LocalLink(entry.name)
+        try:
+            hello = await link.start(archive, sha256)
+            rtt = await ssh.ping(link)
+        except FleetscanError as err:
+            return CheckOutcome(entry.name, False, str(err))
+        finally:
+            with contextlib.suppress(Exception):
+                await link.close()
+        return CheckOutcome(entry.name, True, f"ok · python {hello.python} · ping {rtt * 1000:.2f} ms")
+    reports = await ssh.check([entry.spec])
+    report = reports[0]
+    return CheckOutcome(entry.name, bool(report.ok), _report_summary(report))
+
+
+async def offered_key(entry: BoxEntry) -> OfferedKey:
+    """Step one of trusting: what key does the box present, and what did we trust before?"""
+    from console import hostkeys, ssh
+
+    if entry.kind == "local":
+        raise FleetscanError(f"{entry.name}: a local agent has no SSH host key")
+    key = await ssh.fetch_host_key(entry.spec)
+    host, port = await ssh.resolve_endpoint(entry.spec)
+    known = tuple(hostkeys.trusted_fingerprints(host, port))
+    return OfferedKey(entry.name, host, port, hostkeys.fingerprint(key), known, key)
+
+
+def record_trust(offer: OfferedKey) -> str:
+    """Step two, after the operator said yes: record the key; returns where."""
+    from console import hostkeys
+
+    record = hostkeys.record_host_key(offer.host, offer.port, offer.key)
+    return f"{record.entry} {record.fingerprint} recorded in {record.path}"

@@ -1,0 +1,298 @@
+"""The operator console: a Textual app with the master running inside it.
+
+Harlequin's rules: workers do the work (the master on an async worker, store reads
+and writes on thread workers) and post messages; only message handlers touch
+widgets; one ``Worker.StateChanged`` handler reports errors. Closing the console
+stops the master; its runs stay in the store and resume when the console (or
+``fleetscan resume``/``master``) opens again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from console.errors import FleetscanError
+from console.tui import intents
+from console.tui.dialogs import ConfirmScreen, HelpScreen
+from console.tui.panels import (
+    AgentsTable,
+    FeedLog,
+    RunsTable,
+    StagesPanel,
+    event_line,
+    result_line,
+)
+from console.tui.viewdata import FEED_EVENTS, FEED_RESULTS, ConsoleView, RunRow
+from console.tui.watcher import StoreChanged, StoreWatcher
+
+Clock = Callable[[], float]
+
+
+class FleetscanApp(App[int]):
+    """Main screen: runs, the selected run's stages, agents, live results and events."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "fleetscan"
+
+    BINDINGS = [
+        Binding("n", "new_run", "New run"),
+        Binding("p", "pause_resume", "Pause/resume"),
+        Binding("s", "stop_run", "Stop"),
+        Binding("r", "results", "Results"),
+        Binding("a", "agents", "Agents"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        db_path: str | Path | None = None,
+        workflows_file: str | Path | None = None,
+        agents_source: str = "local",
+        *,
+        start_master: bool = True,
+        clock: Clock = time.time,
+        poll_interval: float = 0.25,
+    ) -> None:
+        super().__init__()
+        from console.store import default_db_path
+
+        self.db_path = Path(db_path).expanduser() if db_path is not None else default_db_path()
+        self.workflows_file = workflows_file
+        self.agents_source = agents_source
+        self.start_master = start_master
+        self.clock = clock
+        self.watcher = StoreWatcher(self.db_path, interval=poll_interval)
+        self.view: ConsoleView | None = None
+        #: how many views were drawn (tests and the benchmark wait on it)
+        self.views_drawn = 0
+
+    # -- layout ------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        yield RunsTable(id="runs")
+        yield StagesPanel(id="stages")
+        yield AgentsTable(id="agents")
+        with Horizontal(id="bottom"):
+            yield FeedLog(result_line, FEED_RESULTS, id="feed")
+            yield FeedLog(event_line, FEED_EVENTS, id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.db_path.name} · master {'on' if self.start_master else 'off'}"
+        titles = {"#runs": "Runs", "#agents": "Agents", "#stages": "Stages", "#feed": "Results (latest)",
+                  "#events": "Events"}
+        for selector, title in titles.items():
+            self.query_one(selector).border_title = title
+        self.query_one(RunsTable).focus()
+        self.watch_store()
+        if self.start_master:
+            self.run_master()
+        self.set_interval(1.0, self._tick)
+
+    # -- workers -------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="watch", name="store watcher")
+    def watch_store(self) -> None:
+        worker = get_current_worker()
+        self.watcher.loop(lambda view: self.post_message(StoreChanged(view)), lambda: worker.is_cancelled)
+
+    @work(exclusive=True, group="master", name="master")
+    async def run_master(self) -> None:
+        """The embedded master: serves pending and orphaned runs for as long as the console is open."""
+        from console.scheduler import Master
+        from console.store import Store
+
+        store = Store.open(self.db_path)
+        try:
+            await Master(store, self.agents_source).serve()
+        finally:
+            store.close()
+
+    @on(Worker.StateChanged)
+    def report_worker_error(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures surface: a notification and a line in the events log."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        message = str(error) if isinstance(error, FleetscanError) else f"{type(error).__name__}: {error}"
+        self.notify(message, title=f"{event.worker.name} failed", severity="error", timeout=8)
+        line = Text()
+        line.append("ERROR ", style="bold #ff5f5f")
+        line.append(f"{event.worker.name}: {message}")
+        self.query_one("#events", FeedLog).write(line)
+
+    # -- live updates --------------------------------------------------------------
+
+    @on(StoreChanged)
+    def show_view(self, message: StoreChanged) -> None:
+        view = message.view
+        self.view = view
+        now = self.clock()
+        runs = self.query_one(RunsTable)
+        with self.batch_update():
+            runs.show(view.runs, now)
+            if self.watcher.selected_run is None and view.selected_run is not None:
+                self.watcher.selected_run = view.selected_run
+                runs.move_to(view.selected_run)
+            if view.selected_run == self.watcher.selected_run:
+                self.query_one(StagesPanel).show(view.selected_run, view.stages, now)
+            self.query_one(AgentsTable).show(view.agents, now)
+            self.query_one("#feed", FeedLog).feed(view.results)
+            self.query_one("#events", FeedLog).feed(view.events)
+            selected = self.selected_run()
+            stage_title = f"Stages · {selected.workflow} {selected.id}" if selected else "Stages"
+            self.query_one(StagesPanel).border_title = stage_title
+            self.query_one("#feed").border_subtitle = f"{view.total_results:,} results"
+        self.views_drawn += 1
+
+    def _tick(self) -> None:
+        """Durations, ETAs and heartbeat ages move with the clock, not with the store."""
+        if self.view is None:
+            return
+        now = self.clock()
+        with self.batch_update():
+            self.query_one(RunsTable).show(self.view.runs, now)
+            self.query_one(AgentsTable).show(self.view.agents, now)
+            self.query_one(StagesPanel).tick(now)
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def select_run(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value if event.row_key is not None else None
+        if key and key != self.watcher.selected_run:
+            self.watcher.selected_run = str(key)
+            self.watcher.poke()
+
+    def selected_run(self) -> RunRow | None:
+        if self.view is None:
+            return None
+        wanted = self.watcher.selected_run
+        return next((run for run in self.view.runs if run.id == wanted), None)
+
+    # -- actions -------------------------------------------------------------------
+
+    def _need_run(self) -> RunRow | None:
+        run = self.selected_run()
+        if run is None:
+            self.notify("No run selected.", severity="warning")
+        return run
+
+    def action_new_run(self) -> None:
+        from console.tui.new_run import NewRunScreen
+
+        def submitted(run_id: str | None) -> None:
+            if run_id:
+                self.watcher.selected_run = run_id
+                self.watcher.poke()
+                self.notify(f"Run {run_id} submitted.", title="New run")
+
+        self.push_screen(NewRunScreen(self.db_path, self.workflows_file, self.agents_source), submitted)
+
+    def action_pause_resume(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self._toggle_pause(run.id)
+
+    @work(thread=True, group="intent", name="pause/resume")
+    def _toggle_pause(self, run_id: str) -> None:
+        before, after = intents.toggle_pause(self.db_path, run_id)
+        self.watcher.poke()
+        if before == after:
+            self.call_from_thread(self.notify, f"Run {run_id} is {after}: nothing to pause.", severity="warning")
+        else:
+            self.call_from_thread(self.notify, f"Run {run_id}: {before} → {after}.")
+
+    def action_stop_run(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        if run.state in ("completed", "failed", "stopped"):
+            self.notify(f"Run {run.id} already ended {run.state}.", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._stop(run.id)
+
+        question = (f"Stop run {run.id} ({run.workflow})?\n\nRunning tasks are cancelled on the boxes "
+                    "and the run ends [b]stopped[/b]. It cannot be resumed.")
+        self.push_screen(ConfirmScreen(question, confirm_label="Stop run", id="confirm-stop"), confirmed)
+
+    @work(thread=True, group="intent", name="stop")
+    def _stop(self, run_id: str) -> None:
+        state = intents.request_stop(self.db_path, run_id)
+        self.watcher.poke()
+        self.call_from_thread(self.notify, f"Stop requested for run {run_id} ({state}).")
+
+    def action_results(self) -> None:
+        from console.tui.results_browser import ResultsScreen
+
+        run = self._need_run()
+        if run is not None:
+            self.push_screen(ResultsScreen(self.db_path, run.id, run.workflow))
+
+    def action_agents(self) -> None:
+        from console.tui.agents_screen import AgentsScreen
+
+        self.push_screen(AgentsScreen(self.db_path, self.agents_source, clock=self.clock))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New run", "Start a workflow on targets (n)", self.action_new_run)
+        yield SystemCommand("Pause / resume run", "Pause the selected run, or resume it (p)",
+                            self.action_pause_resume)
+        yield SystemCommand("Stop run", "Cancel the selected run's tasks; it ends stopped (s)", self.action_stop_run)
+        yield SystemCommand("Results", "Browse, filter and export the selected run's results (r)",
+                            self.action_results)
+        yield SystemCommand("Agents", "Boxes: check one, trust a host key (a)", self.action_agents)
+        yield SystemCommand("Keys", "Every key of the console (?)", self.action_help)
+
+    async def action_quit(self) -> None:
+        """Leave: the watcher and master stop; runs stay in the store and resume next time."""
+        self.watcher.stop()
+        self.exit(0)
+
+
+def run_console(
+    db_path: str | Path | None = None,
+    workflows_file: str | Path | None = None,
+    agents_source: str = "local",
+) -> int:
+    """Entry point for `fleetscan` / `fleetscan tui`: run the console until the operator quits."""
+    app = FleetscanApp(db_path, workflows_file, agents_source)
+    result = app.run()
+    return int(result or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m console.tui.app", description="fleetscan console")
+    parser.add_argument("--db", default=None)
+    parser.add_argument("--workflows", default=None)
+    parser.add_argument("--agents", default="local")
+    parser.add_argument("--no-master", action="store_true", help="only watch the store (another master serves)")
+    args = parser.parse_args(argv)
+    if args.no_master:
+        return int(FleetscanApp(args.db, args.workflows, args.agents, start_master=False).run() or 0)
+    return run_console(args.db, args.workflows, args.agents)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The results browser: one run's records, filtered, paged by key, exported to a file.
+
+Only one page (100 rows) is ever read or drawn, so a run of 100,000 records
+browses as fast as one of 100. Reads run on a thread worker with their own
+connection; the page comes back as a message and only the handler draws it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
+
+from console.errors import FleetscanError
+from console.tui import formatting as fmt
+from console.tui import results_query as rq
+from console.tui.intents import opened_store
+
+EXPORT_FORMATS = ("jsonl", "csv", "json")
+
+
+@dataclass
+class PageLoaded(Message):
+    page: rq.ResultPage
+
+
+@dataclass
+class FiltersLoaded(Message):
+    stages: list[str]
+    types: list[str]
+
+
+@dataclass
+class Exported(Message):
+    path: str
+    count: int
+    error: str | None = None
+
+
+def data_summary(row: Any) -> str:
+    data = row.data_dict()
+    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("host",))
+
+
+class ResultsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "close", "Back"),
+        Binding("pagedown,right_square_bracket", "next_page", "Next page", key_display="pgdn"),
+        Binding("pageup,left_square_bracket", "prev_page", "Prev page", key_display="pgup"),
+        Binding("home", "first_page", "First", show=False),
+        Binding("end", "last_page", "Last", show=False),
+        Binding("f", "focus_filter", "Filter"),
+        Binding("e", "export", "Export"),
+    ]
+
+    def __init__(self, db_path: str | Path, run_id: str, workflow: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.db_path = db_path
+        self.run_id = run_id
+        self.workflow = workflow
+        self.page: rq.ResultPage | None = None
+        self.filter = rq.ResultFilter(run_id)
+        self.pages_loaded = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"[b]Results[/b] · run {self.run_id} {self.workflow}", id="results-title")
+        with Horizontal(id="filters"):
+            yield Select[str]([], prompt="all stages", id="filter-stage")
+            yield Select[str]([], prompt="all types", id="filter-type")
+            yield Input(placeholder="text in key, target or data", id="filter-text")
+        table: DataTable[Any] = DataTable(id="results-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static("", id="results-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#results-table", DataTable)
+        for key, label in (("id", "#"), ("stage", "Stage"), ("type", "Type"), ("key", "Key"),
+                           ("target", "Target"), ("agent", "Agent"), ("ts", "Time"), ("data", "Data")):
+            table.add_column(label, key=key)
+        table.focus()
+        self.load_filters()
+        self.load("first")
+
+    # -- reading -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        from console.store import Store
+
+        return Store.open(self.db_path).conn
+
+    @work(thread=True, group="results-filters", name="results filters")
+    def load_filters(self) -> None:
+        conn = self._connect()
+        try:
+            stages = [r[0] for r in conn.execute(
+                "SELECT id FROM stages WHERE run_id = ? ORDER BY idx", (self.run_id,)).fetchall()]
+            types = rq.result_types(conn, self.run_id)
+        finally:
+            conn.close()
+        self.post_message(FiltersLoaded(stages, types))
+
+    @work(thread=True, exclusive=True, group="results-page", name="results page")
+    def load(self, where: str) -> None:
+        conn = self._connect()
+        try:
+            page, flt = self.page, self.filter
+            if where == "next" and page is not None and page.filter == flt:
+                new = rq.next_page(conn, page)
+            elif where == "prev" and page is not None and page.filter == flt:
+                new = rq.prev_page(conn, page)
+            elif where == "last":
+                new = rq.last_page(conn, flt)
+            else:
+                new = rq.first_page(conn, flt)
+        finally:
+            conn.close()
+        self.post_message(PageLoaded(new))
+
+    @on(FiltersLoaded)
+    def show_filters(self, message: FiltersLoaded) -> None:
+        self.query_one("#filter-stage", Select).set_options((s, s) for s in message.stages)
+        self.query_one("#filter-type", Select).set_options((t, t) for t in message.types)
+
+    @on(PageLoaded)
+    def show_page(self, message: PageLoaded) -> None:
+        page = message.page
+        self.page = page
+        table = self.query_one("#results-table", DataTable)
+        with self.app.batch_update():
+            table.clear()  # a new page is new rows: the live tables elsewhere diff, a page is replaced
+            for row in page.rows:
+                table.add_row(str(row.id), row.stage_id, row.type, row.key, row.target, row.agent,
+                              row.ts, data_summary(row), key=str(row.id))
+        if page.total == 0:
+            status = "no results match" if self._filtered() else "no results yet"
+        else:
+            first, last = page.offset + 1, page.offset + len(page.rows)
+            pages = (page.total + rq.PAGE_SIZE - 1) // rq.PAGE_SIZE
+            number = page.offset // rq.PAGE_SIZE + 1
+            status = f"rows {first:,}-{last:,} of {fmt.count(page.total)} · page {number:,}/{pages:,}"
+        self.query_one("#results-status", Static).update(status)
+        self.pages_loaded += 1
+
+    def _filtered(self) -> bool:
+        return bool(self.filter.stage or self.filter.type or self.filter.text.strip())
+
+    # -- filters ---------------------------------------------------------------------
+
+    def _refilter(self) -> None:
+        stage = self.query_one("#filter-stage", Select).value
+        type_ = self.query_one("#filter-type", Select).value
+        text = self.query_one("#filter-text", Input).value
+        new = rq.ResultFilter(
+            self.run_id,
+            stage=stage if isinstance(stage, str) else None,
+            type=type_ if isinstance(type_, str) else None,
+            text=text,
+        )
+        if new != self.filter:
+            self.filter = new
+            self.load("first")
+
+    @on(Select.Changed)
+    def select_changed(self) -> None:
+        self._refilter()
+
+    @on(Input.Submitted, "#filter-text")
+    def text_submitted(self) -> None:
+        self._refilter()
+        self.query_one("#results-table", DataTable).focus()
+
+    @on(Input.Changed, "#filter-text")
+    def text_changed(self) -> None:
+        self._refilter()
+
+    # -- actions ---------------------------------------------------------------------
+
+    def action_next_page(self) -> None:
+        if self.page is not None and self.page.has_next:
+            self.load("next")
+
+    def action_prev_page(self) -> None:
+        if self.page is not None and self.page.has_prev:
+            self.load("prev")
+
+    def action_first_page(self) -> None:
+        self.load("first")
+
+    def action_last_page(self) -> None:
+        self.load("last")
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter-text", Input).focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_export(self) -> None:
+        flt = self.filter
+        suffix = "-".join(p for p in (flt.stage, flt.type) if p)
+        default = f"fleetscan-{self.run_id}{'-' + suffix if suffix else ''}.jsonl"
+
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                self.export(answer[0], answer[1], flt)
+
+        self.app.push_screen(ExportScreen(default, filtered_by_text=bool(flt.text.strip())), chosen)
+
+    @work(thread=True, exclusive=True, group="export", name="export")
+    def export(self, path: str, fmt_name: str, flt: rq.ResultFilter) -> None:
+        from console.export import export_results
+
+        out_path = Path(path).expanduser()
+        try:
+            with opened_store(self.db_path) as store, out_path.open("w", encoding="utf-8", newline="") as out:
+                count = export_results(store, self.run_id, fmt_name, out, stage=flt.stage, type_=flt.type)
+        except (OSError, FleetscanError) as err:
+            self.post_message(Exported(str(out_path), 0, error=str(err)))
+        else:
+            self.post_message(Exported(str(out_path), count))
+
+    @on(Exported)
+    def exported(self, message: Exported) -> None:
+        if message.error:
+            self.notify(message.error, title="Export failed", severity="error")
+        else:
+            self.notify(f"{message.count:,} records written to {message.path}", title="Exported")
+
+
+class ExportScreen(ModalScreen[tuple[str, str] | None]):
+    """Where and in which format; returns (path, format)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, default_path: str, filtered_by_text: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.default_path = default_path
+        self.filtered_by_text = filtered_by_text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog export"):
+            yield Static("[b]Export results[/b]", classes="title")
+            with Horizontal(classes="field"):
+                yield Label("Format", classes="field-label")
+                yield Select[str]([(f, f) for f in EXPORT_FORMATS], value="jsonl", allow_blank=False,
+                                  id="export-format")
+            with Horizontal(classes="field"):
+                yield Label("File", classes="field-label")
+                yield Input(value=self.default_path, id="export-path")
+            yield Static("", id="export-error", classes="field-error")
+            if self.filtered_by_text:
+                yield Static("[dim]The stage and type filters apply; the text filter does not.[/dim]")
+            with Horizontal(classes="buttons"):
+                yield Button("Export", variant="primary", id="export-ok")
+                yield Button("Cancel", id="export-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#export-error", Static).display = False
+        self.query_one("#export-path", Input).focus()
+
+    @on(Select.Changed, "#export-format")
+    def format_changed(self, event: Select.Changed) -> None:
+        box = self.query_one("#export-path", Input)
+        stem, dot, ext = box.value.rpartition(".")
+        if dot and ext in EXPORT_FORMATS and isinstance(event.value, str):
+            box.value = f"{stem}.{event.value}"
+
+    @on(Input.Submitted, "#export-path")
+    @on(Button.Pressed, "#export-ok")
+    def action_ok(self) -> None:
+        path = self.query_one("#export-path", Input).value.strip()
+        fmt_value = self.query_one("#export-format", Select).value
+        error = self.query_one("#export-error", Static)
+        if not path:
+            error.update("✗ file: give a file name")
+            error.display = True
+            return
+        parent = Path(path).expanduser().parent
+        if not parent.is_dir():
+            error.update(f"✗ file: no such directory {str(parent)!r}")
+            error.display = True
+            return
+        self.dismiss((path, str(fmt_value)))
+
+    @on(Button.Pressed, "#export-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -261,15 +261,16 @@ class Agent:
                 finished.wait(STOP_GRACE)
                 break
         ctx.kill_processes()
-        if reason is None and running.cancel_requested.is_set():
-            reason = "cancelled"
+        if reason is None and outcome["error"] is not None and ctx.cancelled.is_set():
+            # the tool failed BECAUSE it was stopped (e.g. its killed child exited -9): say why
+            reason = "cancelled" if running.cancel_requested.is_set() else "timeout after %gs" % task.timeout
         self._finish(running, reason or outcome["error"])
 
     def _finish(self, running: RunningTask, error: Optional[str]) -> None:
         running.ctx.close()
-        self.writer.send(wire.Done(op="done", id=running.task.id, ok=error is None, error=error))
         with self._lock:
             self._tasks.pop(running.task.id, None)
+        self.writer.send(wire.Done(op="done", id=running.task.id, ok=error is None, error=error))
 
     def _cancel(self, message: Dict[str, Any]) -> None:
         task_id = message.get("id")

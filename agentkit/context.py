@@ -58,6 +58,7 @@ class TaskContext:
         self._closed = False
         self._procs: List[subprocess.Popen] = []  # type: ignore[type-arg]
         self._last_progress = 0.0
+        self._last_sent = (-1, -1)
 
     # -- results -------------------------------------------------------------
 
@@ -85,9 +86,10 @@ class TaskContext:
             with self._lock:
                 if self._closed:
                     return
-                if done < total and now - self._last_progress < PROGRESS_INTERVAL:
+                if (done, total) == self._last_sent or (done < total and now - self._last_progress < PROGRESS_INTERVAL):
                     return
                 self._last_progress = now
+                self._last_sent = (done, total)
             self._send_progress(done, total)
 
     def close(self) -> None:
@@ -159,6 +161,8 @@ class TaskContext:
             while True:
                 try:
                     out, err = proc.communicate(input=pending_input, timeout=0.1)
+                    if proc.returncode < 0 and self.cancelled.is_set():
+                        raise TaskStopped("cancelled")
                     return proc.returncode, out or b"", err or b""
                 except subprocess.TimeoutExpired:
                     pending_input = None

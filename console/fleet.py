@@ -320,6 +320,17 @@ class Fleet:
             return False
         return True
 
+    async def send_raw(self, handle: AgentHandle, data: bytes) -> bool:
+        link = handle.link
+        if link is None or handle.state not in ("up", "set_aside"):
+            return False
+        try:
+            await link.send_raw(data)
+        except TransportError as err:
+            self.lose(handle, str(err))
+            return False
+        return True
+
     def rows(self, master_id: str) -> list[dict[str, Any]]:
         self.changed = False
         return [h.row(master_id) for h in self.handles.values()]

@@ -92,6 +92,9 @@ class LeaseOps:
             for run_id, state, owner in rows:
                 if owner is not None and owner != master_id and owner not in dead:
                     continue
+                if owner == master_id and state != RunState.PENDING:
+                    owned.append(run_id)  # already ours: no write (keeps data_version quiet)
+                    continue
                 if owner != master_id:
                     moved = conn.execute(
                         "UPDATE tasks SET state = ?, lease_owner = NULL, lease_expires = NULL,"
@@ -138,6 +141,22 @@ class LeaseOps:
                 conn.execute("UPDATE runs SET owner = NULL WHERE id = ? AND owner = ?", (run_id, master_id))
             return moved
 
+    def release_tasks(self, master_id: str, task_ids: list[int]) -> int:
+        """Claimed but never dispatched (run paused, master stopping): back to queued, attempt returned."""
+        with self.transaction() as conn:
+            return conn.executemany(
+                "UPDATE tasks SET state = ?, lease_owner = NULL, lease_expires = NULL,"
+                " attempts = max(attempts - 1, 0) WHERE id = ? AND state = ? AND lease_owner = ?",
+                [(TaskState.QUEUED, task_id, TaskState.LEASED, master_id) for task_id in task_ids],
+            ).rowcount
+
+    def end_stopped(self, run_id: str) -> None:
+        with self.transaction() as conn:
+            self.finish_stopped(conn, run_id)
+
+    def finish_stopped(self, conn: sqlite3.Connection, run_id: str) -> None:  # provided by Store
+        raise NotImplementedError
+
     # -- claims and leases ----------------------------------------------------------
 
     def claim_tasks(
@@ -174,6 +193,24 @@ class LeaseOps:
             claimed = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         claimed.sort(key=lambda t: (-t["priority"], t["id"]))
         return claimed
+
+    def fail_pinned(self, master_id: str, keep_boxes: list[str], reason: str) -> int:
+        """Queued tasks of this master's runs pinned to a box NOT in ``keep_boxes`` can never run: fail them."""
+        now = time.time()
+        with self.transaction() as conn:
+            failed = conn.execute(
+                "UPDATE tasks SET state = ?, error = ?, ended = ? WHERE state = ? AND pinned IS NOT NULL"
+                f" AND pinned NOT IN ({','.join('?' * len(keep_boxes))})"
+                " AND run_id IN (SELECT id FROM runs WHERE owner = ?) RETURNING run_id, stage_id, pinned",
+                (TaskState.FAILED, reason, now, TaskState.QUEUED, *keep_boxes, master_id),
+            ).fetchall()
+            for (run_id, stage_id), count in Counter((r, s) for r, s, _ in failed).items():
+                conn.execute(
+                    "UPDATE stages SET tasks_failed = tasks_failed + ? WHERE run_id = ? AND id = ?",
+                    (count, run_id, stage_id),
+                )
+                self._event(conn, run_id, "error", "task", f"stage {stage_id}: {count} task(s) {reason}")
+        return len(failed)
 
     def bump_attempt(self, task_id: int) -> int:
         """A straggler copy is an attempt of its own (with its own budget): return its attempt number."""

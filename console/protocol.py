@@ -43,7 +43,9 @@ def _check_bounds(msg: AgentMessage) -> None:
         raise AgentError(f"invalid {msg.op} message: bad task id")
     if isinstance(msg, wire.Results):
         if len(msg.records) > wire.MAX_BATCH:
-            raise AgentError(f"invalid results message: {len(msg.records)} records (at most {wire.MAX_BATCH})")
+            raise AgentError(
+                f"invalid results message: {len(msg.records)} records (at most {wire.MAX_BATCH})"
+            )
     elif isinstance(msg, wire.Hello):
         if len(msg.tools) > 256 or len(msg.programs) > 256 or len(msg.hash) > 128:
             raise AgentError("invalid hello message: oversized fields")
@@ -71,6 +73,8 @@ def parse_agent_line(line: bytes) -> AgentMessage:
         body.decode("utf-8")
     except UnicodeDecodeError:
         raise AgentError("protocol line is not UTF-8") from None
+    if b"NaN" in body or b"Infinity" in body:
+        _refuse_constants(body)
     try:
         msg = _AGENT_ADAPTER.validate_json(body, strict=True)
     except ValidationError as exc:
@@ -79,19 +83,31 @@ def parse_agent_line(line: bytes) -> AgentMessage:
     return msg  # type: ignore[no-any-return]
 
 
+def _refuse_constants(body: bytes) -> None:
+    """pydantic's JSON parser accepts NaN/Infinity, which are not JSON; refuse them (rare, so checked lazily)."""
+
+    def constant(name: str) -> Any:
+        raise AgentError(f"protocol line is not JSON: {name} is not a JSON value")
+
+    try:
+        json.loads(body, parse_constant=constant)
+    except ValueError:
+        pass  # malformed: validate_json reports it
+
+
 def _explain(exc: ValidationError) -> str:
     """The reason an agent line was refused, in one short line."""
     err = exc.errors(include_url=False)[0]
     etype = err.get("type", "")
     if etype == "json_invalid":
         return f"protocol line is not JSON: {str(err.get('msg', ''))[:200]}"
-    if not err.get("loc"):
-        return "protocol line is not a JSON object"
     if etype == "union_tag_invalid":
         tag = str((err.get("ctx") or {}).get("tag", ""))[:40]
         return f"unknown message op {tag!r}"
     if etype == "union_tag_not_found":
         return "message has no op"
+    if not err.get("loc"):
+        return "protocol line is not a JSON object"
     loc = list(err.get("loc", ()))
     op = loc.pop(0) if loc else "message"
     return f"invalid {op} message: {_describe_loc(loc, err)}"
@@ -108,7 +124,9 @@ def encode(msg: MasterMessage) -> bytes:
         raise TypeError(f"not a master message: {type(msg).__name__}")
     text = json.dumps(dataclasses.asdict(msg), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     data = text.encode("ascii")
-    _MASTER_ADAPTER.validate_json(data, strict=True)  # a malformed message is our bug: fail here, not on the box
+    _MASTER_ADAPTER.validate_json(
+        data, strict=True
+    )  # a malformed message is our bug: fail here, not on the box
     if len(data) >= wire.MAX_LINE:
         raise ValueError(f"message too long for one protocol line ({len(data)} bytes)")
     return data + b"\n"

@@ -275,6 +275,9 @@ def validate(
     report baseline results). ``box`` is the agent box's name: baseline records are
     about the box itself, so their host is the box, whatever the agent wrote.
     """
+    rtype: Any
+    target: Any
+    raw: Any
     if isinstance(record, wire.Record):
         rtype, target, raw = record.type, record.target, record.data
     elif isinstance(record, Mapping):

@@ -48,6 +48,7 @@ CREATE TABLE results (
     UNIQUE (run_id, stage_id, type, key)
 );
 CREATE INDEX results_stage ON results(run_id, stage_id, id);
+CREATE INDEX results_run ON results(run_id, id);
 CREATE TABLE agents (
     name TEXT PRIMARY KEY, kind TEXT, address TEXT, state TEXT, slots INTEGER, busy INTEGER,
     tasks_done INTEGER, failures INTEGER, last_seen REAL, latency_ms REAL, python TEXT,

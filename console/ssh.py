@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
@@ -33,6 +33,9 @@ from console import hostkeys
 from console.errors import AgentError, FleetscanError, HostKeyError, TransportError, TransportTimeout
 from console.transport import AgentLink, ByteReader, ByteWriter
 
+if TYPE_CHECKING:
+    from console.inventory import BoxSpec
+
 #: sshd drops unauthenticated connections beyond MaxStartups (default 10:30:100), so the master
 #: never has more than this many handshakes in flight at once, whatever the fleet size.
 MAX_CONCURRENT_HANDSHAKES = 8
@@ -40,6 +43,8 @@ CONNECT_TIMEOUT_S = 15.0
 LOGIN_TIMEOUT_S = 20.0
 KEEPALIVE_INTERVAL_S = 15.0
 KEEPALIVE_COUNT_MAX = 3
+#: from an open connection to the agent's hello (archive push included)
+BOOTSTRAP_DEADLINE_S = 30.0
 STDERR_TAIL = 2048
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
@@ -53,19 +58,6 @@ def handshake_gate() -> asyncio.Semaphore:
         limit = int(os.environ.get("FLEETSCAN_SSH_HANDSHAKES", MAX_CONCURRENT_HANDSHAKES))
         gate = _gates[loop] = asyncio.Semaphore(max(1, limit))
     return gate
-
-
-class BoxLike(Protocol):
-    """The fields of ``console.inventory.BoxSpec`` this module reads."""
-
-    name: str
-    host: str | None
-    port: int | None
-    user: str | None
-    key: str | None
-    ssh: str | None
-    slots: int
-    python: str
 
 
 @dataclass
@@ -82,7 +74,7 @@ class SshSettings:
     ssh_config: list[Path] | None = None
 
 
-def box_target(spec: BoxLike) -> str:
+def box_target(spec: BoxSpec) -> str:
     """What to connect to: the ~/.ssh/config alias when there is one, else the host."""
     target = spec.ssh or spec.host
     if not target:
@@ -90,12 +82,12 @@ def box_target(spec: BoxLike) -> str:
     return target
 
 
-def box_address(spec: BoxLike) -> str:
+def box_address(spec: BoxSpec) -> str:
     """A display address: ``user@host:port`` or the alias."""
     if spec.ssh:
         return f"ssh:{spec.ssh}"
     user = f"{spec.user}@" if spec.user else ""
-    return f"{user}{spec.host}:{spec.port or hostkeys.DEFAULT_SSH_PORT}"
+    return f"{user}{spec.host}:{spec.port}"
 
 
 def _config_paths(settings: SshSettings) -> list[str]:
@@ -105,7 +97,7 @@ def _config_paths(settings: SshSettings) -> list[str]:
     return [str(default)] if default.is_file() else []
 
 
-def _connect_kwargs(spec: BoxLike, settings: SshSettings) -> dict[str, Any]:
+def _connect_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
     """asyncssh options for this box; what the inventory leaves out, ~/.ssh/config decides."""
     kwargs: dict[str, Any] = {
         "config": _config_paths(settings),
@@ -114,8 +106,8 @@ def _connect_kwargs(spec: BoxLike, settings: SshSettings) -> dict[str, Any]:
         "keepalive_interval": settings.keepalive_interval,
         "keepalive_count_max": settings.keepalive_count_max,
     }
-    # an alias keeps the config's Port/User unless the inventory overrides them explicitly
-    if spec.port and not (spec.ssh and spec.port == hostkeys.DEFAULT_SSH_PORT):
+    # a port the inventory leaves out is ~/.ssh/config's (else 22), as with `ssh HOST`
+    if "port" in spec.model_fields_set:
         kwargs["port"] = spec.port
     if spec.user:
         kwargs["username"] = spec.user
@@ -146,11 +138,14 @@ class _HostKeyWitness(asyncssh.SSHClient):
 
 
 def _reason(err: BaseException) -> str:
+    errno = getattr(err, "errno", None)
+    if errno:
+        return os.strerror(errno)
     text = getattr(err, "reason", "") or getattr(err, "strerror", "") or str(err) or type(err).__name__
     return " ".join(str(text).split())
 
 
-def host_key_message(spec: BoxLike, host: str, port: int, offered: asyncssh.SSHKey, known: list[str]) -> str:
+def host_key_message(spec: BoxSpec, host: str, port: int, offered: asyncssh.SSHKey, known: list[str]) -> str:
     """The one-line refusal: which box, which key, what the operator does about it."""
     where = hostkeys.host_entry_name(host, port)
     shown = hostkeys.fingerprint(offered)
@@ -166,11 +161,13 @@ def host_key_message(spec: BoxLike, host: str, port: int, offered: asyncssh.SSHK
     )
 
 
-async def connect_box(spec: BoxLike, settings: SshSettings | None = None) -> asyncssh.SSHClientConnection:
+async def connect_box(spec: BoxSpec, settings: SshSettings | None = None) -> asyncssh.SSHClientConnection:
     """Open and authenticate one SSH connection to the box, errors mapped to console.errors.
 
-    The handshake holds a slot of ``handshake_gate()``; the whole of TCP connect, key exchange
-    and login has one deadline (TransportTimeout naming the box).
+    The whole connect (TCP, key exchange, login) holds a slot of ``handshake_gate()``: sshd
+    counts a connection against MaxStartups from the moment it accepts the TCP connection
+    until login, so the TCP connect cannot be left outside the bound. The deadline runs
+    from when the slot is taken, so a box queued behind slow ones is not failed for waiting.
     """
     settings = settings or SshSettings()
     target = box_target(spec)
@@ -178,8 +175,8 @@ async def connect_box(spec: BoxLike, settings: SshSettings | None = None) -> asy
     known_files = settings.known_hosts if settings.known_hosts is not None else hostkeys.known_hosts_files()
     witness = _HostKeyWitness()
     deadline = settings.connect_timeout + settings.login_timeout
-    async with handshake_gate():
-        try:
+    try:
+        async with handshake_gate():
             return await asyncio.wait_for(
                 asyncssh.connect(
                     target,
@@ -189,24 +186,74 @@ async def connect_box(spec: BoxLike, settings: SshSettings | None = None) -> asy
                 ),
                 deadline,
             )
-        except asyncssh.HostKeyNotVerifiable as err:
-            if witness.offered is None or witness.peer is None:
-                raise HostKeyError(f"{spec.name}: host key refused: {_reason(err)}") from err
-            host, addr, port = witness.peer
-            known = hostkeys.trusted_fingerprints(host, port, addr, known_files)
-            raise HostKeyError(host_key_message(spec, host, port, witness.offered, known)) from err
-        except (TimeoutError, asyncio.TimeoutError) as err:
-            raise TransportTimeout(
-                f"{spec.name}: no SSH login to {box_address(spec)} within {deadline:g} s"
-            ) from err
-        except asyncssh.PermissionDenied as err:
-            raise TransportError(
-                f"{spec.name}: {box_address(spec)} refused our keys (permission denied)"
-            ) from err
+    except BaseException as err:
+        mapped = _mapped(err, spec, box_address(spec), deadline, witness, known_files)
+        if mapped is err:
+            raise
+        raise mapped from err
+
+
+def _mapped(
+    err: BaseException,
+    spec: BoxSpec,
+    where: str,
+    deadline: float,
+    witness: _HostKeyWitness,
+    known_files: list[Path],
+) -> BaseException:
+    """The console.errors exception for what asyncssh.connect raised (others pass unchanged)."""
+    if isinstance(err, asyncssh.HostKeyNotVerifiable):
+        if witness.offered is None or witness.peer is None:
+            return HostKeyError(f"{spec.name}: host key refused: {_reason(err)}")
+        host, addr, port = witness.peer
+        known = hostkeys.trusted_fingerprints(host, port, addr, known_files)
+        return HostKeyError(host_key_message(spec, host, port, witness.offered, known))
+    if isinstance(err, (TimeoutError, asyncio.TimeoutError)):
+        return TransportTimeout(f"{spec.name}: no SSH login to {where} within {deadline:g} s")
+    if isinstance(err, asyncssh.PermissionDenied):
+        return TransportError(f"{spec.name}: {where} refused our keys (permission denied)")
+    if isinstance(err, asyncssh.Error):
+        return TransportError(f"{spec.name}: SSH to {where} failed: {_reason(err)}")
+    if isinstance(err, OSError):
+        return TransportError(f"{spec.name}: cannot connect to {where}: {_reason(err)}")
+    return err
+
+
+class _ChannelReader:
+    """The channel's stdout as a ByteReader: a lost connection is a ConnectionError (the base
+    class turns it into TransportError), never an asyncssh exception."""
+
+    def __init__(self, stream: asyncssh.SSHReader[bytes]) -> None:
+        self._stream = stream
+
+    async def read(self, n: int = -1) -> bytes:
+        try:
+            return await self._stream.read(n)
         except asyncssh.Error as err:
-            raise TransportError(f"{spec.name}: SSH to {box_address(spec)} failed: {_reason(err)}") from err
-        except OSError as err:
-            raise TransportError(f"{spec.name}: cannot connect to {box_address(spec)}: {_reason(err)}") from err
+            raise ConnectionResetError(_reason(err)) from err
+
+
+class _ChannelWriter:
+    """The channel's stdin as a ByteWriter, asyncssh errors mapped like ``_ChannelReader``."""
+
+    def __init__(self, stream: asyncssh.SSHWriter[bytes]) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._stream.write(data)
+        except asyncssh.Error as err:
+            raise ConnectionResetError(_reason(err)) from err
+
+    async def drain(self) -> None:
+        try:
+            await self._stream.drain()
+        except asyncssh.Error as err:
+            raise ConnectionResetError(_reason(err)) from err
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close()
 
 
 class SshLink(AgentLink):
@@ -216,7 +263,7 @@ class SshLink(AgentLink):
 
     def __init__(
         self,
-        spec: BoxLike,
+        spec: BoxSpec,
         *,
         known_hosts: list[Path] | None = None,
         settings: SshSettings | None = None,
@@ -236,22 +283,29 @@ class SshLink(AgentLink):
     async def _open(self, sha256: str, size: int) -> tuple[ByteReader, ByteWriter]:
         from agentkit.bootstrap import stage0_argv
 
-        self.conn = await connect_box(self.spec, self.settings)
-        self.command = shlex.join(stage0_argv(self.spec.python or "python3", sha256, size))
+        if self.conn is None:
+            self.conn = await connect_box(self.spec, self.settings)
+        self.command = shlex.join(stage0_argv(self.spec.python, sha256, size))
         try:
             self.process = await self.conn.create_process(self.command, encoding=None)
         except asyncssh.Error as err:
             self.conn.abort()
             raise TransportError(f"{self.name}: cannot start the agent: {_reason(err)}") from err
         self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
-        return self.process.stdout, self.process.stdin
+        return _ChannelReader(self.process.stdout), _ChannelWriter(self.process.stdin)
 
-    async def start(self, archive: bytes, sha256: str, *, deadline: float | None = None) -> wire.Hello:
-        """Connect, bootstrap, return the hello; a failed bootstrap says what the box printed."""
-        if deadline is None:
-            deadline = self.settings.connect_timeout + self.settings.login_timeout + 30.0
+    async def start(
+        self, archive: bytes, sha256: str, *, deadline: float = BOOTSTRAP_DEADLINE_S
+    ) -> wire.Hello:
+        """Connect (own deadlines, see ``connect_box``), bootstrap within ``deadline``, return the hello.
+
+        ``bootstrap_s`` covers both: what a box costs from nothing to a ready agent. A failed
+        bootstrap says what the box printed on stderr (e.g. that its python is missing).
+        """
+        started = time.monotonic()
+        self.conn = await connect_box(self.spec, self.settings)
         try:
-            return await super().start(archive, sha256, deadline=deadline)
+            hello = await super().start(archive, sha256, deadline=deadline)
         except (AgentError, TransportError) as err:
             if isinstance(err, HostKeyError) or self._stderr_task is None:
                 raise
@@ -261,6 +315,8 @@ class SshLink(AgentLink):
                 raise
             tail = " ".join(self._stderr_tail.decode("utf-8", "replace").split())[-300:]
             raise type(err)(f"{err} (box stderr: {tail})") from err
+        self.bootstrap_s = time.monotonic() - started
+        return hello
 
     async def _collect_stderr(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         """Keep the last bytes of the channel's stderr (e.g. "python3: not found") for error messages.
@@ -299,7 +355,7 @@ class SshLink(AgentLink):
 # -- trust and check (the `fleetscan agents` commands) ------------------------------------------
 
 
-async def resolve_endpoint(spec: BoxLike, settings: SshSettings | None = None) -> tuple[str, int]:
+async def resolve_endpoint(spec: BoxSpec, settings: SshSettings | None = None) -> tuple[str, int]:
     """The (host, port) a box's known_hosts entry is named by, after ~/.ssh/config aliases."""
     settings = settings or SshSettings()
     kwargs = _connect_kwargs(spec, settings)
@@ -310,7 +366,7 @@ async def resolve_endpoint(spec: BoxLike, settings: SshSettings | None = None) -
     return host, int(options.port)
 
 
-async def fetch_host_key(spec: BoxLike, settings: SshSettings | None = None) -> asyncssh.SSHKey:
+async def fetch_host_key(spec: BoxSpec, settings: SshSettings | None = None) -> asyncssh.SSHKey:
     """The key the box presents in its handshake (not yet trusted: nothing is authenticated)."""
     settings = settings or SshSettings()
     kwargs = _connect_kwargs(spec, settings)
@@ -331,7 +387,7 @@ async def fetch_host_key(spec: BoxLike, settings: SshSettings | None = None) -> 
 
 
 async def trust(
-    spec: BoxLike, settings: SshSettings | None = None, path: Path | None = None
+    spec: BoxSpec, settings: SshSettings | None = None, path: Path | None = None
 ) -> hostkeys.TrustRecord:
     """Fetch the box's host key and record it in fleetscan's known_hosts (an explicit operator act).
 
@@ -397,7 +453,7 @@ async def ping(link: AgentLink, seq: int = 1, timeout: float = 10.0) -> float:
 
 
 async def check_box(
-    spec: BoxLike, archive: bytes, sha256: str, settings: SshSettings | None = None
+    spec: BoxSpec, archive: bytes, sha256: str, settings: SshSettings | None = None
 ) -> BoxReport:
     """Connect, bootstrap and ping one box; every failure becomes the report's one-line error."""
     link = SshLink(spec, settings=settings)
@@ -421,7 +477,7 @@ async def check_box(
 
 
 async def check(
-    specs: Sequence[BoxLike], settings: SshSettings | None = None, concurrency: int = 32
+    specs: Sequence[BoxSpec], settings: SshSettings | None = None, concurrency: int = 32
 ) -> list[BoxReport]:
     """``fleetscan agents --check``: every box connected, bootstrapped and pinged concurrently.
 
@@ -432,14 +488,14 @@ async def check(
     archive, sha256 = build_archive()
     bound = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(spec: BoxLike) -> BoxReport:
+    async def one(spec: BoxSpec) -> BoxReport:
         async with bound:
             return await check_box(spec, archive, sha256, settings)
 
     return list(await asyncio.gather(*(one(spec) for spec in specs)))
 
 
-def list_boxes(specs: Sequence[BoxLike], settings: SshSettings | None = None) -> list[dict[str, Any]]:
+def list_boxes(specs: Sequence[BoxSpec], settings: SshSettings | None = None) -> list[dict[str, Any]]:
     """``fleetscan agents`` without --check: the inventory as rows, with whether the host key is
     already trusted (no network: an alias is shown as written)."""
     settings = settings or SshSettings()
@@ -448,7 +504,7 @@ def list_boxes(specs: Sequence[BoxLike], settings: SshSettings | None = None) ->
     for spec in specs:
         trusted: bool | None = None
         if spec.host:
-            trusted = bool(hostkeys.trusted_fingerprints(spec.host, spec.port or 22, "", files))
+            trusted = bool(hostkeys.trusted_fingerprints(spec.host, spec.port, "", files))
         rows.append(
             {
                 "name": spec.name,

@@ -254,10 +254,12 @@ class Store(LeaseOps):
 
     # -- results -------------------------------------------------------------------
 
-    def iter_results(
+    def iter_result_pages(
         self, run_id: str, stage: str | None = None, type: str | None = None, batch: int = 5000
-    ) -> Iterator[dict[str, Any]]:
-        """Every record of a run in id order, streamed by keyset pagination (constant memory)."""
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Raw rows ``(id, run, stage, type, key, target, agent, task_id, ts, data_json)`` a page at a
+        time, in id order, by keyset pagination on the (run_id, id) index: constant memory, and
+        export can splice ``data`` without decoding it."""
         where, params = self._results_filter(run_id, stage, type)
         last = 0
         sql = (
@@ -266,15 +268,23 @@ class Store(LeaseOps):
         )
         while True:
             rows = self.conn.execute(sql, (*params, last, batch)).fetchall()
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def iter_results(
+        self, run_id: str, stage: str | None = None, type: str | None = None, batch: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        """Every record of a run in id order, streamed (constant memory)."""
+        for rows in self.iter_result_pages(run_id, stage, type, batch):
             for row in rows:
                 yield {
                     "run": row[1], "stage": row[2], "type": row[3], "key": row[4], "target": row[5],
                     "agent": row[6], "task": str(row[7]) if row[7] is not None else None, "ts": row[8],
                     "data": json.loads(row[9]),
                 }
-            if len(rows) < batch:
-                return
-            last = rows[-1][0]
 
     def count_results(self, run_id: str, stage: str | None = None, type: str | None = None) -> int:
         where, params = self._results_filter(run_id, stage, type)

@@ -154,6 +154,16 @@ class AgentLink(abc.ABC):
         except (ConnectionError, BrokenPipeError, OSError) as err:
             raise TransportError(f"{self.name}: write failed: {err}") from err
 
+    async def send_raw(self, data: bytes) -> None:
+        """Write pre-encoded protocol lines (the master's dispatch fast path)."""
+        if self._writer is None or self.closed:
+            raise TransportError(f"{self.name}: link is not open")
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (ConnectionError, BrokenPipeError, OSError) as err:
+            raise TransportError(f"{self.name}: write failed: {err}") from err
+
     async def recv(self) -> Any | None:
         """The next validated message, or None at EOF. An invalid or over-long line raises AgentError
         (the stream stays usable: the next call returns the line after it)."""

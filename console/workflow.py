@@ -17,26 +17,27 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from console import records, yamlsrc
 from console.errors import BadInput
 from console.toolparams import (
-    BaselineParams,
     BannerParams,
+    BaselineParams,
     DnsParams,
     ExecParams,
     HttpProbeParams,
     NoopParams,
+    Scalar,
+    StrictModel,
     TcpConnectParams,
     TcpPingParams,
     TlsCertParams,
     load_rules_file,
 )
 from console.toolparams import Name as StageId
-from console.toolparams import Scalar, StrictModel
 
 #: Where a stage with ``from: input`` / ``from: boxes`` reads its targets.
 SOURCES = ("input", "boxes")
@@ -59,7 +60,7 @@ class TargetsSpec(StrictModel):
 
     from_: Annotated[str, Field(alias="from", min_length=1, max_length=64)] = "input"
     """``input`` (the run's --targets), ``boxes`` (one task per agent box), or an earlier stage's id."""
-    type: Annotated[str, Field(pattern=r"^(host|port|url)$")] = "host"
+    type: Literal["host", "port", "url"] = "host"
     """What each kept record (or input target) becomes: ``host``, ``port`` (host:port) or ``url``."""
     where: dict[Annotated[str, Field(max_length=64)], Scalar | list[Scalar]] | None = None
     """Filter on the source stage's records: ``type`` and data fields; a list value matches any of its items."""
@@ -85,11 +86,12 @@ class StageBase(StrictModel):
 
     @property
     def tool_name(self) -> str:
-        return str(getattr(self, "tool"))
+        """The stage's tool (each subclass has a ``tool`` literal)."""
+        return str(getattr(self, "tool"))  # noqa: B009 - declared by the subclasses only
 
     @property
     def params(self) -> BaseModel:
-        return getattr(self, "with_")  # type: ignore[no-any-return]
+        return getattr(self, "with_")  # type: ignore[no-any-return]  # noqa: B009 - declared by subclasses
 
     def outputs(self) -> frozenset[str]:
         """The result types this stage can report."""
@@ -118,101 +120,82 @@ def _with(model: type[BaseModel], required: bool = False) -> Any:
 
 
 class TcpPingStage(StageBase):
-    tool: Annotated[str, Field(pattern="^tcp_ping$")] = "tcp_ping"
+    tool: Literal["tcp_ping"]
     """Host discovery by TCP connect (an accept or a reset means up)."""
     with_: TcpPingParams = _with(TcpPingParams)
 
 
 class TcpConnectStage(StageBase):
-    tool: Annotated[str, Field(pattern="^tcp_connect$")] = "tcp_connect"
+    tool: Literal["tcp_connect"]
     """TCP connect scan."""
     with_: TcpConnectParams = _with(TcpConnectParams)
 
 
 class BannerStage(StageBase):
-    tool: Annotated[str, Field(pattern="^banner$")] = "banner"
+    tool: Literal["banner"]
     """What a service says first."""
     with_: BannerParams = _with(BannerParams)
 
 
 class HttpProbeStage(StageBase):
-    tool: Annotated[str, Field(pattern="^http_probe$")] = "http_probe"
+    tool: Literal["http_probe"]
     """HTTP(S) GET: status, title, server."""
     with_: HttpProbeParams = _with(HttpProbeParams)
 
 
 class TlsCertStage(StageBase):
-    tool: Annotated[str, Field(pattern="^tls_cert$")] = "tls_cert"
+    tool: Literal["tls_cert"]
     """The peer certificate of a TLS port."""
     with_: TlsCertParams = _with(TlsCertParams)
 
 
 class DnsStage(StageBase):
-    tool: Annotated[str, Field(pattern="^dns$")] = "dns"
+    tool: Literal["dns"]
     """Resolve hostnames."""
     with_: DnsParams = _with(DnsParams)
 
 
 class BaselineStage(StageBase):
-    tool: Annotated[str, Field(pattern="^baseline$")] = "baseline"
+    tool: Literal["baseline"]
     """Host hardening checks on the box itself (Elkeid baseline rules)."""
     with_: BaselineParams = _with(BaselineParams, required=True)
 
 
 class ExecStage(StageBase):
-    tool: Annotated[str, Field(pattern="^exec$")] = "exec"
+    tool: Literal["exec"]
     """An external program run from an argv list (never a shell) with a named output parser."""
     with_: ExecParams = _with(ExecParams, required=True)
 
 
 class NoopStage(StageBase):
-    tool: Annotated[str, Field(pattern="^noop$")] = "noop"
+    tool: Literal["noop"]
     """Does nothing (optionally sleeps, or emits synthetic records): for tests and benchmarks."""
     with_: NoopParams = _with(NoopParams)
 
 
-STAGE_MODELS: dict[str, type[StageBase]] = {
-    "tcp_ping": TcpPingStage,
-    "tcp_connect": TcpConnectStage,
-    "banner": BannerStage,
-    "http_probe": HttpProbeStage,
-    "tls_cert": TlsCertStage,
-    "dns": DnsStage,
-    "baseline": BaselineStage,
-    "exec": ExecStage,
-    "noop": NoopStage,
-}
-TOOLS: tuple[str, ...] = tuple(STAGE_MODELS)
-
-
-def _stage_tool(value: Any) -> str | None:
-    if isinstance(value, dict):
-        tool = value.get("tool")
-        return tool if isinstance(tool, str) else None
-    return getattr(value, "tool", None)
-
-
-def _validate_stage(value: Any, info: ValidationInfo | None = None) -> StageBase:
-    if isinstance(value, StageBase):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError("a stage must be a mapping (id, tool, with, targets, ...)")
-    tool = value.get("tool")
-    if tool is None:
-        raise _StageProblem(("tool",), "missing required key")
-    if not isinstance(tool, str) or tool not in STAGE_MODELS:
-        raise _StageProblem(("tool",), f"unknown tool {tool!r} (known: {', '.join(TOOLS)})")
-    context = info.context if info is not None else None
-    return STAGE_MODELS[tool].model_validate(value, context=context)
-
-
-class _StageProblem(ValueError):
-    """A stage-level problem with the loc of its field (tool missing/unknown)."""
-
-    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
+Stage = Annotated[
+    TcpPingStage
+    | TcpConnectStage
+    | BannerStage
+    | HttpProbeStage
+    | TlsCertStage
+    | DnsStage
+    | BaselineStage
+    | ExecStage
+    | NoopStage,
+    Field(discriminator="tool"),
+]
+TOOLS: tuple[str, ...] = (
+    "tcp_ping",
+    "tcp_connect",
+    "banner",
+    "http_probe",
+    "tls_cert",
+    "dns",
+    "baseline",
+    "exec",
+    "noop",
+)
 
 
 class Workflow(StrictModel):
@@ -220,27 +203,12 @@ class Workflow(StrictModel):
 
     description: Annotated[str, Field(max_length=4096)] = ""
     """One line saying what the workflow finds."""
-    stages: Annotated[list[Any], Field(min_length=1, max_length=256)]
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=256)]
     """The stages, in order; a stage reads only from input, boxes, or a stage above it."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _typed_stages(cls, data: Any, info: ValidationInfo) -> Any:
-        """Validate each stage by its tool's model (tool errors point at the ``tool`` key)."""
-        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
-            return data
-        stages = []
-        for index, raw in enumerate(data["stages"]):
-            try:
-                stages.append(_validate_stage(raw, info))
-            except _StageProblem as exc:
-                raise _LocatedError(("stages", index, *exc.loc), exc.message) from None
-            except ValidationError as exc:
-                raise _LocatedError(("stages", index), exc) from None
-        return {**data, "stages": stages}
 
     @model_validator(mode="after")
     def _graph(self, info: ValidationInfo) -> Workflow:
+        """Graph checks; the file loader defers them to report the exact field's line."""
         if not (info.context or {}).get("defer_checks"):
             problem = check_workflow(self)
             if problem is not None:
@@ -250,10 +218,11 @@ class Workflow(StrictModel):
 
     @property
     def typed_stages(self) -> list[StageBase]:
-        return [s for s in self.stages if isinstance(s, StageBase)]
+        """The stages as their common base type (what callers iterating stages need)."""
+        return list(self.stages)
 
     def stage(self, stage_id: str) -> StageBase:
-        for stage in self.typed_stages:
+        for stage in self.stages:
             if stage.id == stage_id:
                 return stage
         raise KeyError(stage_id)
@@ -264,8 +233,8 @@ class Workflow(StrictModel):
 
     def dependencies(self) -> dict[str, list[str]]:
         """Each stage's direct source stage (empty for input and boxes stages)."""
-        ids = {s.id for s in self.typed_stages}
-        return {s.id: [s.targets.from_] if s.targets.from_ in ids else [] for s in self.typed_stages}
+        ids = {s.id for s in self.stages}
+        return {s.id: [s.targets.from_] if s.targets.from_ in ids else [] for s in self.stages}
 
     def ancestors(self, stage_id: str) -> list[str]:
         """All stages ``stage_id`` waits for, transitively, nearest first."""
@@ -280,15 +249,6 @@ class Workflow(StrictModel):
     def independent(self, first: str, second: str) -> bool:
         """True when neither stage depends on the other: they may run side by side."""
         return first not in self.ancestors(second) and second not in self.ancestors(first)
-
-
-class _LocatedError(ValueError):
-    """Carries a loc (relative to the workflow) through pydantic's before-validator."""
-
-    def __init__(self, loc: tuple[Any, ...], problem: str | ValidationError) -> None:
-        super().__init__(str(problem))
-        self.loc = loc
-        self.problem = problem
 
 
 class WorkflowFile(StrictModel):
@@ -309,8 +269,8 @@ class WorkflowFile(StrictModel):
             return self.workflows[name]
         except KeyError:
             known = ", ".join(sorted(self.workflows))
-            raise BadInput(f"no workflow {name!r} in {self._path or 'the workflows file'} (known: {known})",
-                           field="workflow") from None
+            where = self._path or "the workflows file"
+            raise BadInput(f"no workflow {name!r} in {where} (known: {known})", field="workflow") from None
 
 
 # -- graph checks ---------------------------------------------------------------------
@@ -318,7 +278,7 @@ class WorkflowFile(StrictModel):
 
 def _cycle(workflow: Workflow, start: int) -> list[str] | None:
     """The stage ids of a reference loop through stage ``start``, if there is one."""
-    stages = workflow.typed_stages
+    stages = workflow.stages
     by_id = {s.id: s for s in stages}
     chain = [stages[start].id]
     current = stages[start].targets.from_
@@ -334,9 +294,11 @@ def _cycle(workflow: Workflow, start: int) -> list[str] | None:
 
 def check_workflow(workflow: Workflow) -> tuple[tuple[Any, ...], str] | None:
     """The first problem pydantic cannot see, as (loc relative to the workflow, message)."""
-    stages = workflow.typed_stages
+    stages = workflow.stages
     seen: dict[str, int] = {}
     for index, stage in enumerate(stages):
+        if stage.id in SOURCES:
+            return ("stages", index, "id"), f"{stage.id!r} is reserved (a stage reads `from: {stage.id}`)"
         if stage.id in seen:
             return ("stages", index, "id"), f"duplicate stage id {stage.id!r} (also stage {seen[stage.id]})"
         seen[stage.id] = index
@@ -358,7 +320,7 @@ def _check_stage(
         if source == stage.id:
             return (*here, "targets", "from"), f"cycle: stage {stage.id!r} reads its own results"
         if source not in positions:
-            known = ", ".join([*SOURCES, *(s.id for s in workflow.typed_stages[:index])])
+            known = ", ".join([*SOURCES, *(s.id for s in workflow.stages[:index])])
             return (*here, "targets", "from"), f"no stage {source!r} (known here: {known})"
         if positions[source] > index:
             loop = _cycle(workflow, index)
@@ -370,7 +332,11 @@ def _check_stage(
     if tool == "baseline" and source != "boxes":
         return (*here, "targets", "from"), "baseline checks the boxes themselves: use `from: boxes`"
     if source == "boxes" and tool not in BOX_TOOLS:
-        return (*here, "targets", "from"), f"{tool} scans targets; only {', '.join(sorted(BOX_TOOLS))} run per box"
+        return (
+            *here,
+            "targets",
+            "from",
+        ), f"{tool} scans targets; only {', '.join(sorted(BOX_TOOLS))} run per box"
     if tool in TOOL_KINDS and kind not in TOOL_KINDS[tool]:
         wanted = " or ".join(sorted(TOOL_KINDS[tool]))
         return (*here, "targets", "type"), f"{tool} takes {wanted} targets, not {kind}"
@@ -391,7 +357,9 @@ def _check_stage(
     return None
 
 
-def _check_where(source: StageBase, stage: StageBase, here: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+def _check_where(
+    source: StageBase, stage: StageBase, here: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], str] | None:
     """``where`` keys and ``type`` must be able to match what the source stage reports."""
     produced = source.outputs()
     where = stage.targets.where or {}
@@ -416,8 +384,16 @@ def _check_where(source: StageBase, stage: StageBase, here: tuple[Any, ...]) -> 
                 f"(fields: type, {', '.join(sorted(known_fields))})"
             )
     kind = stage.targets.type
-    if kind in ("port", "url") and types and all("port" not in records.FIELDS[t] and t != "http" for t in types):
-        return (*here, "targets", "type"), f"{', '.join(sorted(types))} records have no port to make a {kind} from"
+    if (
+        kind in ("port", "url")
+        and types
+        and all("port" not in records.FIELDS[t] and t != "http" for t in types)
+    ):
+        return (
+            *here,
+            "targets",
+            "type",
+        ), f"{', '.join(sorted(types))} records have no port to make a {kind} from"
     return None
 
 
@@ -439,33 +415,19 @@ def parse_workflows(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> Workf
     try:
         wf_file = WorkflowFile.model_validate(data, context={"defer_checks": True})
     except ValidationError as exc:
-        raise _located(exc, smap) from None
+        raise yamlsrc.validation_error_to_bad_input(exc, smap, skip=TOOLS) from None
     for name, workflow in wf_file.workflows.items():
         base: tuple[Any, ...] = ("workflows", name)
         problem = check_workflow(workflow)
         if problem is not None:
             loc, message = problem
             raise yamlsrc.bad_input_at(smap, (*base, *loc), message)
-        for index, stage in enumerate(workflow.typed_stages):
+        for index, stage in enumerate(workflow.stages):
             if isinstance(stage.params, BaselineParams):
                 where = (*base, "stages", index, "with")
                 raw = data["workflows"][name]["stages"][index].get("with", {})
                 stage.params.resolve(raw, smap, where, base_dir)
     return wf_file
-
-
-def _located(exc: ValidationError, smap: yamlsrc.SourceMap) -> BadInput:
-    """Map a WorkflowFile validation error (possibly from a nested stage) to a located BadInput."""
-    err = exc.errors(include_url=False)[0]
-    cause = (err.get("ctx") or {}).get("error")
-    loc = tuple(err.get("loc", ()))
-    if isinstance(cause, _LocatedError):
-        base = (*loc, *cause.loc)
-        if isinstance(cause.problem, ValidationError):
-            return yamlsrc.validation_error_to_bad_input(cause.problem, smap, base, skip=TOOLS)
-        return yamlsrc.bad_input_at(smap, base[:-1] if base[-1] == "tool" and (*base,) not in smap.keys else base,
-                                    cause.problem, rest=("tool",) if (*base,) not in smap.keys else ())
-    return yamlsrc.validation_error_to_bad_input(exc, smap, skip=TOOLS)
 
 
 def load_workflows(path: str | Path | None = None) -> WorkflowFile:
@@ -483,7 +445,7 @@ def describe(wf_file: WorkflowFile) -> list[str]:
     width = max((len(n) for n in wf_file.workflows), default=0)
     for name, workflow in wf_file.workflows.items():
         lines.append(f"{name.ljust(width)}  {workflow.description}".rstrip())
-        for stage in workflow.typed_stages:
+        for stage in workflow.stages:
             source = stage.targets.from_
             where = ""
             if stage.targets.where:

@@ -140,6 +140,9 @@ def validation_error_to_bad_input(
     return bad_input_at(smap, path, message, rest=rest)
 
 
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader: only standard YAML tags, so no Python object is ever constructed."""
 
@@ -167,6 +170,9 @@ class _Builder:
                 line=_mark_pos(node.start_mark)[0],
             )
         self.smap.values.setdefault(path, _mark_pos(node.start_mark))
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_TAGS:
+            line, col = _mark_pos(node.start_mark)
+            raise BadInput(f"unsupported YAML tag {node.tag!r}", file=self.smap.file, line=line, col=col)
         if isinstance(node, yaml.MappingNode):
             self.loader.flatten_mapping(node)  # YAML merge keys (<<)
             result: dict[Any, Any] = {}
@@ -179,12 +185,18 @@ class _Builder:
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str | int | bool | float) and key is not None:
                     line, col = _mark_pos(key_node.start_mark)
-                    raise BadInput("a mapping key must be a plain value", file=self.smap.file, line=line, col=col)
+                    raise BadInput(
+                        "a mapping key must be a plain value", file=self.smap.file, line=line, col=col
+                    )
                 key_path = (*path, key)
                 if key in result:
                     line, col = _mark_pos(key_node.start_mark)
                     raise BadInput(
-                        f"duplicate key {key!r}", file=self.smap.file, line=line, col=col, field=format_path(key_path)
+                        f"duplicate key {key!r}",
+                        file=self.smap.file,
+                        line=line,
+                        col=col,
+                        field=format_path(key_path),
                     )
                 self.smap.keys.setdefault(key_path, _mark_pos(key_node.start_mark))
                 result[key] = self.build(value_node, key_path)
@@ -206,6 +218,10 @@ def load_text(text: str, file: str) -> tuple[Any, SourceMap]:
         if node is None:
             return None, smap
         data = _Builder(loader, smap).build(node, ())
+    except yaml.constructor.ConstructorError as exc:
+        line, col = _mark_pos(exc.problem_mark or exc.context_mark)
+        problem = " ".join((exc.problem or "not a plain YAML value").split())
+        raise BadInput(f"unsupported YAML tag: {problem}", file=file, line=line, col=col) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = _mark_pos(mark)

@@ -54,6 +54,15 @@ def max_concurrency(requested: int) -> int:
     return max(1, min(requested, limit))
 
 
+def _self_connected(sock: socket.socket) -> bool:
+    """A loopback connect whose ephemeral source port equals the probed port "succeeds" by
+    connecting to itself (TCP simultaneous open). That is no listener: report it closed."""
+    try:
+        return bool(sock.getsockname() == sock.getpeername())
+    except OSError:
+        return False
+
+
 def resolve(host: str) -> Tuple[int, str]:
     """(address family, numeric address) of a host target; the first address of a name."""
     info = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
@@ -160,6 +169,8 @@ def probe(
                     expiries.append((now + timeout, fd, sock))
                     poller.register(fd)
                     continue
+                if code == 0 and _self_connected(sock):
+                    code = errno.ECONNREFUSED
                 sock.close()
                 if code in _LOCAL_SHORTAGE:
                     # out of local ports/buffers: not an answer from the target; try again shortly
@@ -194,6 +205,8 @@ def probe(
                     continue
                 sock, label, port, t0 = entry
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code == 0 and _self_connected(sock):
+                    code = errno.ECONNREFUSED
                 rtt = (monotonic() - t0) * 1000.0
                 sock.close()
                 finished += 1

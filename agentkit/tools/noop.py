@@ -20,5 +20,5 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
             ctx.check()
         ctx.emit("host_up", "127.0.0.1", {"host": "127.0.0.1", "via": "noop/%d" % index, "rtt_ms": 0.0})
         ctx.progress(index + 1, count)
-    if sleep and ctx.cancelled.wait(min(sleep, max(ctx.remaining(), 0.0))):
+    if sleep and ctx.cancelled.wait(sleep):
         raise TaskStopped("cancelled")

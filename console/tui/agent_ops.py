@@ -45,36 +45,26 @@ class OfferedKey:
     key: Any = field(compare=False, default=None)
 
 
-def _is_local(spec: Any) -> bool:
-    return bool(getattr(spec, "local", False)) or getattr(spec, "kind", "") == "local" or (
-        not getattr(spec, "host", None) and not getattr(spec, "ssh", None)
-    )
-
-
-def _specs(agents_source: str) -> list[Any]:
-    from console.inventory import parse_agents_source
-
-    parsed = parse_agents_source(agents_source)
-    boxes = getattr(parsed, "boxes", parsed)
-    return list(boxes or [])
+def local_names(count: int) -> list[str]:
+    """The names local agents get (as in ``fleetscan agents``): ``local``, or ``local-1``..``local-N``."""
+    return ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
 
 
 def list_entries(agents_source: str) -> list[BoxEntry]:
     """The boxes of the agents source with whether their host key is trusted (no network)."""
     from console import ssh
+    from console.inventory import load_inventory, parse_agents_source
 
-    specs = _specs(agents_source)
-    remote = [s for s in specs if not _is_local(s)]
-    rows = {row["name"]: row for row in ssh.list_boxes(remote)} if remote else {}
-    entries = []
-    for spec in specs:
-        if _is_local(spec):
-            entries.append(BoxEntry(spec.name, "localhost", "local", "-", spec))
-        else:
-            row = rows.get(spec.name, {})
-            entries.append(BoxEntry(spec.name, str(row.get("address", "")), "ssh",
-                                    str(row.get("host_key", "unknown")), spec))
-    return entries
+    kind, value = parse_agents_source(agents_source)
+    if kind == "local":
+        return [BoxEntry(name, "localhost", "local", "-") for name in local_names(int(value))]
+    specs = list(load_inventory(value))
+    rows = {row["name"]: row for row in ssh.list_boxes(specs)}
+    return [
+        BoxEntry(spec.name, str(rows.get(spec.name, {}).get("address", "")), "ssh",
+                 str(rows.get(spec.name, {}).get("host_key", "unknown")), spec)
+        for spec in specs
+    ]
 
 
 def _report_summary(report: Any) -> str:

@@ -10,6 +10,8 @@ stops the master; its runs stay in the store and resume when the console (or
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -18,28 +20,21 @@ from typing import Any
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.app import App, SystemCommand
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.errors import FleetscanError
 from console.tui import intents
 from console.tui.dialogs import ConfirmScreen, HelpScreen
-from console.tui.panels import (
-    AgentsTable,
-    FeedLog,
-    RunsTable,
-    StagesPanel,
-    event_line,
-    result_line,
-)
-from console.tui.viewdata import FEED_EVENTS, FEED_RESULTS, ConsoleView, RunRow
+from console.tui.main_screen import MainScreen
+from console.tui.viewdata import ConsoleView, RunRow
 from console.tui.watcher import StoreChanged, StoreWatcher
 
 Clock = Callable[[], float]
+
+#: how long quitting waits for the master to hand back its leases before leaving anyway
+MASTER_STOP_S = 10.0
 
 
 class FleetscanApp(App[int]):
@@ -47,16 +42,6 @@ class FleetscanApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "fleetscan"
-
-    BINDINGS = [
-        Binding("n", "new_run", "New run"),
-        Binding("p", "pause_resume", "Pause/resume"),
-        Binding("s", "stop_run", "Stop"),
-        Binding("r", "results", "Results"),
-        Binding("a", "agents", "Agents"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
-    ]
 
     def __init__(
         self,
@@ -78,28 +63,21 @@ class FleetscanApp(App[int]):
         self.clock = clock
         self.watcher = StoreWatcher(self.db_path, interval=poll_interval)
         self.view: ConsoleView | None = None
+        self._closing = False
+        self.master: Any = None
         #: how many views were drawn (tests and the benchmark wait on it)
         self.views_drawn = 0
 
-    # -- layout ------------------------------------------------------------------
+    def get_default_screen(self) -> MainScreen:
+        return MainScreen()
 
-    def compose(self) -> ComposeResult:
-        yield Header(show_clock=False, icon="◆")
-        yield RunsTable(id="runs")
-        yield StagesPanel(id="stages")
-        yield AgentsTable(id="agents")
-        with Horizontal(id="bottom"):
-            yield FeedLog(result_line, FEED_RESULTS, id="feed")
-            yield FeedLog(event_line, FEED_EVENTS, id="events")
-        yield Footer()
+    @property
+    def main(self) -> MainScreen:
+        """The main screen (whatever screen is on top: updates go to it even under a modal)."""
+        return self.screen_stack[0]  # type: ignore[return-value]
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.db_path.name} · master {'on' if self.start_master else 'off'}"
-        titles = {"#runs": "Runs", "#agents": "Agents", "#stages": "Stages", "#feed": "Results (latest)",
-                  "#events": "Events"}
-        for selector, title in titles.items():
-            self.query_one(selector).border_title = title
-        self.query_one(RunsTable).focus()
         self.watch_store()
         if self.start_master:
             self.run_master()
@@ -110,7 +88,11 @@ class FleetscanApp(App[int]):
     @work(thread=True, exclusive=True, group="watch", name="store watcher")
     def watch_store(self) -> None:
         worker = get_current_worker()
-        self.watcher.loop(lambda view: self.post_message(StoreChanged(view)), lambda: worker.is_cancelled)
+
+        def post(view: ConsoleView) -> None:
+            self.post_message(StoreChanged(view))
+
+        self.watcher.loop(post, lambda: worker.is_cancelled)
 
     @work(exclusive=True, group="master", name="master")
     async def run_master(self) -> None:
@@ -119,9 +101,12 @@ class FleetscanApp(App[int]):
         from console.store import Store
 
         store = Store.open(self.db_path)
+        workflows = str(self.workflows_file) if self.workflows_file else None
+        self.master = Master(store, self.agents_source, workflows_file=workflows)
         try:
-            await Master(store, self.agents_source).serve()
+            await self.master.serve()
         finally:
+            self.master = None
             store.close()
 
     @on(Worker.StateChanged)
@@ -135,47 +120,33 @@ class FleetscanApp(App[int]):
         line = Text()
         line.append("ERROR ", style="bold #ff5f5f")
         line.append(f"{event.worker.name}: {message}")
-        self.query_one("#events", FeedLog).write(line)
+        self.main.log_line(line)
 
     # -- live updates --------------------------------------------------------------
 
     @on(StoreChanged)
     def show_view(self, message: StoreChanged) -> None:
+        if self._closing:
+            return
         view = message.view
         self.view = view
-        now = self.clock()
-        runs = self.query_one(RunsTable)
+        if self.watcher.selected_run is None and view.selected_run is not None:
+            self.watcher.selected_run = view.selected_run
         with self.batch_update():
-            runs.show(view.runs, now)
-            if self.watcher.selected_run is None and view.selected_run is not None:
-                self.watcher.selected_run = view.selected_run
-                runs.move_to(view.selected_run)
-            if view.selected_run == self.watcher.selected_run:
-                self.query_one(StagesPanel).show(view.selected_run, view.stages, now)
-            self.query_one(AgentsTable).show(view.agents, now)
-            self.query_one("#feed", FeedLog).feed(view.results)
-            self.query_one("#events", FeedLog).feed(view.events)
-            selected = self.selected_run()
-            stage_title = f"Stages · {selected.workflow} {selected.id}" if selected else "Stages"
-            self.query_one(StagesPanel).border_title = stage_title
-            self.query_one("#feed").border_subtitle = f"{view.total_results:,} results"
+            self.main.show_view(view, self.watcher.selected_run, self.selected_run(), self.clock())
         self.views_drawn += 1
 
     def _tick(self) -> None:
         """Durations, ETAs and heartbeat ages move with the clock, not with the store."""
-        if self.view is None:
+        if self.view is None or self._closing:
             return
-        now = self.clock()
         with self.batch_update():
-            self.query_one(RunsTable).show(self.view.runs, now)
-            self.query_one(AgentsTable).show(self.view.agents, now)
-            self.query_one(StagesPanel).tick(now)
+            self.main.tick(self.view, self.clock())
 
-    @on(DataTable.RowHighlighted, "#runs")
-    def select_run(self, event: DataTable.RowHighlighted) -> None:
-        key = event.row_key.value if event.row_key is not None else None
-        if key and key != self.watcher.selected_run:
-            self.watcher.selected_run = str(key)
+    def select_run(self, run_id: str) -> None:
+        """The operator moved the runs table's cursor: read that run's stages now."""
+        if run_id != self.watcher.selected_run:
+            self.watcher.selected_run = run_id
             self.watcher.poke()
 
     def selected_run(self) -> RunRow | None:
@@ -266,8 +237,17 @@ class FleetscanApp(App[int]):
         yield SystemCommand("Keys", "Every key of the console (?)", self.action_help)
 
     async def action_quit(self) -> None:
-        """Leave: the watcher and master stop; runs stay in the store and resume next time."""
+        """Leave: the master hands its leases back (so runs resume at once next time), then exit."""
+        self._closing = True
         self.watcher.stop()
+        master = self.master
+        if master is not None:
+            self.sub_title = f"{self.db_path.name} · stopping the master..."
+            master.shutdown()
+            for worker in list(self.workers):
+                if worker.group == "master":
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(worker.wait(), MASTER_STOP_S)
         self.exit(0)
 
 

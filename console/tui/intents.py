@@ -58,12 +58,7 @@ def submit_run(db_path: str | Path, workflows_file: str | Path | None, form: New
         raise BadInput("give at least one target", field="targets")
     priority = parse_priority(form.priority)
     agents = form.agents.strip() or "local"
-    try:
-        parse_agents_source(agents)
-    except BadInput as err:
-        if err.field is None:
-            err.field = "agents"
-        raise
+    parse_agents_source(agents)
     prepared = prepare_run(
         workflows_file=Path(workflows_file) if workflows_file else default_workflows_path(),
         workflow=form.workflow.strip(),

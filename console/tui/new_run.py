@@ -54,6 +54,8 @@ class SubmitDone(Message):
 
 def field_of(error: BadInput) -> str | None:
     """Which input an error belongs to (``--targets`` and ``targets`` alike); None: the form's."""
+    if error.file is not None:  # a workflows/inventory/@targets file is wrong: the whole message matters
+        return None
     name = (error.field or "").lstrip("-").split(".")[0].split("[")[0]
     return name if name in FIELDS else None
 

@@ -176,15 +176,15 @@ class StagesPanel(VerticalScroll):
         for stage_id in [k for k in self._shown if k not in wanted]:
             self._shown.pop(stage_id).remove()
         for stage in stages:
-            widget = self._shown.get(stage.id)
-            if widget is None:
-                widget = StageProgress(stage)
-                self._shown[stage.id] = widget
-                self.mount(widget)
-            elif widget.is_mounted:
-                widget.update_stage(stage, now)
+            shown = self._shown.get(stage.id)
+            if shown is None:
+                shown = StageProgress(stage)
+                self._shown[stage.id] = shown
+                self.mount(shown)
+            elif shown.is_mounted:
+                shown.update_stage(stage, now)
             else:
-                widget.stage = stage
+                shown.stage = stage
 
     def tick(self, now: float) -> None:
         """Times move even when the store does not: redraw ETAs."""

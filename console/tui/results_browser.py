@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -54,10 +55,11 @@ def data_summary(row: Any) -> str:
 class ResultsScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Back"),
-        Binding("pagedown,right_square_bracket", "next_page", "Next page", key_display="pgdn"),
-        Binding("pageup,left_square_bracket", "prev_page", "Prev page", key_display="pgup"),
-        Binding("home", "first_page", "First", show=False),
-        Binding("end", "last_page", "Last", show=False),
+        # priority: the table would otherwise scroll on these keys instead of paging
+        Binding("pagedown,right_square_bracket", "next_page", "Next page", key_display="pgdn", priority=True),
+        Binding("pageup,left_square_bracket", "prev_page", "Prev page", key_display="pgup", priority=True),
+        Binding("home", "first_page", "First", show=False, priority=True),
+        Binding("end", "last_page", "Last", show=False, priority=True),
         Binding("f", "focus_filter", "Filter"),
         Binding("e", "export", "Export"),
     ]
@@ -185,18 +187,27 @@ class ResultsScreen(Screen[None]):
 
     # -- actions ---------------------------------------------------------------------
 
+    def _typing(self) -> None:
+        """Keys like ``[`` and ``home`` belong to the text filter while it has focus."""
+        if isinstance(self.focused, Input):
+            raise SkipAction()
+
     def action_next_page(self) -> None:
+        self._typing()
         if self.page is not None and self.page.has_next:
             self.load("next")
 
     def action_prev_page(self) -> None:
+        self._typing()
         if self.page is not None and self.page.has_prev:
             self.load("prev")
 
     def action_first_page(self) -> None:
+        self._typing()
         self.load("first")
 
     def action_last_page(self) -> None:
+        self._typing()
         self.load("last")
 
     def action_focus_filter(self) -> None:

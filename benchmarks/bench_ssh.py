@@ -1,0 +1,166 @@
+"""The SSH path against real OpenSSH sshd boxes on 127.0.0.2.. (tests/fixtures/sshd.py).
+
+Rows: bootstrap with the archive cached (p50 of 20 connects) and with a push, split into
+the SSH login and the agent's own start (a LocalLink, side by side); noop tasks/s over two
+SSH boxes next to two local agents; the master's CPU time per box when 50 links connect
+and bootstrap at once.
+
+    python -m benchmarks.bench_ssh
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agentkit import wire
+from agentkit.archive import build_archive
+from console import ssh
+from console.inventory import BoxSpec, load_inventory
+from console.transport import AgentLink, LocalLink
+from tests.fixtures.sshd import SshdFleet, start_fleet
+
+COMMAND = "python -m benchmarks.bench_ssh"
+CACHED_CONNECTS = 20
+PUSH_CONNECTS = 8
+NOOP_TASKS = 3000
+IN_FLIGHT_PER_LINK = 16
+FLEET_LINKS = 50
+FLEET_ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+async def _bootstrap_times(
+    make: Callable[[], AgentLink], archive: tuple[bytes, str], count: int, before: Callable[[], None]
+) -> list[float]:
+    times = []
+    for _ in range(count):
+        before()
+        link = make()
+        await link.start(*archive)
+        times.append(link.bootstrap_s)
+        await link.close()
+    return times
+
+
+async def _login_times(spec: BoxSpec, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        conn = await ssh.connect_box(spec)
+        times.append(time.perf_counter() - started)
+        conn.close()
+        await conn.wait_closed()
+    return times
+
+
+async def _noop_rate(links: list[AgentLink], archive: tuple[bytes, str], total: int) -> float:
+    """Tasks/s with ``IN_FLIGHT_PER_LINK`` noop tasks kept in flight on every link."""
+    await asyncio.gather(*(link.start(*archive) for link in links))
+    per_link = total // len(links)
+
+    async def drive(link: AgentLink, prefix: int) -> None:
+        sent = done = 0
+        window = min(IN_FLIGHT_PER_LINK, per_link)
+        await link.send_many([_noop(prefix, n) for n in range(window)])
+        sent = window
+        while done < per_link:
+            message = await link.recv()
+            if message is None:
+                raise RuntimeError(f"{link.name} closed during the benchmark")
+            if isinstance(message, wire.Done):
+                done += 1
+                if sent < per_link:
+                    await link.send(_noop(prefix, sent))
+                    sent += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(link, i) for i, link in enumerate(links)))
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(link.close() for link in links))
+    return per_link * len(links) / elapsed
+
+
+def _noop(prefix: int, n: int) -> wire.Task:
+    return wire.Task(op="task", id=f"{prefix}{n:07d}.1", tool="noop", params={}, targets=["127.0.0.1"])
+
+
+async def _fleet_cpu(specs: list[BoxSpec], archive: tuple[bytes, str]) -> tuple[float, float, int]:
+    """(master CPU seconds per link, wall seconds, links up) for FLEET_LINKS links at once."""
+    links = [
+        ssh.SshLink(specs[i % len(specs)].model_copy(update={"name": f"b{i}"})) for i in range(FLEET_LINKS)
+    ]
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    results = await asyncio.gather(*(link.start(*archive) for link in links), return_exceptions=True)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+    up = sum(1 for r in results if not isinstance(r, BaseException))
+    return cpu / FLEET_LINKS, wall, up
+
+
+async def _measure(fleet: SshdFleet, tmp: Path) -> list[dict[str, str]]:
+    os.environ["FLEETSCAN_KNOWN_HOSTS"] = str(fleet.known_hosts)
+    specs = load_inventory(fleet.write_inventory(tmp / "agents.yaml", slots=IN_FLIGHT_PER_LINK))
+    archive = build_archive()
+    box = fleet.boxes[0]
+
+    def clear_cache() -> None:
+        shutil.rmtree(box.cache_dir, ignore_errors=True)
+
+    pushed = await _bootstrap_times(lambda: ssh.SshLink(specs[0]), archive, PUSH_CONNECTS, clear_cache)
+    cached = await _bootstrap_times(lambda: ssh.SshLink(specs[0]), archive, CACHED_CONNECTS, lambda: None)
+    logins = await _login_times(specs[0], CACHED_CONNECTS)
+    local = await _bootstrap_times(lambda: LocalLink("local"), archive, CACHED_CONNECTS, lambda: None)
+
+    ssh_rate = await _noop_rate([ssh.SshLink(s) for s in specs[:2]], archive, NOOP_TASKS)
+    local_rate = await _noop_rate([LocalLink("l1"), LocalLink("l2")], archive, NOOP_TASKS)
+
+    for spec in specs:  # the 50 links bootstrap from each box's cache, as in a daily run
+        warm = ssh.SshLink(spec)
+        await warm.start(*archive)
+        await warm.close()
+    cpu_per_box, wall, up = await _fleet_cpu(specs, archive)
+
+    p50 = statistics.median
+    return [
+        _row(f"SSH bootstrap, archive cached (p50 of {CACHED_CONNECTS})", _ms(p50(cached)), "<= 100 ms"),
+        _row("  of which SSH connect + login (p50)", _ms(p50(logins)), "-"),
+        _row("  agent start to hello, local pipe (p50, same stage-0)", _ms(p50(local)), "-"),
+        _row(f"SSH bootstrap, first push (p50 of {PUSH_CONNECTS})", _ms(p50(pushed)), "<= 150 ms"),
+        _row(
+            f"noop tasks/s over SSH, 2 boxes ({IN_FLIGHT_PER_LINK} in flight each)", f"{ssh_rate:.0f}/s", "-"
+        ),
+        _row("noop tasks/s, 2 local agents (same load)", f"{local_rate:.0f}/s", "-"),
+        _row(
+            f"master CPU per box, {FLEET_LINKS} SSH links connect + bootstrap "
+            f"({up}/{FLEET_LINKS} up, {len(fleet.boxes)} sshd, {wall:.1f} s wall)",
+            _ms(cpu_per_box),
+            "<= 5 ms",
+        ),
+    ]
+
+
+def _row(figure: str, value: str, goal: str) -> dict[str, str]:
+    return {"figure": figure, "value": value, "goal": goal, "command": COMMAND}
+
+
+def run() -> list[dict[str, str]]:
+    fleet = start_fleet(FLEET_ADDRESSES)
+    try:
+        return asyncio.run(_measure(fleet, fleet.root))
+    finally:
+        fleet.close()
+
+
+if __name__ == "__main__":
+    from benchmarks.run import table
+
+    print(table(run()))

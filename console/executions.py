@@ -1,0 +1,109 @@
+"""What the master holds in memory about claimed tasks and their executions on agents.
+
+The store is the truth; these are the master's working copies: a ``TaskRun`` is a
+task this master leased (from claim to outcome), an ``Execution`` one copy of it
+running on one agent under the wire id ``"<task id>.<attempt>"`` (a straggler
+copy gets an attempt number of its own), a ``RunContext`` one owned run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.fleet import AgentHandle
+from console.planner import RunPlanner, StageSpec
+
+
+@dataclass
+class TaskRun:
+    task_id: int
+    run_id: str
+    stage_id: str
+    targets: list[str]
+    attempt: int
+    max_attempts: int
+    priority: int
+    pinned: str | None
+    tried: list[str]
+    execs: set[str] = field(default_factory=set)
+    copies: int = 0
+    finished: bool = False
+
+    @classmethod
+    def from_claim(cls, row: dict[str, Any]) -> TaskRun:
+        return cls(
+            task_id=int(row["id"]), run_id=row["run_id"], stage_id=row["stage_id"],
+            targets=json.loads(row["targets"]), attempt=int(row["attempts"]),
+            max_attempts=int(row["max_attempts"]), priority=int(row["priority"]), pinned=row["pinned"],
+            tried=json.loads(row["tried"] or "[]"),
+        )
+
+
+@dataclass
+class Execution:
+    exec_id: str
+    task: TaskRun
+    agent: AgentHandle
+    deadline: float
+    started: float = field(default_factory=time.monotonic)
+    #: why the master cancelled it: "stop", "loser" (another copy won), "timeout", "invalid"
+    cancelled: str | None = None
+    cancel_sent: float = 0.0
+    invalid: str | None = None
+    progress: tuple[int, int] = (0, 0)
+
+
+class TaskTemplate:
+    """A stage's ``task`` line with only id and targets left to fill: dispatch is a string join.
+
+    The constant part is encoded (and checked once through ``console.protocol.encode``)
+    when the run is loaded, not per task.
+    """
+
+    def __init__(self, spec: StageSpec, scope: list[str]) -> None:
+        from agentkit import wire
+        from console.protocol import encode
+
+        sample = wire.Task(
+            op="task", id="0.0", tool=spec.tool, params=spec.params, targets=[], timeout=spec.timeout, scope=scope
+        )
+        encode(sample)  # shape check, once
+        dumps = functools.partial(json.dumps, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        self._middle = (
+            f',"tool":{dumps(spec.tool)},"params":{dumps(spec.params)},"timeout":{dumps(float(spec.timeout))},'
+            f'"scope":{dumps(scope)},"targets":'
+        )
+        self._dumps = dumps
+
+    def line(self, exec_id: str, targets: list[str]) -> bytes:
+        return f'{{"op":"task","id":{self._dumps(exec_id)}{self._middle}{self._dumps(targets)}}}\n'.encode("ascii")
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    priority: int
+    state: str
+    specs: dict[str, StageSpec]
+    planner: RunPlanner
+    scope: list[str]
+    stopping: bool = False
+    stop_since: float = 0.0
+    dispatched: int = 0
+    dispatched_to: set[str] = field(default_factory=set)
+    templates: dict[str, TaskTemplate] = field(default_factory=dict)
+
+    def task_line(self, stage_id: str, exec_id: str, targets: list[str]) -> bytes:
+        template = self.templates.get(stage_id)
+        if template is None:
+            template = self.templates[stage_id] = TaskTemplate(self.specs[stage_id], self.scope)
+        return template.line(exec_id, targets)
+
+
+def iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"

@@ -1,0 +1,416 @@
+"""The embedded master: own runs, plan, claim, dispatch, ingest, complete.
+
+One asyncio task drives the store side (control, planning, claims, batched
+ingest), another hands claimed tasks to free agents, the fleet's readers feed
+agent messages in through ``_on_message``. Every store call runs on one private
+thread with the master's own connection, so the event loop (and the TUI sharing
+it) never waits on SQLite. Records and the task outcome they belong to are
+written in the same transaction, so a crash anywhere re-runs at most the tasks
+in flight, and the (run, stage, type, key) identity keeps re-delivered records
+from ever duplicating.
+
+Ctrl-C (``serve()`` cancelled) and ``shutdown()`` leave owned runs in their state
+with no owner and their leases back in the queue: an interrupted run is a
+``running`` run without a live owner, which ``resume`` — or any master — takes
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from agentkit import wire
+from console.executions import Execution, RunContext, TaskRun
+from console.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
+from console.leases import IngestBatch
+from console.notify import StoreWatcher
+from console.outcomes import FLUSH_RECORDS, OutcomeTracker
+from console.planner import RunPlanner, stage_specs
+from console.status import RUN_TERMINAL, STOP_REQUESTED, RunState
+from console.store import Store
+
+T = TypeVar("T")
+
+LEASE_S = 60.0
+FLUSH_EVERY_S = 0.05
+CONTROL_EVERY_S = 1.0
+#: a master-side deadline beyond the task's own timeout (the agent enforces the timeout itself)
+TIMEOUT_GRACE_S = 10.0
+STOP_GRACE_S = 3.0
+STRAGGLER_AFTER_S = 2.0
+#: reconnect attempts after which a down box's pinned tasks are failed
+GIVE_UP_AFTER = 3
+
+
+class Master(OutcomeTracker):
+    """``serve()`` runs until cancelled or ``shutdown()``; ``run_until_done(run)`` drives one run."""
+
+    def __init__(
+        self, store: Store, fleet_source: str = "local", *, workflows_file: str | None = None,
+        master_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.path = store.path
+        self.fleet_source = fleet_source
+        self.workflows_file = workflows_file
+        self.master_id = master_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.fleet: Fleet | None = None
+        self.db: Store | None = None
+        self.runs: dict[str, RunContext] = {}
+        self.ready: list[TaskRun] = []
+        self.tasks: dict[int, TaskRun] = {}
+        self.execs: dict[str, Execution] = {}
+        self.batch = IngestBatch()
+        self.batch_since = 0.0
+        self.wake = asyncio.Event()
+        self.dispatch_wake = asyncio.Event()
+        self._stopping = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._claim_dirty = True
+        self._plan_dirty = True
+        self._queue_empty = False
+        self._idle = False
+        self._dropped_lines = 0
+        self.dispatched_total = 0
+
+    # -- public ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful stop: leases go back to the queue, so a restart continues at once."""
+        self._stopping = True
+        self.wake.set()
+
+    async def run_until_done(self, run_id: str) -> RunState:
+        """Serve only this run until it ends (or is paused); return its state."""
+        if self.store.get_run(run_id)["state"] == RunState.PAUSED:
+            self.store.request_resume(run_id)
+        await self.serve(run_ids=[run_id], stop_when_idle=True)
+        return RunState(self.store.get_run(run_id)["state"])
+
+    async def serve(self, *, run_ids: list[str] | None = None, stop_when_idle: bool = False) -> None:
+        from agentkit.archive import build_archive
+
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fleetscan-store")
+        background: list[asyncio.Task[Any]] = []
+        try:
+            self.db = await self._db(Store.open, self.path)
+            await self._db(self.db.register_master, self.master_id)
+            archive, sha = await asyncio.to_thread(build_archive)
+            self.fleet = Fleet(handles_for(self.fleet_source), on_message=self._on_message, on_lost=self._on_lost)
+            try:
+                await self.fleet.start(archive, sha)
+            finally:
+                await self._flush(force=True)
+            watcher = StoreWatcher(self.path, self.wake)
+            background = [
+                asyncio.create_task(watcher.run()), asyncio.create_task(self.fleet.heartbeat()),
+                asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._housekeeping()),
+            ]
+            await self._control_loop(run_ids, stop_when_idle)
+        finally:
+            for task in background:
+                await cancel_quietly(task)
+            await self._close()
+
+    # -- the store-side loop ---------------------------------------------------------------
+
+    async def _control_loop(self, run_ids: list[str] | None, stop_when_idle: bool) -> None:
+        next_control = 0.0
+        while not self._stopping:
+            now = time.monotonic()
+            if now >= next_control:
+                await self._control(run_ids)
+                next_control = now + (0.1 if self.wake.is_set() else CONTROL_EVERY_S)
+                if stop_when_idle and self._idle and not self.execs:
+                    return
+            await self._flush()
+            await self._finish_stopping()
+            if self._plan_dirty:
+                self._plan_dirty = False
+                await self._plan()
+            if self._claim_dirty or not self.ready:
+                await self._refill()
+            await self._stragglers()
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
+            if self.wake.is_set():
+                next_control = min(next_control, time.monotonic() + 0.05)
+
+    async def _control(self, run_ids: list[str] | None) -> None:
+        """Adopt runs, read intents (pause, resume, stop) of the owned ones."""
+        db = self._require_db()
+        await self._db(db.adopt_runs, self.master_id, run_ids)
+        rows = {r["id"]: r for r in await self._db(db.owned_runs, self.master_id)}
+        for run_id, row in rows.items():
+            ctx = self.runs.get(run_id)
+            if ctx is None:
+                ctx = await self._db(self._context, row)
+                self.runs[run_id] = ctx
+                self._plan_dirty = self._claim_dirty = True
+            if row["state"] != ctx.state:
+                self._plan_dirty = self._claim_dirty = True
+            ctx.state = row["state"]
+            if row["error"] == STOP_REQUESTED and not ctx.stopping:
+                self._begin_stop(ctx)
+            if ctx.state == RunState.PAUSED:
+                await self._release_ready(lambda t, rid=run_id: t.run_id == rid)  # type: ignore[misc]
+        for run_id in [r for r in self.runs if r not in rows]:
+            self._forget_run(run_id)
+        if self.fleet is not None and rows:
+            usable = [h.name for h in self.fleet.handles.values() if h.state != "down" or h.reconnects < GIVE_UP_AFTER]
+            await self._db(db.fail_pinned, self.master_id, usable, "failed: their box is not reachable")
+        if run_ids is not None:
+            states = await self._db(
+                lambda: [db.get_run(r)["state"] for r in run_ids]
+            )
+            self._idle = all(s in RUN_TERMINAL or s == RunState.PAUSED for s in states)
+        else:
+            self._idle = not rows
+
+    def _context(self, row: dict[str, Any]) -> RunContext:
+        """Runs on the store thread: parsing targets and scope may take a moment."""
+        definition = json.loads(row["definition"])
+        assert self.fleet is not None and self.db is not None
+        planner = RunPlanner(self.db, row, self.fleet.up_names())
+        return RunContext(
+            run_id=row["id"], priority=int(row["priority"] or 0), state=row["state"],
+            specs={s.id: s for s in stage_specs(definition)}, planner=planner,
+            scope=[p for p in planner.scope.format().split(",") if p],
+        )
+
+    async def _plan(self) -> None:
+        for ctx in list(self.runs.values()):
+            if ctx.state != RunState.RUNNING or ctx.stopping:
+                continue
+            try:
+                outcome = await self._db(ctx.planner.step)
+            except Exception as err:  # noqa: BLE001 - a broken run must not take the master down
+                outcome = RunState.FAILED
+                await self._db(self._require_db().finish_run, ctx.run_id, RunState.FAILED, f"planning failed: {err}")
+            if outcome is not None:
+                self._forget_run(ctx.run_id)
+            self._claim_dirty = True
+
+    async def _refill(self) -> None:
+        assert self.fleet is not None
+        want = 2 * self.fleet.total_slots() - len(self.ready) - len(self.execs)
+        self._claim_dirty = False
+        if want <= 0 or not any(c.state == RunState.RUNNING and not c.stopping for c in self.runs.values()):
+            return
+        boxes = [h.name for h in self.fleet.handles.values() if h.state in ("up", "set_aside")]
+        rows = await self._db(self._require_db().claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes)
+        self._queue_empty = not rows
+        if not rows:
+            return
+        for row in rows:
+            task = TaskRun.from_claim(row)
+            self.tasks[task.task_id] = task
+            self.ready.append(task)
+        self.ready.sort(key=lambda t: (-t.priority, t.task_id))
+        self._plan_dirty = True  # the window drained: plan more
+        self.dispatch_wake.set()
+
+    async def _flush(self, force: bool = False) -> None:
+        if self.fleet is not None:
+            for level, kind, message in self.fleet.drain_events():
+                self.batch.events.append((None, level, kind, message))
+        if not self.batch:
+            return
+        if not force and len(self.batch.records) < FLUSH_RECORDS and time.monotonic() - self.batch_since < FLUSH_EVERY_S:
+            return
+        batch, self.batch = self.batch, IngestBatch()
+        self.batch_since = time.monotonic()
+        await self._db(self._require_db().apply_batch, batch)
+        if batch.completions or batch.requeues:
+            self._plan_dirty = self._claim_dirty = True
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self.dispatch_wake.wait()
+            self.dispatch_wake.clear()
+            await self._dispatch()
+
+    async def _dispatch(self) -> None:
+        assert self.fleet is not None
+        outgoing: dict[str, tuple[AgentHandle, list[bytes]]] = {}
+        keep: list[TaskRun] = []
+        for index, task in enumerate(self.ready):
+            ctx = self.runs.get(task.run_id)
+            if ctx is None or ctx.stopping or ctx.state != RunState.RUNNING or task.finished:
+                if ctx is not None and not task.finished:
+                    keep.append(task)
+                continue
+            handle = self.fleet.pick(avoid=task.tried, pinned=task.pinned)
+            if handle is None:
+                if task.pinned is None and self.fleet.free_slots() == 0:
+                    keep.extend(self.ready[index:])
+                    break
+                keep.append(task)
+                continue
+            spec = ctx.specs[task.stage_id]
+            exec_id = f"{task.task_id}.{task.attempt}"
+            self._start_exec(exec_id, task, handle, spec.timeout)
+            line = ctx.task_line(task.stage_id, exec_id, task.targets)
+            outgoing.setdefault(handle.name, (handle, []))[1].append(line)
+            ctx.dispatched += 1
+            ctx.dispatched_to.add(handle.name)
+        self.ready = keep
+        for handle, lines in outgoing.values():
+            self.dispatched_total += len(lines)
+            await self.fleet.send_raw(handle, b"".join(lines))
+        if len(self.ready) < (self.fleet.total_slots() or 1):
+            self._claim_dirty = True
+            self.wake.set()
+
+    def _start_exec(self, exec_id: str, task: TaskRun, handle: AgentHandle, timeout: float) -> None:
+        self.execs[exec_id] = Execution(exec_id, task, handle, time.monotonic() + timeout + TIMEOUT_GRACE_S)
+        task.execs.add(exec_id)
+        handle.busy.add(exec_id)
+
+    # -- stop, pause, stragglers, timeouts ------------------------------------------------------
+
+    def _begin_stop(self, ctx: RunContext) -> None:
+        ctx.stopping = True
+        ctx.stop_since = time.monotonic()
+        for ex in list(self.execs.values()):
+            if ex.task.run_id == ctx.run_id:
+                ex.cancelled = "stop"
+                self._send_later(ex.agent, wire.Cancel(op="cancel", id=ex.exec_id))
+
+    async def _finish_stopping(self) -> None:
+        for ctx in [c for c in self.runs.values() if c.stopping]:
+            running = [ex for ex in self.execs.values() if ex.task.run_id == ctx.run_id]
+            if running and time.monotonic() - ctx.stop_since < STOP_GRACE_S:
+                continue
+            for ex in running:
+                self._end_exec(ex)
+            await self._flush(force=True)
+            await self._db(self._require_db().end_stopped, ctx.run_id)
+            self._forget_run(ctx.run_id)
+
+    def _forget_run(self, run_id: str) -> None:
+        self.runs.pop(run_id, None)
+        self.ready = [t for t in self.ready if t.run_id != run_id]
+        for task_id in [i for i, t in self.tasks.items() if t.run_id == run_id and not t.execs]:
+            self.tasks.pop(task_id, None)
+
+    async def _release_ready(self, which: Callable[[TaskRun], bool]) -> None:
+        released = [t for t in self.ready if which(t)]
+        if not released:
+            return
+        self.ready = [t for t in self.ready if not which(t)]
+        for task in released:
+            self.tasks.pop(task.task_id, None)
+        await self._db(self._require_db().release_tasks, self.master_id, [t.task_id for t in released])
+
+    async def _stragglers(self) -> None:
+        """Nothing queued, agents idle: run a copy of the slowest tasks there; first done wins."""
+        if self.fleet is None or self.ready or not self._queue_empty or not self.execs:
+            return
+        idle = [h for h in self.fleet.up() if not h.busy]
+        if not idle:
+            return
+        now = time.monotonic()
+        slow = sorted(
+            (ex for ex in self.execs.values()
+             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0
+             and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
+            key=lambda ex: ex.started,
+        )
+        for ex in slow[: len(idle)]:
+            handle = self.fleet.pick(avoid=[ex.agent.name])
+            if handle is None or handle is ex.agent or handle.busy:
+                break
+            ctx = self.runs.get(ex.task.run_id)
+            if ctx is None or ctx.stopping or ctx.state != RunState.RUNNING:
+                continue
+            attempt = await self._db(self._require_db().bump_attempt, ex.task.task_id)
+            if ex.task.finished or not attempt:
+                continue
+            task = ex.task
+            task.copies += 1
+            task.max_attempts += 1
+            exec_id = f"{task.task_id}.{attempt}"
+            spec = ctx.specs[task.stage_id]
+            self._start_exec(exec_id, task, handle, spec.timeout)
+            self._event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
+            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets))
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        db = self._require_db()
+        tick = 0
+        while True:
+            await asyncio.sleep(0.5)
+            tick += 1
+            self._check_timeouts()
+            if tick % 2 == 0:
+                await self._db(db.touch_owned, self.master_id)
+                if self.fleet is not None:
+                    await self._db(db.upsert_agents, self.fleet.rows(self.master_id))
+            if tick % 10 == 0:
+                for ctx in self.runs.values():
+                    if ctx.dispatched:
+                        self._event(
+                            ctx.run_id, "info", "dispatch",
+                            f"dispatched {ctx.dispatched} task(s) to {', '.join(sorted(ctx.dispatched_to))}",
+                        )
+                        ctx.dispatched = 0
+                        ctx.dispatched_to.clear()
+            if tick % 20 == 0:
+                await self._db(db.renew_leases, self.master_id, LEASE_S)
+                requeued, failed = await self._db(db.sweep_expired, self.master_id)
+                if requeued or failed:
+                    self._event(None, "warning", "lease", f"expired leases: {requeued} re-queued, {failed} failed")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _require_db(self) -> Store:
+        assert self.db is not None, "the master's store is not open"
+        return self.db
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def _close(self) -> None:
+        """Flush, give leases back, drop ownership, close agents: the runs stay resumable."""
+        try:
+            if self.db is not None:
+                with contextlib.suppress(Exception):
+                    await self._flush(force=True)
+                db = self.db
+                with contextlib.suppress(Exception):
+                    await self._db(db.release_runs, self.master_id)
+                with contextlib.suppress(Exception):
+                    if self.fleet is not None:
+                        rows = self.fleet.rows(self.master_id)
+                        for row in rows:
+                            row["state"], row["busy"] = "down", 0
+                        await self._db(db.upsert_agents, rows)
+                with contextlib.suppress(Exception):
+                    await self._db(db.unregister_master, self.master_id)
+            if self.fleet is not None:
+                await self.fleet.close()
+        finally:
+            if self.db is not None:
+                db = self.db
+                self.db = None
+                with contextlib.suppress(Exception):
+                    await self._db(db.close)
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)

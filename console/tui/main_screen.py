@@ -1,0 +1,77 @@
+"""The main screen: runs, the selected run's stages, agents, the live results feed, events.
+
+It only draws: the app hands it each new ``ConsoleView`` (and a clock tick), and its
+keys call the app's actions, which own the workers and the store.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header
+
+from console.tui.panels import AgentsTable, FeedLog, RunsTable, StagesPanel, event_line, result_line
+from console.tui.viewdata import FEED_EVENTS, FEED_RESULTS, ConsoleView, RunRow
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = [
+        Binding("n", "app.new_run", "New run"),
+        Binding("p", "app.pause_resume", "Pause/resume"),
+        Binding("s", "app.stop_run", "Stop"),
+        Binding("r", "app.results", "Results"),
+        Binding("a", "app.agents", "Agents"),
+        Binding("question_mark", "app.help", "Help", key_display="?"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        yield RunsTable(id="runs")
+        yield StagesPanel(id="stages")
+        yield AgentsTable(id="agents")
+        with Horizontal(id="bottom"):
+            yield FeedLog(result_line, FEED_RESULTS, id="feed")
+            yield FeedLog(event_line, FEED_EVENTS, id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        titles = {"#runs": "Runs", "#agents": "Agents", "#stages": "Stages", "#feed": "Results (latest)",
+                  "#events": "Events"}
+        for selector, title in titles.items():
+            self.query_one(selector).border_title = title
+        self.query_one(RunsTable).focus()
+
+    def show_view(self, view: ConsoleView, selected_id: str | None, selected: RunRow | None, now: float) -> None:
+        runs = self.query_one(RunsTable)
+        runs.show(view.runs, now)
+        if selected_id is not None and selected_id in runs.row_keys and runs.selected_key() != selected_id:
+            runs.move_to(selected_id)  # e.g. a run just submitted from the modal
+        stages = self.query_one(StagesPanel)
+        if view.selected_run == selected_id:
+            stages.show(view.selected_run, view.stages, now)
+        stages.border_title = f"Stages · {selected.workflow} {selected.id}" if selected else "Stages"
+        self.query_one(AgentsTable).show(view.agents, now)
+        feed = self.query_one("#feed", FeedLog)
+        feed.feed(view.results)
+        feed.border_subtitle = f"{view.total_results:,} results"
+        self.query_one("#events", FeedLog).feed(view.events)
+
+    def tick(self, view: ConsoleView, now: float) -> None:
+        self.query_one(RunsTable).show(view.runs, now)
+        self.query_one(AgentsTable).show(view.agents, now)
+        self.query_one(StagesPanel).tick(now)
+
+    def log_line(self, line: Text) -> None:
+        """A line of the console's own (a worker error) in the events log."""
+        self.query_one("#events", FeedLog).write(line)
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def run_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value if event.row_key is not None else None
+        if key:
+            self.app.select_run(str(key))  # type: ignore[attr-defined]

@@ -1,0 +1,368 @@
+"""The `fleetscan` command end to end: real processes, real local agents, real loopback listeners."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from console.workflow import load_workflows
+
+ROOT = Path(__file__).resolve().parents[1]
+#: an address of our own inside 127/8: no other test or service listens here
+SCAN_ADDR = "127.0.0.9"
+
+
+def fleetscan(*args: str, db: Path, timeout: float = 180, cwd: Path = ROOT, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLEETSCAN_DB": str(db)}
+    return subprocess.run(
+        [sys.executable, "-m", "console.cli", *args], capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=env, **kw,  # type: ignore[call-overload]
+    )
+
+
+def runs_in(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+
+# -- listeners ---------------------------------------------------------------------------
+
+
+class _Page(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = b"<html><head><title>fleetscan test page</title></head><body>hi</body></html>"
+        self.send_response(200)
+        self.send_header("Server", "fleetscan-test/1.0")
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _banner_server(addr: str, port: int, banner: bytes) -> tuple[socket.socket, threading.Thread]:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen(64)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                conn.sendall(banner)
+                conn.close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv, t
+
+
+def _listening_ports(addr: str) -> set[int]:
+    """Ports something on this machine accepts on ``addr`` (its own or a wildcard bind), from /proc."""
+    wanted = {socket.inet_aton(addr)[::-1].hex().upper(), "00000000"}
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state != "0A":  # LISTEN
+                continue
+            host, port = local.rsplit(":", 1)
+            if host in wanted or host == "0" * 32:
+                ports.add(int(port, 16))
+    return ports
+
+
+@pytest.fixture
+def listeners() -> Iterator[dict[str, int]]:
+    """An HTTP server and a banner service on SCAN_ADDR, on ports the shipped recon workflow scans."""
+    recon = load_workflows(ROOT / "workflows.yaml").get("recon")
+    ports_stage = next(s for s in recon.typed_stages if s.tool_name == "tcp_connect")
+    scanned = set(ports_stage.agent_params()["ports"]) if isinstance(ports_stage.agent_params().get("ports"), list) else None
+    http_port = next(p for p in (8080, 8000, 80) if scanned is None or p in scanned)
+    banner_port = next(p for p in (21, 25, 110, 2222) if scanned is None or p in scanned)
+    httpd = ThreadingHTTPServer((SCAN_ADDR, http_port), _Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    srv, _ = _banner_server(SCAN_ADDR, banner_port, b"220 fleetscan-banner ready\r\n")
+    try:
+        yield {"http": http_port, "banner": banner_port}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        srv.close()
+
+
+# -- bad input: exit 2, one line, nothing written ----------------------------------------------
+
+
+def test_workflows_check_accepts_the_shipped_file(tmp_path: Path) -> None:
+    out = fleetscan("workflows", "--check", db=tmp_path / "x.db")
+    assert out.returncode == 0, out.stderr
+    listing = fleetscan("workflows", db=tmp_path / "x.db")
+    assert listing.returncode == 0
+    for name in ("recon", "web", "baseline"):
+        assert name in listing.stdout
+
+
+def test_workflows_check_names_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "wf.yaml"
+    bad.write_text(textwrap.dedent("""\
+        workflows:
+          recon:
+            stages:
+              - id: alive
+                tool: tcp_ping
+              - id: ports
+                tool: tcp_connect
+                chunk: 0
+    """))
+    out = fleetscan("workflows", "--check", "--workflows", str(bad), db=tmp_path / "x.db")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert f"{bad}:8:" in lines[0] and "chunk" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (["run", "recon", "--targets", "127.0.0.1;reboot"], "--targets"),
+        (["run", "recon", "--targets", "-oG/tmp/x"], "--targets"),
+        (["run", "recon"], "--targets"),
+        (["run", "nosuchflow", "--targets", "127.0.0.1"], "workflow"),
+        (["run", "recon", "--targets", "127.0.0.1", "--scope", "127.0.0.0/8,$(id)"], "--scope"),
+        (["submit", "recon", "--targets", "127.0.0.1", "--agents", "local:0"], "agents"),
+        (["status", "deadbeef"], "run"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, argv: list[str], field: str) -> None:
+    db = tmp_path / "state.db"
+    out = fleetscan(*argv, db=db)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert field in lines[0]
+    assert runs_in(db) == 0
+
+
+# -- the real thing -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_recon_finds_exactly_the_listeners(tmp_path: Path, listeners: dict[str, int]) -> None:
+    db = tmp_path / "state.db"
+    out = fleetscan("run", "recon", "--targets", SCAN_ADDR, "--agents", "local:2", "--json", db=db, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["state"] == "completed"
+    assert {s["id"] for s in summary["stages"]} >= {"alive", "ports"}
+    run_id = summary["run"]
+
+    res = fleetscan("results", run_id, "--format", "jsonl", db=db)
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    ports_stage = next(s for s in load_workflows(ROOT / "workflows.yaml").get("recon").typed_stages
+                       if s.tool_name == "tcp_connect")
+    scanned = ports_stage.agent_params()["ports"]
+    scanned_set = set(scanned) if isinstance(scanned, list) else None
+    expected = {p for p in _listening_ports(SCAN_ADDR) if scanned_set is None or p in scanned_set}
+    assert {listeners["http"], listeners["banner"]} <= expected
+    open_ports = {r["data"]["port"] for r in records if r["type"] == "port_open"}
+    assert open_ports == expected
+
+    hosts = {r["data"]["host"] for r in records if r["type"] == "host_up"}
+    assert hosts == {SCAN_ADDR}
+    http = [r for r in records if r["type"] == "http" and f":{listeners['http']}" in r["data"]["url"]]
+    assert http and http[0]["data"]["status"] == 200
+    assert http[0]["data"]["title"] == "fleetscan test page"
+    assert http[0]["data"]["server"].startswith("fleetscan-test")
+    banners = [r for r in records if r["type"] == "service" and r["data"]["port"] == listeners["banner"]]
+    assert banners and "fleetscan-banner" in banners[0]["data"]["banner"]
+    agents = {r["agent"] for r in records}
+    assert agents and all(a.startswith("local") for a in agents)
+    # every record is unique on (stage, type, key)
+    keys = [(r["stage"], r["type"], r["key"]) for r in records]
+    assert len(keys) == len(set(keys))
+
+    # the same records in the other two formats
+    as_json = fleetscan("results", run_id, "--format", "json", db=db)
+    assert [(r["stage"], r["key"]) for r in json.loads(as_json.stdout)] == [(r["stage"], r["key"]) for r in records]
+    as_csv = fleetscan("results", run_id, "--format", "csv", db=db)
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(r["stage"], r["key"]) for r in rows] == [(r["stage"], r["key"]) for r in records]
+    assert json.loads(rows[0]["data"]) == records[0]["data"]
+
+    status = fleetscan("status", run_id, "--json", db=db)
+    assert json.loads(status.stdout)["state"] == "completed"
+    listing = fleetscan("status", "--json", db=db)
+    assert [r["run"] for r in json.loads(listing.stdout)["runs"]] == [run_id]
+
+
+SLOW_WORKFLOW = """\
+workflows:
+  sweep:
+    description: many small paced tasks, to be interrupted
+    stages:
+      - id: ports
+        tool: tcp_connect
+        with: {{ports: [{ports}], timeout: 0.5, rate: {rate}}}
+        targets: {{from: input, type: host}}
+        chunk: 2
+"""
+
+
+def _record_set(db: Path, run_id: str) -> list[tuple[str, str, str]]:
+    out = fleetscan("results", run_id, "--format", "jsonl", db=db)
+    assert out.returncode == 0, out.stderr
+    return sorted((r["stage"], r["type"], r["key"]) for r in map(json.loads, out.stdout.splitlines()))
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
+    """kill -9 of `fleetscan run` mid-run, then `resume`: same set, no duplicate, done tasks not re-run."""
+    srv = socket.socket()
+    srv.bind(("0.0.0.0", 0))  # a wildcard listener answers on every 127/8 address we scan
+    srv.listen(128)
+    port = srv.getsockname()[1]
+    try:
+        ports = f"{port}, {port + 1 if port < 65535 else port - 1}"
+        wf = tmp_path / "wf.yaml"
+        wf.write_text(SLOW_WORKFLOW.format(ports=ports, rate=4))  # 2 hosts x 2 ports at 4/s: ~1 s a task
+        targets = "127.0.1.1-24"
+
+        clean_db = tmp_path / "clean.db"
+        clean = fleetscan("run", "sweep", "--targets", targets, "--workflows", str(wf), "--agents", "local:2",
+                          "--json", db=clean_db, timeout=300)
+        assert clean.returncode == 0, clean.stderr
+        expected = _record_set(clean_db, json.loads(clean.stdout)["run"])
+        assert len(expected) == 24
+
+        db = tmp_path / "crash.db"
+        env = {**os.environ, "FLEETSCAN_DB": str(db)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "run", "sweep", "--targets", targets, "--workflows", str(wf),
+             "--agents", "local:2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        done_before: dict[int, tuple[int, float]] = {}
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if not db.exists():
+                continue
+            try:
+                with sqlite3.connect(db, timeout=5) as conn:
+                    rows = conn.execute("SELECT id, attempts, ended FROM tasks WHERE state = 'done'").fetchall()
+            except sqlite3.OperationalError:
+                continue
+            if len(rows) >= 3:
+                break
+        proc.kill()
+        proc.wait(timeout=30)
+        with sqlite3.connect(db) as conn:
+            run_id = conn.execute("SELECT id FROM runs").fetchone()[0]
+            done_before = {r[0]: (r[1], r[2]) for r in conn.execute(
+                "SELECT id, attempts, ended FROM tasks WHERE state = 'done'")}
+            total = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+        assert 3 <= len(done_before) < 12, "the kill should land mid-run"
+        assert total >= len(done_before)
+
+        resumed = fleetscan("resume", run_id, "--json", "--workflows", str(wf), db=db, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["state"] == "completed"
+        assert _record_set(db, run_id) == expected
+        with sqlite3.connect(db) as conn:
+            after = {r[0]: (r[1], r[2]) for r in conn.execute(
+                "SELECT id, attempts, ended FROM tasks WHERE id IN (%s)" % ",".join(map(str, done_before)))}
+            dupes = conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM results GROUP BY run_id, stage_id, type, key HAVING count(*) > 1)"
+            ).fetchone()[0]
+        assert after == done_before, "completed tasks must not be re-run"
+        assert dupes == 0
+    finally:
+        srv.close()
+
+
+@pytest.mark.slow
+def test_submit_is_served_by_a_running_master_and_controlled_from_the_cli(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(textwrap.dedent("""\
+        workflows:
+          idle:
+            stages:
+              - id: wait
+                tool: noop
+                with: {sleep: 30}
+                targets: {from: input, type: host}
+                chunk: 1
+          quick:
+            stages:
+              - id: one
+                tool: noop
+                targets: {from: input, type: host}
+    """))
+    env = {**os.environ, "FLEETSCAN_DB": str(db)}
+    master = subprocess.Popen([sys.executable, "-m", "console.cli", "master", "--agents", "local:2",
+                               "--workflows", str(wf)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        sub = fleetscan("submit", "quick", "--targets", "127.0.0.1", "--workflows", str(wf), db=db)
+        assert sub.returncode == 0, sub.stderr
+        quick = sub.stdout.strip()
+        assert len(quick.splitlines()) == 1
+
+        def state(run: str) -> str:
+            out = fleetscan("status", run, "--json", db=db)
+            return str(json.loads(out.stdout)["state"])
+
+        def wait_for(run: str, wanted: str, limit: float = 60) -> None:
+            end = time.monotonic() + limit
+            while time.monotonic() < end:
+                if state(run) == wanted:
+                    return
+                time.sleep(0.2)
+            raise AssertionError(f"run {run} never reached {wanted}; it is {state(run)}")
+
+        wait_for(quick, "completed")
+
+        slow = fleetscan("submit", "idle", "--targets", "127.0.0.1-4", "--workflows", str(wf), db=db).stdout.strip()
+        wait_for(slow, "running")
+        assert fleetscan("pause", slow, db=db).returncode == 0
+        wait_for(slow, "paused", limit=5)
+        assert fleetscan("stop", slow, db=db).returncode == 0
+        wait_for(slow, "stopped", limit=10)
+        with sqlite3.connect(db) as conn:
+            live = conn.execute("SELECT count(*) FROM tasks WHERE run_id = ? AND state IN ('queued', 'leased')",
+                                (slow,)).fetchone()[0]
+        assert live == 0
+    finally:
+        master.terminate()
+        master.wait(timeout=30)

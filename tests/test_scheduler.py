@@ -1,0 +1,238 @@
+"""The master end to end, with real local agent subprocesses bootstrapped from the real archive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from console.scheduler import Master
+from console.status import RunState
+from console.store import Store
+
+TOOL_SCRIPT = (
+    "import sys, json, time; time.sleep(float(sys.argv[1])); "
+    "print(json.dumps(dict(type='host_up', target=sys.argv[2], data=dict(host=sys.argv[2], via='exec', rtt_ms=0.0))))"
+)
+
+
+def stage(sid: str, source: str = "input", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": sid, "tool": extra.pop("tool", "noop"), "params": extra.pop("params", {}),
+        "targets": {"from": source, "type": "host", "where": extra.pop("where", None)},
+        "chunk": extra.pop("chunk", 1), "retries": extra.pop("retries", 0), "timeout": extra.pop("timeout", 60.0),
+        "stream": extra.pop("stream", False),
+    }
+
+
+def exec_params(sleep: float, marker: str = "x") -> dict[str, Any]:
+    """A real child process per target that sleeps, then prints one host_up record for its target."""
+    return {"argv": [sys.executable, "-c", TOOL_SCRIPT, str(sleep), "{target}", marker], "parser": "jsonl"}
+
+
+def submit(store: Store, stages: list[dict[str, Any]], targets: str) -> str:
+    return store.create_run("test", {"stages": stages}, targets, None, "local", 0, None)
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def serving(master: Master, body: Callable[[], Awaitable[None]], **serve: Any) -> None:
+    task = asyncio.create_task(master.serve(**serve))
+    try:
+        await body()
+    finally:
+        master.shutdown()
+        await asyncio.wait_for(task, 30)
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if marker.encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+async def test_run_completes_over_two_agents(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    run_id = submit(store, [stage("a", params={"records": 2}), stage("b", "a")], "127.0.0.1-8")
+    state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
+    assert state == RunState.COMPLETED
+    summary = store.run_summary(run_id)
+    assert [s["state"] for s in summary["stages"]] == ["completed", "completed"]
+    assert summary["stages"][0]["tasks_done"] == 8 and summary["stages"][1]["tasks_total"] == 1
+    agents = {r["agent"] for r in store.query("SELECT agent FROM tasks WHERE stage_id = 'a'")}
+    assert agents == {"local-1", "local-2"}
+    (record,) = list(store.iter_results(run_id))
+    assert record["type"] == "host_up" and record["key"] == "127.0.0.1" and record["agent"] in agents
+    assert {a["name"]: a["state"] for a in store.list_agents()} == {"local-1": "down", "local-2": "down"}
+    assert store.get_run(run_id)["owner"] is None
+
+
+async def test_failed_task_is_retried_on_another_agent(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    # the agent's own timeout fails the task every time; one retry, which must go to the other box
+    run_id = submit(store, [stage("a", params={"sleep": 30}, timeout=0.5, retries=1)], "127.0.0.1")
+    state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
+    assert state == RunState.FAILED
+    (task,) = store.query("SELECT state, attempts, tried, agent, error FROM tasks")
+    assert task["state"] == "failed" and task["attempts"] == 2
+    (first,) = json.loads(task["tried"])
+    assert task["agent"] != first and {first, task["agent"]} == {"local-1", "local-2"}
+    assert any(e["kind"] == "retry" for e in store.recent_events(run_id))
+
+
+async def test_invalid_record_fails_the_task_and_is_never_stored(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    bad = "import json; print(json.dumps(dict(type='host_up', target='127.0.0.1', data=dict(host='no such; host'))))"
+    run_id = submit(store, [stage("a", tool="exec", params={"argv": [sys.executable, "-c", bad], "parser": "jsonl"})],
+                    "127.0.0.1")
+    state = await asyncio.wait_for(Master(store, "local").run_until_done(run_id), 120)
+    assert state == RunState.FAILED
+    assert store.count_results(run_id) == 0
+    (task,) = store.query("SELECT state, error FROM tasks")
+    assert task["state"] == "failed" and "invalid record" in task["error"]
+
+
+@pytest.mark.slow
+async def test_agent_killed_mid_task_completes_elsewhere_with_the_same_records(tmp_path: Path) -> None:
+    stages = [stage("a", tool="exec", params=exec_params(0.8), retries=1)]
+    clean_store = Store.open(tmp_path / "clean.db")
+    clean_id = submit(clean_store, stages, "127.0.0.1-6")
+    assert await asyncio.wait_for(Master(clean_store, "local:2").run_until_done(clean_id), 120) == RunState.COMPLETED
+    clean = sorted(r["key"] for r in clean_store.iter_results(clean_id))
+
+    store = Store.open(tmp_path / "chaos.db")
+    run_id = submit(store, stages, "127.0.0.1-6")
+    master = Master(store, "local:2")
+    killed: dict[str, Any] = {}
+
+    async def chaos() -> None:
+        ex = await wait_for(lambda: next(iter(master.execs.values()), None), what="a running task")
+        await asyncio.sleep(0.3)
+        link = ex.agent.link
+        killed["agent"], killed["task"] = ex.agent.name, ex.task.task_id
+        os.kill(link.pid, signal.SIGKILL)
+        await wait_for(lambda: store.get_run(run_id)["state"] == "completed", 120, "the run to complete")
+
+    await serving(master, chaos, run_ids=[run_id])
+    assert sorted(r["key"] for r in store.iter_results(run_id)) == clean == [f"127.0.0.{i}" for i in range(1, 7)]
+    task = store.query("SELECT state, tried, agent FROM tasks WHERE id = ?", (killed["task"],))[0]
+    assert task["state"] == "done" and killed["agent"] in json.loads(task["tried"])
+    assert any("lost" in e["message"] for e in store.recent_events(limit=1000))
+
+
+@pytest.mark.slow
+async def test_stop_cancels_running_tasks_and_their_processes(tmp_path: Path) -> None:
+    marker = f"fleetscan-stop-{uuid.uuid4().hex}"
+    store = Store.open(tmp_path / "s.db")
+    run_id = submit(store, [stage("a", tool="exec", params=exec_params(60, marker))], "127.0.0.1-10")
+    master = Master(store, "local:2")
+
+    async def stop() -> None:
+        await wait_for(lambda: len(processes_with(marker)) >= 2, what="tool processes")
+        other = Store.open(tmp_path / "s.db")  # the intent comes from another connection
+        other.request_stop(run_id)
+        await wait_for(lambda: store.get_run(run_id)["state"] == "stopped", 30, "the run to stop")
+        await wait_for(lambda: not processes_with(marker), 10, "tool processes to go")
+
+    await serving(master, stop, run_ids=[run_id])
+    states = {r["state"] for r in store.query("SELECT state FROM tasks")}
+    assert states == {"cancelled"}
+    assert not processes_with(marker)
+
+
+@pytest.mark.slow
+async def test_pause_stops_dispatch_and_resume_continues(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    run_id = submit(store, [stage("a", params={"sleep": 0.2})], "127.0.0.1-40")
+    master = Master(store, "local")
+
+    async def pause_then_resume() -> None:
+        await wait_for(lambda: store.run_summary(run_id)["stages"][0]["tasks_done"] >= 2, what="progress")
+        store.request_pause(run_id)
+        await wait_for(lambda: not master.execs and master.runs[run_id].state == "paused", 30, "running tasks to end")
+        dispatched = master.dispatched_total
+        await asyncio.sleep(1.0)
+        leased = store.query("SELECT count(*) AS n FROM tasks WHERE state = 'leased'")[0]["n"]
+        assert master.dispatched_total == dispatched and leased == 0
+        assert store.get_run(run_id)["state"] == "paused"
+        assert store.run_summary(run_id)["stages"][0]["tasks_done"] < 40
+        store.request_resume(run_id)
+        await wait_for(lambda: store.get_run(run_id)["state"] == "completed", 60, "the run to complete")
+
+    await serving(master, pause_then_resume)
+    assert store.run_summary(run_id)["stages"][0]["tasks_done"] == 40
+
+
+async def test_run_submitted_from_another_process_is_picked_up(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = Store.open(db)
+    master = Master(store, "local")
+    code = (
+        "import sys; from console.store import Store; s = Store.open(sys.argv[1]); "
+        "print(s.create_run('t', dict(stages=[dict(id='a', tool='noop', params=dict(), "
+        "targets=dict(type='host'), chunk=1)]), '127.0.0.1-3', None, 'local', 0, None))"
+    )
+
+    async def submit_elsewhere() -> None:
+        await wait_for(lambda: any(a["state"] == "up" for a in store.list_agents()), what="the agent")
+        out = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
+        )
+        run_id = out.stdout.strip()
+        await wait_for(lambda: store.get_run(run_id)["state"] == "completed", 60, "the run to complete")
+
+    await serving(master, submit_elsewhere)
+
+
+@pytest.mark.slow
+async def test_master_killed_then_resumed_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = Store.open(db)
+    run_id = submit(store, [stage("a", tool="exec", params=exec_params(0.4))], "127.0.0.1-12")
+    code = (
+        "import asyncio, sys; from console.store import Store; from console.scheduler import Master; "
+        "asyncio.run(Master(Store.open(sys.argv[1]), 'local:2').run_until_done(sys.argv[2]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db), run_id])
+    try:
+        await wait_for(lambda: store.run_summary(run_id)["stages"][0]["tasks_done"] >= 3, 120, "progress")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    done_before = {
+        r["id"]: r["ended"] for r in store.query("SELECT id, ended FROM tasks WHERE state = 'done'")
+    }
+    assert done_before and store.get_run(run_id)["state"] == "running"
+    state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
+    assert state == RunState.COMPLETED
+    after = {r["id"]: r["ended"] for r in store.query("SELECT id, ended FROM tasks WHERE state = 'done'")}
+    assert all(after[i] == ended for i, ended in done_before.items()), "a completed task was re-run"
+    keys = [r["key"] for r in store.iter_results(run_id)]
+    assert sorted(keys) == sorted(f"127.0.0.{i}" for i in range(1, 13))
+    assert store.run_summary(run_id)["stages"][0]["results"] == 12

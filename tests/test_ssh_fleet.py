@@ -1,0 +1,54 @@
+"""A whole run over two real SSH boxes: the master spreads its chunks over both."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from console.scheduler import Master
+from console.status import RunState
+from console.store import Store
+from console.submit import prepare_run
+from tests.fixtures.sshd import SshdFleet
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
+
+WORKFLOWS = """
+workflows:
+  spread:
+    description: tcp_ping of many loopback hosts in small chunks, so every box gets some.
+    stages:
+      - id: alive
+        tool: tcp_ping
+        with: {{ports: [{port}], timeout: 2.0}}
+        targets: {{from: input, type: host}}
+        chunk: 2
+"""
+
+
+async def test_a_run_over_two_boxes_spreads_its_chunks_over_both(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # the other hosts refuse: a reset is "up" too
+    workflows = tmp_path / "workflows.yaml"
+    workflows.write_text(WORKFLOWS.format(port=listener.getsockname()[1]))
+    inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", slots=2)
+    store = Store.open(tmp_path / "fleetscan.db")
+    try:
+        prepared = prepare_run(
+            workflows_file=workflows, workflow="spread", targets="127.0.0.1-24", agents=str(inventory)
+        )
+        run_id = prepared.create(store)
+        master = Master(store, str(inventory), workflows_file=str(workflows))
+        state = await asyncio.wait_for(master.run_until_done(run_id), 180)
+        records = list(store.iter_results(run_id))
+    finally:
+        store.close()
+        listener.close()
+    assert state == RunState.COMPLETED
+    assert len(records) == 24
+    assert {r["type"] for r in records} == {"host_up"}
+    assert {r["agent"] for r in records} == {"box1", "box2"}

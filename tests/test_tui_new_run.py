@@ -1,0 +1,160 @@
+"""Pilot tests of the new-run modal (n): bad input is shown inline and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Static
+
+from console.store import Store
+from console.tui.app import FleetscanApp
+from console.tui.new_run import NewRunScreen
+from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db
+from tests.test_tui_main import SIZE, wait_for
+
+WORKFLOWS = """\
+workflows:
+  slow:
+    description: noop tasks that take a while (console tests)
+    stages:
+      - id: work
+        tool: noop
+        with: {sleep: 1.0}
+        targets: {from: input, type: host}
+        chunk: 1
+  quick:
+    description: one noop task per target
+    stages:
+      - id: work
+        tool: noop
+        targets: {from: input, type: host}
+"""
+
+
+@pytest.fixture
+def workflows_file(tmp_path: Path) -> Path:
+    path = tmp_path / "workflows.yaml"
+    path.write_text(WORKFLOWS)
+    return path
+
+
+@pytest.fixture
+def console_db(tmp_path: Path) -> Path:
+    return fill_console_db(tmp_path / "console.db")
+
+
+def make_app(db: Path, workflows: Path) -> FleetscanApp:
+    return FleetscanApp(db, workflows, "local", start_master=False, clock=lambda: FROZEN_NOW, poll_interval=0.05)
+
+
+def run_ids(db: Path) -> set[str]:
+    store = Store.open(db)
+    try:
+        return {r["id"] for r in store.list_runs(limit=1000)}
+    finally:
+        store.close()
+
+
+async def open_modal(app: FleetscanApp, pilot) -> NewRunScreen:  # type: ignore[no-untyped-def]
+    await wait_for(pilot, lambda: app.views_drawn > 0)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and bool(app.screen.workflows))
+    return app.screen  # type: ignore[return-value]
+
+
+def fill(screen: NewRunScreen, **values: str) -> None:
+    for name, value in values.items():
+        screen.query_one(f"#in-{name}", Input).value = value
+
+
+def error_of(screen: NewRunScreen, field: str) -> str:
+    widget = screen.query_one(f"#err-{field}", Static)
+    return str(widget.render()) if widget.display else ""
+
+
+async def test_modal_lists_the_workflows_of_the_file(console_db: Path, workflows_file: Path) -> None:
+    app = make_app(console_db, workflows_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_modal(app, pilot)
+        assert screen.workflows == ["slow", "quick"]
+        assert screen.query_one("#in-workflow", Input).value == "slow"
+        assert screen.query_one("#in-agents", Input).value == "local"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen))
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "expect"),
+    [
+        ({"targets": "not a target!"}, "targets", "bad target"),
+        ({"targets": ""}, "targets", "target"),  # empty targets
+        ({"targets": "   "}, "targets", "target"),
+        ({"workflow": "nosuch", "targets": "127.0.0.1"}, "workflow", "nosuch"),  # unknown workflow
+        ({"workflow": "", "targets": "127.0.0.1"}, "workflow", "workflow"),
+        ({"targets": "127.0.0.1", "scope": "-x"}, "scope", ""),
+        ({"targets": "127.0.0.1", "priority": "high"}, "priority", "high"),
+        ({"targets": "127.0.0.1", "priority": "99999999"}, "priority", ""),
+        ({"targets": "127.0.0.1", "agents": "local:0"}, "agents", "local:N"),
+        ({"targets": "127.0.0.1,300.1.2.3"}, "targets", "300.1.2.3"),
+        ({"targets": "127.0.0.1", "agents": "/no/such/inventory.yaml"}, "agents", "inventory"),
+    ],
+)
+async def test_bad_input_is_shown_inline_and_writes_nothing(
+    console_db: Path, workflows_file: Path, values: dict[str, str], field: str, expect: str
+) -> None:
+    before = run_ids(console_db)
+    app = make_app(console_db, workflows_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_modal(app, pilot)
+        fill(screen, **values)
+        await pilot.click("#submit")
+        await wait_for(pilot, lambda: bool(error_of(screen, field)) and not screen.submitting)
+        assert expect in error_of(screen, field)
+        assert screen.query_one(f"#in-{field}", Input).has_class("invalid")
+        assert isinstance(app.screen, NewRunScreen)  # still open, for the operator to fix
+    assert run_ids(console_db) == before
+
+
+async def test_fixing_the_input_submits_and_selects_the_new_run(console_db: Path, workflows_file: Path) -> None:
+    before = run_ids(console_db)
+    app = make_app(console_db, workflows_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_modal(app, pilot)
+        fill(screen, targets="bogus target")
+        await pilot.click("#submit")
+        await wait_for(pilot, lambda: bool(error_of(screen, "targets")) and not screen.submitting)
+        fill(screen, workflow="quick", targets="127.0.0.1-3", scope="127.0.0.0/24", priority="7")
+        await pilot.click("#submit")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen))
+        (new_id,) = run_ids(console_db) - before
+        await wait_for(pilot, lambda: app.watcher.selected_run == new_id and app.selected_run() is not None)
+    store = Store.open(console_db)
+    try:
+        run = store.get_run(new_id)
+    finally:
+        store.close()
+    assert (run["workflow"], run["state"], run["priority"], run["agents"]) == ("quick", "pending", 7, "local")
+    assert run["targets"] == "127.0.0.1-127.0.0.3"
+
+
+async def test_enter_in_a_field_submits(console_db: Path, workflows_file: Path) -> None:
+    before = run_ids(console_db)
+    app = make_app(console_db, workflows_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_modal(app, pilot)
+        screen.query_one("#in-targets", Input).focus()
+        await pilot.press(*"127.0.0.9", "enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen))
+    assert len(run_ids(console_db) - before) == 1
+
+
+async def test_a_broken_workflows_file_is_reported_in_the_modal(console_db: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("workflows:\n  x:\n    stages:\n      - id: a\n        tool: no_such_tool\n")
+    app = make_app(console_db, broken)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.views_drawn > 0)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and bool(error_of(app.screen, "form")))
+        assert "broken.yaml" in error_of(app.screen, "form")  # type: ignore[arg-type]

@@ -1,0 +1,288 @@
+"""workflows.yaml: the shipped file, malformed samples, graph checks, baseline rules, round trips."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from console.errors import BadInput
+from console.toolparams import PLACEHOLDERS, ExecParams, TcpConnectParams, load_rules_file
+from console.workflow import (
+    Workflow,
+    default_workflows_path,
+    describe,
+    load_workflows,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "tests" / "samples" / "workflows"
+ELKEID = Path("/work/shared/data/elkeid-baseline")
+ELKEID_FILES = sorted(ELKEID.glob("*.yaml")) if ELKEID.is_dir() else []
+
+
+def _write(tmp_path: Path, text: str, name: str = "workflows.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# -- the shipped file -----------------------------------------------------------------
+
+
+def test_shipped_workflows_validate() -> None:
+    wf_file = load_workflows(ROOT / "workflows.yaml")
+    assert {"recon", "web", "baseline"} <= set(wf_file.workflows)
+    recon = wf_file.get("recon")
+    assert [s.id for s in recon.stages] == ["alive", "ports", "banners", "http", "tls"]
+    assert recon.stage("ports").targets.where == {"type": "host_up"}
+    ports = TcpConnectParams.model_validate({"ports": recon.stage_params("ports")["ports"]})
+    assert ports.ports.startswith("1-1024,")
+    assert recon.stage("tls").targets.type == "port"
+    web = wf_file.get("web")
+    assert {s.targets.from_ for s in web.stages} == {"input"}
+    baseline = wf_file.get("baseline")
+    params = baseline.stage_params("checks")
+    titles = " ".join(rule["title"] for rule in params["rules"])
+    for topic in ("root login", "password authentication", "PermitEmptyPasswords", "MaxAuthTries",
+                  "X11", "/etc/passwd", "/etc/shadow", "/etc/ssh/sshd_config", "expiration", "UID 0"):
+        assert topic in titles
+
+
+def test_packaged_copies_are_identical() -> None:
+    for name in ("workflows.yaml", "baseline-rules.yaml"):
+        assert (ROOT / "console" / "data" / name).read_bytes() == (ROOT / name).read_bytes(), name
+
+
+def test_packaged_file_loads_standalone() -> None:
+    wf_file = load_workflows(ROOT / "console" / "data" / "workflows.yaml")
+    assert len(wf_file.get("baseline").stage_params("checks")["rules"]) >= 10
+
+
+def test_default_path_prefers_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    packaged = default_workflows_path()
+    assert packaged.name == "workflows.yaml" and packaged.parent.name == "data"
+    assert load_workflows().get("recon")
+    _write(tmp_path, "workflows:\n  mine:\n    stages: [{id: a, tool: noop}]\n")
+    assert default_workflows_path() == Path("workflows.yaml")
+    assert set(load_workflows().workflows) == {"mine"}
+
+
+def test_unknown_workflow_lists_known() -> None:
+    wf_file = load_workflows(ROOT / "workflows.yaml")
+    with pytest.raises(BadInput, match=r"no workflow 'recno'.*known: baseline, "):
+        wf_file.get("recno")
+
+
+def test_describe_lines() -> None:
+    lines = describe(load_workflows(ROOT / "workflows.yaml"))
+    assert lines[0].startswith("recon ")
+    assert any("ports: tcp_connect on hosts from alive" in line for line in lines)
+    assert all("\n" not in line for line in lines)
+
+
+# -- malformed samples: one line, the right line --------------------------------------
+
+
+def _samples() -> list[Path]:
+    return sorted(p for p in SAMPLES.glob("*.yaml") if p.read_text().startswith("# expect:"))
+
+
+@pytest.mark.parametrize("sample", _samples(), ids=lambda p: p.stem)
+def test_malformed_sample_gives_one_located_line(sample: Path) -> None:
+    expect = re.match(r"# expect: (?:(\S+?):)?(\d+): (.*)", sample.read_text().splitlines()[0])
+    assert expect, "sample header must be '# expect: [FILE:]LINE: fragment'"
+    other_file, line, fragment = expect.groups()
+    with pytest.raises(BadInput) as info:
+        load_workflows(sample)
+    text = str(info.value)
+    assert "\n" not in text
+    assert info.value.line == int(line), text
+    assert info.value.file is not None and info.value.file.endswith(other_file or sample.name), text
+    assert text.startswith(f"{info.value.file}:{line}:{info.value.col}: "), text
+    assert fragment in text, text
+    assert info.value.exit_code == 2
+
+
+def test_enough_samples() -> None:
+    assert len(_samples()) >= 40
+
+
+def test_field_path_in_message(tmp_path: Path) -> None:
+    path = _write(tmp_path, (
+        "workflows:\n"
+        "  recon:\n"
+        "    stages:\n"
+        "      - id: alive\n"
+        "        tool: tcp_ping\n"
+        "      - id: ports\n"
+        "        tool: tcp_connect\n"
+        "        targets: {from: alive}\n"
+        "        with: {ports: '1-99999'}\n"
+    ))
+    with pytest.raises(BadInput) as info:
+        load_workflows(path)
+    assert info.value.field == "workflows.recon.stages.1.with.ports"
+    assert (info.value.line, info.value.col) == (9, 16)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="no such file"):
+        load_workflows(tmp_path / "none.yaml")
+    with pytest.raises(BadInput, match="directory"):
+        load_workflows(tmp_path)
+
+
+# -- graph ----------------------------------------------------------------------------
+
+
+def test_dependencies_and_side_by_side() -> None:
+    recon = load_workflows(ROOT / "workflows.yaml").get("recon")
+    deps = recon.dependencies()
+    assert deps["alive"] == [] and deps["ports"] == ["alive"] and deps["tls"] == ["ports"]
+    assert recon.ancestors("tls") == ["ports", "alive"]
+    assert recon.independent("banners", "http") and recon.independent("http", "tls")
+    assert not recon.independent("alive", "tls")
+
+
+def test_model_validate_runs_graph_checks_without_a_file() -> None:
+    with pytest.raises(ValueError, match="comes later"):
+        Workflow.model_validate({"stages": [
+            {"id": "b", "tool": "tcp_ping", "targets": {"from": "a"}},
+            {"id": "a", "tool": "tcp_ping"},
+        ]})
+
+
+# -- round trip and params ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["recon", "web", "baseline", "nmap"])
+def test_model_round_trip_through_json(name: str) -> None:
+    workflow = load_workflows(ROOT / "workflows.yaml").get(name)
+    stored = json.dumps(workflow.model_dump(mode="json"))
+    again = Workflow.model_validate(json.loads(stored))
+    assert again == workflow
+    assert again.model_dump(mode="json") == workflow.model_dump(mode="json")
+    for stage in workflow.stages:
+        assert again.stage_params(stage.id) == workflow.stage_params(stage)
+        json.dumps(workflow.stage_params(stage))  # agent params are plain JSON
+
+
+def test_stored_baseline_does_not_follow_file_edits(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "baseline-rules.yaml", tmp_path / "rules.yaml")
+    path = _write(tmp_path, (
+        "workflows:\n  b:\n    stages:\n"
+        "      - {id: checks, tool: baseline, with: {rules_file: rules.yaml, checks: [1, 9]}, targets: {from: boxes}}\n"
+    ))
+    workflow = load_workflows(path).get("b")
+    stored = workflow.model_dump(mode="json")
+    before = workflow.stage_params("checks")
+    assert before["checks"] == ["1", "9"] and before["root"] == "/"
+    assert len(before["rules"]) == 15
+    (tmp_path / "rules.yaml").write_text("garbage: [")
+    assert Workflow.model_validate(stored).stage_params("checks") == before
+
+
+def test_inline_rules(tmp_path: Path) -> None:
+    path = _write(tmp_path, (
+        "workflows:\n  b:\n    stages:\n"
+        "      - id: checks\n        tool: baseline\n        targets: {from: boxes}\n"
+        "        with:\n          root: /srv/tree\n          rules:\n"
+        "            - check_id: perm\n              title: passwd mode\n"
+        "              check: {rules: [{type: file_permission, param: [/etc/passwd, 644]}]}\n"
+    ))
+    params = load_workflows(path).get("b").stage_params("checks")
+    assert params["root"] == "/srv/tree"
+    assert params["rules"][0]["check"]["rules"][0]["param"] == ["/etc/passwd", "644"]
+
+
+@pytest.mark.skipif(not ELKEID_FILES, reason="Elkeid sample rules not present")
+@pytest.mark.parametrize("rules", ELKEID_FILES, ids=lambda p: p.name)
+def test_elkeid_rule_files_load_via_rules_file(tmp_path: Path, rules: Path) -> None:
+    path = _write(tmp_path, (
+        "workflows:\n  b:\n    stages:\n"
+        f"      - {{id: checks, tool: baseline, with: {{rules_file: {rules}}}, targets: {{from: boxes}}}}\n"
+    ))
+    params = load_workflows(path).get("b").stage_params("checks")
+    raw = rules.read_text()
+    assert len(params["rules"]) == raw.count("check_id:")
+    assert all("title" in rule for rule in params["rules"])
+
+
+def test_rules_file_relative_to_workflow_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sub").mkdir()
+    shutil.copy(ROOT / "baseline-rules.yaml", tmp_path / "sub" / "r.yaml")
+    path = _write(tmp_path / "sub", (
+        "workflows:\n  b:\n    stages:\n"
+        "      - {id: c, tool: baseline, with: {rules_file: r.yaml}, targets: {from: boxes}}\n"
+    ))
+    monkeypatch.chdir(tmp_path)
+    assert load_workflows(path).get("b").stage_params("c")["rules"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("check_list: nope\n", 1, "check_list"),
+        ("check_list:\n  - title: no id\n", 2, "check_id"),
+        ("check_list:\n  - check_id: 1\n    title: t\n    check: {rules: [{param: [x]}]}\n", 4, "type"),
+        ("check_list:\n  - check_id: 1\n    title: t\n    check:\n      rules:\n        - type: x\n"
+         "          filter: '(unclosed'\n", 6, "regex"),
+        ("check_list:\n  - {check_id: 1, title: a}\n  - {check_id: 1, title: b}\n", 3, "duplicate check_id"),
+        ("- just a list\n", 1, "check_list"),
+        ("check_list:\n  - check_id: 1\n    title: t\n    check: {condition: most, rules: [{type: x}]}\n", 4,
+         "condition"),
+    ],
+)
+def test_garbage_rule_files_are_bad_input_with_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    path = _write(tmp_path, text, "rules.yaml")
+    with pytest.raises(BadInput) as info:
+        load_rules_file(path)
+    assert info.value.line == line, str(info.value)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+# -- exec placeholders and ports (properties) -----------------------------------------
+
+argv_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(argv_text, st.sampled_from(PLACEHOLDERS)), min_size=0, max_size=6))
+def test_exec_placeholders_are_whole_elements(args: list[str]) -> None:
+    argv = ["prog", *args]
+    bad = [a for a in args if ("{" in a or "}" in a) and a not in PLACEHOLDERS]
+    try:
+        params = ExecParams.model_validate({"argv": argv, "parser": "jsonl"})
+    except ValueError:
+        assert bad
+        return
+    assert not bad
+    assert params.argv == argv
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 65535), st.integers(0, 300)), min_size=1, max_size=10))
+def test_port_ranges_round_trip(spans: list[tuple[int, int]]) -> None:
+    text = ",".join(f"{a}-{min(a + n, 65535)}" if n else str(a) for a, n in spans)
+    params = TcpConnectParams.model_validate({"ports": text})
+    expected = {p for a, n in spans for p in range(a, min(a + n, 65535) + 1)}
+    got: set[int] = set()
+    for part in params.ports.split(","):
+        first, _, last = part.partition("-")
+        got.update(range(int(first), int(last or first) + 1))
+    assert got == expected
+    assert TcpConnectParams.model_validate({"ports": params.ports}).ports == params.ports
+
+
+@pytest.mark.parametrize("ports", ["0", "65536", "1-70000", "22,x", "", [], [True], "5-1", 3.5])
+def test_bad_ports(ports: object) -> None:
+    with pytest.raises(ValueError):
+        TcpConnectParams.model_validate({"ports": ports})

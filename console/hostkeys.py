@@ -52,18 +52,38 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
     return key.get_fingerprint("sha256")
 
 
+_parsed: dict[tuple[tuple[str, int, int, int], ...], asyncssh.SSHKnownHosts] = {}
+
+
 def load_trusted(files: list[Path] | None = None) -> asyncssh.SSHKnownHosts:
     """All trusted entries, parsed by asyncssh (so matching is asyncssh's, hashed names included).
 
-    Missing or unreadable files simply contribute nothing: a first run has no file yet.
+    Missing or unreadable files simply contribute nothing: a first run has no file yet. The
+    parse is reused while no file changes (inode, size, mtime), so fifty boxes connecting at once
+    parse a big known_hosts once, and a key recorded by ``trust`` counts at the next connect.
     """
-    chunks = []
-    for path in files if files is not None else known_hosts_files():
+    paths = files if files is not None else known_hosts_files()
+    stamp = []
+    for path in paths:
         try:
-            chunks.append(path.read_text(encoding="utf-8", errors="replace"))
+            st = path.stat()
         except OSError:
             continue
-    return asyncssh.import_known_hosts("\n".join(chunks))
+        stamp.append((str(path), st.st_ino, st.st_mtime_ns, st.st_size))
+    key = tuple(stamp)
+    cached = _parsed.get(key)
+    if cached is not None:
+        return cached
+    chunks = []
+    for name, *_ in stamp:
+        try:
+            chunks.append(Path(name).read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+    trusted = asyncssh.import_known_hosts("\n".join(chunks))
+    _parsed.clear()  # one entry: the current files
+    _parsed[key] = trusted
+    return trusted
 
 
 def trusted_fingerprints(

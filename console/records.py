@@ -178,7 +178,7 @@ class PortOpen(_Data):
     """Host with the open port."""
     port: Port
     """The open port."""
-    proto: Literal["tcp", "udp"] = "tcp"
+    proto: Literal["tcp", "udp", "sctp"] = "tcp"
     """Transport protocol."""
 
 
@@ -194,8 +194,8 @@ class Service(_Data):
 class Http(_Data):
     url: Url
     """The probed url (canonical)."""
-    status: Annotated[int, Field(ge=100, le=599, strict=True)]
-    """HTTP status code."""
+    status: Annotated[int, Field(ge=0, le=999, strict=True)]
+    """HTTP status code (0: a redirect target did not answer)."""
     title: Text = ""
     """HTML <title>, whitespace collapsed."""
     server: Text = ""

@@ -115,8 +115,11 @@ def _connect_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
         key_path = Path(spec.key).expanduser()
         try:
             kwargs["client_keys"] = [asyncssh.read_private_key(str(key_path))]
-        except (OSError, asyncssh.KeyImportError) as err:
-            raise TransportError(f"{spec.name}: cannot read key {key_path}: {_reason(err)}") from err
+        except (OSError, ValueError) as err:  # KeyImportError and KeyEncryptionError are ValueErrors
+            hint = ""
+            if "assphrase" in str(err):
+                hint = " (an encrypted key: add it to ssh-agent and leave `key` out of the inventory)"
+            raise TransportError(f"{spec.name}: cannot read key {key_path}: {_reason(err)}{hint}") from err
     return kwargs
 
 

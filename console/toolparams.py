@@ -14,7 +14,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from console import records, yamlsrc
 from console.errors import BadInput
@@ -125,6 +133,10 @@ class TcpPingParams(StrictModel):
     """Seconds to wait for each probe."""
     icmp: bool = False
     """Also try the system ``ping`` (ICMP echo) when it is available."""
+    concurrency: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
+    """Probes in flight at once per task."""
+    rate: Annotated[float, Field(ge=0, le=10_000_000)] = 0
+    """Probes per second, paced evenly; 0 means unbounded."""
 
 
 class TcpConnectParams(StrictModel):
@@ -132,8 +144,8 @@ class TcpConnectParams(StrictModel):
     """Ports to scan: a list or ranges such as ``"1-1024,8080"``."""
     timeout: Seconds = 0.5
     """Seconds to wait for each connect."""
-    concurrency: Annotated[int, Field(ge=1, le=65535)] = 500
-    """Connects in flight at once per task."""
+    concurrency: Annotated[int, Field(ge=1, le=1 << 20)] = 1024
+    """Connects in flight at once per task (the agent also caps it by its open-file limit)."""
     rate: Annotated[float, Field(ge=0, le=10_000_000)] = 0
     """Probes per second, paced evenly; 0 means unbounded."""
 
@@ -146,6 +158,8 @@ class BannerParams(StrictModel):
     """Seconds to wait for the service to speak."""
     max_bytes: Annotated[int, Field(ge=1, le=65536)] = 1024
     """Read at most this many bytes."""
+    concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Ports probed at once per task."""
 
 
 class HttpProbeParams(StrictModel):
@@ -155,16 +169,22 @@ class HttpProbeParams(StrictModel):
     """Verify certificates (off: a scan wants to see self-signed services too)."""
     max_redirects: Annotated[int, Field(ge=0, le=20)] = 3
     """Redirects followed, and only to targets inside the scope."""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+    """Requests in flight at once per task."""
 
 
 class TlsCertParams(StrictModel):
     timeout: Seconds = 5.0
     """Seconds for the TLS handshake."""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+    """Handshakes in flight at once per task."""
 
 
 class DnsParams(StrictModel):
     timeout: Seconds = 3.0
     """Seconds per name."""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Names resolved at once per task."""
 
 
 class NoopParams(StrictModel):
@@ -191,8 +211,8 @@ class ExecParams(StrictModel):
     """Program and arguments (never a shell); placeholders {target} {host} {port} {targets_file}, each a whole element."""
     parser: Literal["nmap_xml", "masscan_json", "jsonl", "lines"]
     """How the program's output becomes records."""
-    type: records.RecordType | None = None
-    """The result type each output line becomes (``lines`` parser only)."""
+    type: Literal["host_up", "port_open"] | None = None
+    """What each output line is (``lines`` parser only): ``host_up`` (a host) or ``port_open`` (host:port)."""
     timeout: Seconds = 300.0
     """Seconds before the program (and its process group) is killed."""
 
@@ -329,6 +349,8 @@ class BaselineParams(StrictModel):
     """Only these check ids (default: all)."""
     root: Annotated[str, Field(pattern=r"^/[^\x00]*$", max_length=4096)] = "/"
     """Read checked files under this directory instead of / (for tests against a prepared tree)."""
+    command_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds each command_check command may run."""
 
     @model_validator(mode="after")
     def _source(self) -> BaselineParams:
@@ -368,6 +390,7 @@ class BaselineParams(StrictModel):
         params: dict[str, Any] = {
             "rules": [c.model_dump(mode="json", exclude_none=True) for c in self.rules],
             "root": self.root,
+            "command_timeout": self.command_timeout,
         }
         if self.checks is not None:
             params["checks"] = [str(c) for c in self.checks]

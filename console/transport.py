@@ -55,7 +55,8 @@ class AgentLink(abc.ABC):
         self.bootstrap_s = 0.0
         self._reader: ByteReader | None = None
         self._writer: ByteWriter | None = None
-        self._lines: deque[bytes] = deque()
+        #: complete lines read ahead; None marks an over-long line (reported in order)
+        self._lines: deque[bytes | None] = deque()
         self._partial = bytearray()
         self._skipping = False
         self._eof = False
@@ -83,8 +84,11 @@ class AgentLink(abc.ABC):
         try:
             hello = await asyncio.wait_for(self._handshake(archive, sha256), deadline)
         except (TimeoutError, asyncio.TimeoutError) as err:
-            self._force_kill()
+            await self._abandon()
             raise TransportTimeout(f"{self.name}: no hello within {deadline:g} s") from err
+        except Exception:
+            await self._abandon()
+            raise
         except BaseException:
             self._force_kill()
             raise
@@ -118,7 +122,19 @@ class AgentLink(abc.ABC):
             if self._eof:
                 raise TransportError(f"{self.name}: agent exited during bootstrap")
             await self._fill()
-        return self._lines.popleft().rstrip(b"\r")
+        line = self._lines.popleft()
+        if line is None:
+            raise AgentError(f"{self.name}: line longer than {wire.MAX_LINE} bytes during bootstrap")
+        return line.rstrip(b"\r")
+
+    async def _abandon(self) -> None:
+        """A start that failed: kill and reap whatever was spawned, so nothing outlives the loop."""
+        self._force_kill()
+        self.closed = True
+        try:
+            await asyncio.wait_for(self._terminate(0.2), 3.0)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
 
     def _force_kill(self) -> None:
         try:
@@ -171,7 +187,10 @@ class AgentLink(abc.ABC):
             if self._eof:
                 return None
             await self._fill()
-        return self._parse(self._lines.popleft())
+        line = self._lines.popleft()
+        if line is None:
+            raise AgentError(f"{self.name}: line longer than {wire.MAX_LINE} bytes")
+        return self._parse(line)
 
     def pending_lines(self) -> int:
         return len(self._lines)
@@ -187,27 +206,23 @@ class AgentLink(abc.ABC):
             self._eof = True
             return
         parts = chunk.split(b"\n")
-        if len(parts) == 1:
-            if not self._skipping:
-                self._partial += chunk
-                if len(self._partial) > wire.MAX_LINE:
+        for index, part in enumerate(parts[:-1]):
+            if index == 0:
+                if self._skipping:  # the rest of an over-long line: already reported
+                    self._skipping = False
                     self._partial.clear()
-                    self._skipping = True
-                    raise AgentError(f"{self.name}: line longer than {wire.MAX_LINE} bytes")
-            return
-        first = parts[0]
-        if self._skipping:
-            self._skipping = False
-        else:
-            self._partial += first
-            if len(self._partial) > wire.MAX_LINE:
+                    continue
+                self._partial += part
+                part = bytes(self._partial)
                 self._partial.clear()
-                raise AgentError(f"{self.name}: line longer than {wire.MAX_LINE} bytes")
-            self._lines.append(bytes(self._partial))
-        self._partial.clear()
-        for part in parts[1:-1]:
-            self._lines.append(part)
+            self._lines.append(part if len(part) <= wire.MAX_LINE else None)
+        if len(parts) == 1 and self._skipping:
+            return
         self._partial += parts[-1]
+        if len(self._partial) > wire.MAX_LINE:
+            self._partial.clear()
+            self._skipping = True
+            self._lines.append(None)
 
     def _parse(self, line: bytes) -> Any:
         from console.protocol import parse_agent_line

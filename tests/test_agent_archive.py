@@ -143,7 +143,10 @@ def test_stage0_runs_from_memory_when_home_is_not_writable(clean_env: dict, tmp_
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b'{"op":"task","id":"m","tool":"tcp_ping","targets":["127.0.0.1"],"params":{"ports":[1]}}\n')
     proc.stdin.flush()
-    lines = [proc.stdout.readline() for _ in range(2)]
+    lines = [proc.stdout.readline()]
+    while b'"op":"done"' not in lines[-1]:
+        lines.append(proc.stdout.readline())
+        assert lines[-1], lines
     assert any(b'"via":"tcp/1"' in line for line in lines), lines
     finish(proc)
 

@@ -34,6 +34,18 @@ def fleetscan(*args: str, db: Path, timeout: float = 180, cwd: Path = ROOT, **kw
     )
 
 
+def recon_ports() -> set[int]:
+    """The ports the shipped recon workflow's connect stage scans."""
+    recon = load_workflows(ROOT / "workflows.yaml").get("recon")
+    spec = next(s for s in recon.typed_stages if s.tool_name == "tcp_connect").agent_params()["ports"]
+    items = spec if isinstance(spec, list) else str(spec).split(",")
+    ports: set[int] = set()
+    for item in items:
+        lo, _, hi = str(item).partition("-")
+        ports.update(range(int(lo), int(hi or lo) + 1))
+    return ports
+
+
 def runs_in(db: Path) -> int:
     if not db.exists():
         return 0
@@ -104,11 +116,9 @@ def _listening_ports(addr: str) -> set[int]:
 @pytest.fixture
 def listeners() -> Iterator[dict[str, int]]:
     """An HTTP server and a banner service on SCAN_ADDR, on ports the shipped recon workflow scans."""
-    recon = load_workflows(ROOT / "workflows.yaml").get("recon")
-    ports_stage = next(s for s in recon.typed_stages if s.tool_name == "tcp_connect")
-    scanned = set(ports_stage.agent_params()["ports"]) if isinstance(ports_stage.agent_params().get("ports"), list) else None
-    http_port = next(p for p in (8080, 8000, 80) if scanned is None or p in scanned)
-    banner_port = next(p for p in (21, 25, 110, 2222) if scanned is None or p in scanned)
+    scanned = recon_ports()
+    http_port = next(p for p in (8080, 8000, 80) if p in scanned)
+    banner_port = next(p for p in (21, 25, 110, 2222) if p in scanned)
     httpd = ThreadingHTTPServer((SCAN_ADDR, http_port), _Page)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     srv, _ = _banner_server(SCAN_ADDR, banner_port, b"220 fleetscan-banner ready\r\n")
@@ -155,7 +165,8 @@ def test_workflows_check_names_file_line_and_field(tmp_path: Path) -> None:
     "argv, field",
     [
         (["run", "recon", "--targets", "127.0.0.1;reboot"], "--targets"),
-        (["run", "recon", "--targets", "-oG/tmp/x"], "--targets"),
+        (["run", "recon", "--targets=-oG/tmp/x"], "--targets"),
+        (["run", "recon", "--targets", "127.0.0.1", "--priority", "high"], "--priority"),
         (["run", "recon"], "--targets"),
         (["run", "nosuchflow", "--targets", "127.0.0.1"], "workflow"),
         (["run", "recon", "--targets", "127.0.0.1", "--scope", "127.0.0.0/8,$(id)"], "--scope"),
@@ -189,11 +200,7 @@ def test_run_recon_finds_exactly_the_listeners(tmp_path: Path, listeners: dict[s
     res = fleetscan("results", run_id, "--format", "jsonl", db=db)
     assert res.returncode == 0, res.stderr
     records = [json.loads(line) for line in res.stdout.splitlines()]
-    ports_stage = next(s for s in load_workflows(ROOT / "workflows.yaml").get("recon").typed_stages
-                       if s.tool_name == "tcp_connect")
-    scanned = ports_stage.agent_params()["ports"]
-    scanned_set = set(scanned) if isinstance(scanned, list) else None
-    expected = {p for p in _listening_ports(SCAN_ADDR) if scanned_set is None or p in scanned_set}
+    expected = _listening_ports(SCAN_ADDR) & recon_ports()
     assert {listeners["http"], listeners["banner"]} <= expected
     open_ports = {r["data"]["port"] for r in records if r["type"] == "port_open"}
     assert open_ports == expected

@@ -73,7 +73,7 @@ def test_baseline_host_is_the_box() -> None:
         (rec("host_up", {"host": "a;reboot"}), None, "host"),
         (rec("host_up", {"host": "127.0.0.1", "rtt_ms": -1}), None, "rtt_ms"),
         (rec("http", {"url": "file:///etc/passwd", "status": 200}), None, "url"),
-        (rec("http", {"url": "http://a.example/", "status": 999}), None, "status"),
+        (rec("http", {"url": "http://a.example/", "status": 1000}), None, "status"),
         (rec("baseline", {"rule": "1", "status": "maybe"}, ""), "baseline", "status"),
         (rec("nonsense", {}), None, "unknown type"),
         (rec("port_open", {"host": "127.0.0.1", "port": 22}), "tcp_ping", "cannot report"),

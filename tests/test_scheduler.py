@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -236,3 +237,38 @@ async def test_master_killed_then_resumed_loses_and_duplicates_nothing(tmp_path:
     keys = [r["key"] for r in store.iter_results(run_id)]
     assert sorted(keys) == sorted(f"127.0.0.{i}" for i in range(1, 13))
     assert store.run_summary(run_id)["stages"][0]["results"] == 12
+
+
+@pytest.mark.slow
+async def test_a_silent_agent_loses_its_task_to_another(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    run_id = submit(store, [stage("a", tool="exec", params=exec_params(1.0), retries=1)], "127.0.0.1-4")
+    master = Master(store, "local:2")
+    frozen: list[int] = []
+
+    async def freeze() -> None:
+        ex = await wait_for(lambda: next(iter(master.execs.values()), None), what="a running task")
+        frozen.append(ex.agent.link.pid)
+        os.kill(frozen[0], signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
+        await wait_for(lambda: store.get_run(run_id)["state"] == "completed", 120, "the run to complete")
+
+    try:
+        await serving(master, freeze, run_ids=[run_id])
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert sorted(r["key"] for r in store.iter_results(run_id)) == [f"127.0.0.{i}" for i in range(1, 5)]
+    assert any("no answer" in e["message"] for e in store.recent_events(limit=1000))
+
+
+@pytest.mark.slow
+async def test_straggler_is_copied_to_an_idle_agent_and_records_stay_unique(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    run_id = submit(store, [stage("a", tool="exec", params=exec_params(4.0))], "127.0.0.1")
+    state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
+    assert state == RunState.COMPLETED
+    (task,) = store.query("SELECT state, attempts FROM tasks")
+    assert task == {"state": "done", "attempts": 2}  # the copy had an attempt number of its own
+    assert [r["key"] for r in store.iter_results(run_id)] == ["127.0.0.1"]
+    assert any(e["kind"] == "straggler" for e in store.recent_events(run_id))

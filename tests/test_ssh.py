@@ -232,8 +232,7 @@ async def test_one_connection_and_one_channel_carry_many_tasks(
     try:
         await link.start(*archive)
         await link.send_many([noop(f"{n}.1", sleep=30) for n in range(4)])
-        # wait until the agent reports all four running (progress or nothing: ask with a ping)
-        await asyncio.sleep(0.5)
+        await ssh.ping(link)  # answered after the agent took the four tasks (it reads in order)
         during = box.sessions()
         await link.send_many([wire.Cancel(op="cancel", id=f"{n}.1") for n in range(4)])
         finished: set[str] = set()
@@ -367,3 +366,35 @@ async def test_handshakes_are_bounded_so_maxstartups_never_drops_a_box(
     finally:
         narrow.kill()
     assert any(isinstance(f, TransportError) for f in failures)
+
+
+async def test_check_reports_each_box_and_names_the_one_that_failed(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    specs = box_specs(sshd_boxes, tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = specs[0].model_copy(
+            update={"name": "ghost", "host": "127.0.0.1", "port": probe.getsockname()[1]}
+        )
+    first = await ssh.check([*specs, dead])
+    second = await ssh.check(specs)
+    assert [r.name for r in first] == ["box1", "box2", "ghost"]
+    for report in first[:2]:
+        assert report.ok, report.error
+        assert report.archive == "pushed"
+        assert report.python.startswith("3.")
+        assert report.latency_ms is not None and report.latency_ms > 0
+        assert report.bootstrap_ms is not None and report.bootstrap_ms > 0
+        assert "sh" in report.programs  # hello.programs: what the box has on PATH
+    assert [r.archive for r in second] == ["cached", "cached"]
+    assert not first[2].ok and first[2].error.startswith("ghost: ")
+    assert first[2].as_dict()["ok"] is False
+
+
+def test_list_boxes_shows_which_host_keys_are_trusted(sshd_boxes: SshdFleet, tmp_path: Path) -> None:
+    specs = box_specs(sshd_boxes, tmp_path)
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd_boxes.box("box1").known_hosts_line())
+    rows = ssh.list_boxes(specs, ssh.SshSettings(known_hosts=[known]))
+    assert [(r["name"], r["host_key"]) for r in rows] == [("box1", "trusted"), ("box2", "unknown")]

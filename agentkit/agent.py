@@ -21,13 +21,26 @@ import sys
 import threading
 import time
 import traceback
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Dict, Optional
 
 from agentkit import wire
 from agentkit.context import TaskContext, TaskStopped, ToolError
 
 #: External programs worth telling the master about (exec templates, icmp ping, baseline commands).
-PROGRAMS = ("nmap", "masscan", "zmap", "naabu", "ping", "curl", "openssl", "dig", "sh", "systemctl", "sysctl", "dpkg")
+PROGRAMS = (
+    "nmap",
+    "masscan",
+    "zmap",
+    "naabu",
+    "ping",
+    "curl",
+    "openssl",
+    "dig",
+    "sh",
+    "systemctl",
+    "sysctl",
+    "dpkg",
+)
 FLUSH_INTERVAL = 0.1
 #: After cancel/timeout, how long the tool thread may take to notice before ``done`` goes out anyway.
 STOP_GRACE = 0.5
@@ -42,8 +55,13 @@ class ProtocolWriter:
         self.broken = threading.Event()
 
     def send(self, message: Any) -> None:
-        payload = dataclasses.asdict(message) if dataclasses.is_dataclass(message) else message
-        line = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8", "replace")
+        if dataclasses.is_dataclass(message) and not isinstance(message, type):
+            payload = dataclasses.asdict(message)
+        else:
+            payload = message
+        line = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+            "utf-8", "replace"
+        )
         with self._lock:
             if self.broken.is_set():
                 return
@@ -215,14 +233,18 @@ class Agent:
                 task.timeout,
                 task.scope,
                 lambda records: self.writer.send(wire.Results(op="results", id=task_id, records=records)),
-                lambda done, total: self.writer.send(wire.Progress(op="progress", id=task_id, done=done, total=total)),
+                lambda done, total: self.writer.send(
+                    wire.Progress(op="progress", id=task_id, done=done, total=total)
+                ),
             )
             running = RunningTask(task, ctx)
             self._tasks[task_id] = running
         if task.tool not in REGISTRY:
             self._finish(running, "unknown tool: %s" % task.tool[:64])
             return
-        running.thread = threading.Thread(target=self._supervise, args=(running,), name="task-" + task_id, daemon=True)
+        running.thread = threading.Thread(
+            target=self._supervise, args=(running,), name="task-" + task_id, daemon=True
+        )
         running.thread.start()
 
     def _supervise(self, running: RunningTask) -> None:
@@ -243,7 +265,7 @@ class Agent:
                 outcome["error"] = str(err) or type(err).__name__
             except Exception as err:  # a tool bug is the task's failure, never the agent's crash
                 where = traceback.extract_tb(err.__traceback__)[-1:]
-                place = " (%s:%d)" % (os.path.basename(where[0].filename), where[0].lineno) if where else ""
+                place = " (%s:%s)" % (os.path.basename(where[0].filename), where[0].lineno) if where else ""
                 outcome["error"] = "%s: %s%s" % (type(err).__name__, err, place)
             finally:
                 finished.set()
@@ -313,7 +335,9 @@ def _task_problem(message: Dict[str, Any]) -> Optional[str]:
     if params is not None and not isinstance(params, dict):
         return "params must be an object"
     targets = message.get("targets", [])
-    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
+    if targets is not None and (
+        not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)
+    ):
         return "targets must be a list of strings"
     scope = message.get("scope", [])
     if scope is not None and (not isinstance(scope, list) or not all(isinstance(s, str) for s in scope)):

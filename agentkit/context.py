@@ -86,7 +86,9 @@ class TaskContext:
             with self._lock:
                 if self._closed:
                     return
-                if (done, total) == self._last_sent or (done < total and now - self._last_progress < PROGRESS_INTERVAL):
+                if (done, total) == self._last_sent or (
+                    done < total and now - self._last_progress < PROGRESS_INTERVAL
+                ):
                     return
                 self._last_progress = now
                 self._last_sent = (done, total)

@@ -11,7 +11,9 @@ from typing import Any, Dict, List, Optional
 from agentkit.context import ToolError
 
 
-def get_float(params: Dict[str, Any], name: str, default: float, low: float = 0.0, high: float = 86400.0) -> float:
+def get_float(
+    params: Dict[str, Any], name: str, default: float, low: float = 0.0, high: float = 86400.0
+) -> float:
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ToolError("params.%s: must be a number, got %r" % (name, value))

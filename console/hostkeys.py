@@ -96,6 +96,39 @@ def trusted_fingerprints(
     return [fingerprint(key) for key in keys]
 
 
+class HostKeyWitness(asyncssh.SSHClient):
+    """Remembers the key a server offered when known_hosts did not trust it, for the message.
+
+    asyncssh calls ``validate_host_public_key`` only for a key absent from known_hosts;
+    answering False makes it refuse the connection (strict checking, never trust-on-first-use).
+    """
+
+    def __init__(self) -> None:
+        self.offered: asyncssh.SSHKey | None = None
+        self.peer: tuple[str, str, int] | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.offered = key
+        self.peer = (host, addr, port)
+        return False
+
+
+def refusal_message(box: str, host: str, port: int, offered: asyncssh.SSHKey, known: list[str]) -> str:
+    """The one-line refusal: which box, which key, what the operator does about it."""
+    where = host_entry_name(host, port)
+    shown = fingerprint(offered)
+    if known:
+        return (
+            f"{box}: host key for {where} CHANGED: it offers {shown}, known_hosts has "
+            f"{', '.join(known)}; refusing (possible impersonation). If the box was reinstalled, "
+            f"verify the new key and run `fleetscan agents --trust {box}`"
+        )
+    return (
+        f"{box}: host key for {where} is not trusted ({offered.get_algorithm()} {shown}); "
+        f"verify it and run `fleetscan agents --trust {box}`"
+    )
+
+
 @dataclass(frozen=True)
 class TrustRecord:
     """What ``trust`` did: the entry name, the key's fingerprint, and the keys it replaced."""

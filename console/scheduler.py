@@ -82,6 +82,8 @@ class Master(OutcomeTracker):
         self._idle = False
         self._dropped_lines = 0
         self.dispatched_total = 0
+        #: wall time of each run's first dispatch by this master (latency figures)
+        self.first_dispatch: dict[str, float] = {}
 
     # -- public ------------------------------------------------------------------------
 
@@ -267,6 +269,8 @@ class Master(OutcomeTracker):
             outgoing.setdefault(handle.name, (handle, []))[1].append(line)
             ctx.dispatched += 1
             ctx.dispatched_to.add(handle.name)
+            if task.run_id not in self.first_dispatch:
+                self.first_dispatch[task.run_id] = time.time()
         self.ready = keep
         for handle, lines in outgoing.values():
             self.dispatched_total += len(lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shlex
 import time
@@ -97,18 +98,24 @@ def _config_paths(settings: SshSettings) -> list[str]:
     return [str(default)] if default.is_file() else []
 
 
-def _connect_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
-    """asyncssh options for this box; what the inventory leaves out, ~/.ssh/config decides."""
-    kwargs: dict[str, Any] = {
-        "config": _config_paths(settings),
-        "connect_timeout": settings.connect_timeout,
-        "login_timeout": settings.login_timeout,
-        "keepalive_interval": settings.keepalive_interval,
-        "keepalive_count_max": settings.keepalive_count_max,
-    }
-    # a port the inventory leaves out is ~/.ssh/config's (else 22), as with `ssh HOST`
+def _endpoint_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
+    """Where to connect: the ssh_config files, and the port when the inventory gives one
+    (a port it leaves out is ~/.ssh/config's, else 22, as with `ssh HOST`)."""
+    kwargs: dict[str, Any] = {"config": _config_paths(settings)}
     if "port" in spec.model_fields_set:
         kwargs["port"] = spec.port
+    return kwargs
+
+
+def _connect_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
+    """asyncssh options for this box; what the inventory leaves out, ~/.ssh/config decides."""
+    kwargs = _endpoint_kwargs(spec, settings)
+    kwargs.update(
+        connect_timeout=settings.connect_timeout,
+        login_timeout=settings.login_timeout,
+        keepalive_interval=settings.keepalive_interval,
+        keepalive_count_max=settings.keepalive_count_max,
+    )
     if spec.user:
         kwargs["username"] = spec.user
     if spec.key:
@@ -123,45 +130,12 @@ def _connect_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
     return kwargs
 
 
-class _HostKeyWitness(asyncssh.SSHClient):
-    """Remembers the key a server offered when known_hosts did not trust it, for the message.
-
-    asyncssh calls ``validate_host_public_key`` only for a key absent from known_hosts;
-    answering False makes it refuse the connection (strict checking, never trust-on-first-use).
-    """
-
-    def __init__(self) -> None:
-        self.offered: asyncssh.SSHKey | None = None
-        self.peer: tuple[str, str, int] | None = None
-
-    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        self.offered = key
-        self.peer = (host, addr, port)
-        return False
-
-
 def _reason(err: BaseException) -> str:
     errno = getattr(err, "errno", None)
     if errno:
         return os.strerror(errno)
     text = getattr(err, "reason", "") or getattr(err, "strerror", "") or str(err) or type(err).__name__
     return " ".join(str(text).split())
-
-
-def host_key_message(spec: BoxSpec, host: str, port: int, offered: asyncssh.SSHKey, known: list[str]) -> str:
-    """The one-line refusal: which box, which key, what the operator does about it."""
-    where = hostkeys.host_entry_name(host, port)
-    shown = hostkeys.fingerprint(offered)
-    if known:
-        return (
-            f"{spec.name}: host key for {where} CHANGED: it offers {shown}, known_hosts has "
-            f"{', '.join(known)}; refusing (possible impersonation). If the box was reinstalled, "
-            f"verify the new key and run `fleetscan agents --trust {spec.name}`"
-        )
-    return (
-        f"{spec.name}: host key for {where} is not trusted ({offered.get_algorithm()} {shown}); "
-        f"verify it and run `fleetscan agents --trust {spec.name}`"
-    )
 
 
 async def connect_box(spec: BoxSpec, settings: SshSettings | None = None) -> asyncssh.SSHClientConnection:
@@ -176,7 +150,7 @@ async def connect_box(spec: BoxSpec, settings: SshSettings | None = None) -> asy
     target = box_target(spec)
     kwargs = _connect_kwargs(spec, settings)
     known_files = settings.known_hosts if settings.known_hosts is not None else hostkeys.known_hosts_files()
-    witness = _HostKeyWitness()
+    witness = hostkeys.HostKeyWitness()
     deadline = settings.connect_timeout + settings.login_timeout
     try:
         async with handshake_gate():
@@ -201,7 +175,7 @@ def _mapped(
     spec: BoxSpec,
     where: str,
     deadline: float,
-    witness: _HostKeyWitness,
+    witness: hostkeys.HostKeyWitness,
     known_files: list[Path],
 ) -> BaseException:
     """The console.errors exception for what asyncssh.connect raised (others pass unchanged)."""
@@ -210,7 +184,7 @@ def _mapped(
             return HostKeyError(f"{spec.name}: host key refused: {_reason(err)}")
         host, addr, port = witness.peer
         known = hostkeys.trusted_fingerprints(host, port, addr, known_files)
-        return HostKeyError(host_key_message(spec, host, port, witness.offered, known))
+        return HostKeyError(hostkeys.refusal_message(spec.name, host, port, witness.offered, known))
     if isinstance(err, (TimeoutError, asyncio.TimeoutError)):
         return TransportTimeout(f"{spec.name}: no SSH login to {where} within {deadline:g} s")
     if isinstance(err, asyncssh.PermissionDenied):
@@ -275,7 +249,7 @@ class SshLink(AgentLink):
         self.spec = spec
         self.settings = settings or SshSettings()
         if known_hosts is not None:
-            self.settings.known_hosts = list(known_hosts)
+            self.settings = dataclasses.replace(self.settings, known_hosts=list(known_hosts))
         self.conn: asyncssh.SSHClientConnection | None = None
         self.process: asyncssh.SSHClientProcess[bytes] | None = None
         #: the one command this link runs on the box (stage-0), set when the link opens
@@ -361,7 +335,7 @@ class SshLink(AgentLink):
 async def resolve_endpoint(spec: BoxSpec, settings: SshSettings | None = None) -> tuple[str, int]:
     """The (host, port) a box's known_hosts entry is named by, after ~/.ssh/config aliases."""
     settings = settings or SshSettings()
-    kwargs = _connect_kwargs(spec, settings)
+    kwargs = _endpoint_kwargs(spec, settings)
     options = await asyncssh.SSHClientConnectionOptions.construct(
         config=kwargs["config"], host=box_target(spec), port=kwargs.get("port", ())
     )
@@ -372,7 +346,7 @@ async def resolve_endpoint(spec: BoxSpec, settings: SshSettings | None = None) -
 async def fetch_host_key(spec: BoxSpec, settings: SshSettings | None = None) -> asyncssh.SSHKey:
     """The key the box presents in its handshake (not yet trusted: nothing is authenticated)."""
     settings = settings or SshSettings()
-    kwargs = _connect_kwargs(spec, settings)
+    kwargs = _endpoint_kwargs(spec, settings)
     port = kwargs.get("port", ())
     async with handshake_gate():
         try:
@@ -420,19 +394,7 @@ class BoxReport:
     hash: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "address": self.address,
-            "ok": self.ok,
-            "error": self.error,
-            "python": self.python,
-            "hostname": self.hostname,
-            "latency_ms": self.latency_ms,
-            "programs": dict(self.programs),
-            "archive": self.archive,
-            "bootstrap_ms": self.bootstrap_ms,
-            "hash": self.hash,
-        }
+        return dataclasses.asdict(self)
 
 
 async def ping(link: AgentLink, seq: int = 1, timeout: float = 10.0) -> float:

@@ -15,7 +15,14 @@ import pytest
 
 from agentkit import archive as archive_module
 from agentkit.archive import build_archive, package_files
-from agentkit.bootstrap import STAGE0, BootstrapError, answer_stage0, handshake, stage0_argv, start_local_agent
+from agentkit.bootstrap import (
+    STAGE0,
+    BootstrapError,
+    answer_stage0,
+    handshake,
+    stage0_argv,
+    start_local_agent,
+)
 from tests.fixtures.agent_process import AgentProcess
 
 AGENTKIT = Path(archive_module.__file__).resolve().parent
@@ -25,7 +32,11 @@ PYENV = Path("/root/.pyenv/versions")
 PYTHONS = [sys.executable] + [
     str(p) for p in [Path(SYSTEM_PYTHON), *sorted(PYENV.glob("3.8.*/bin/python"))] if p.exists()
 ]
-TOO_OLD = [str(p) for p in [*sorted(PYENV.glob("2.7.*/bin/python")), *sorted(PYENV.glob("3.7.*/bin/python"))] if p.exists()]
+TOO_OLD = [
+    str(p)
+    for p in [*sorted(PYENV.glob("2.7.*/bin/python")), *sorted(PYENV.glob("3.7.*/bin/python"))]
+    if p.exists()
+]
 
 
 def agent_sources() -> list[Path]:
@@ -71,7 +82,9 @@ def test_archive_is_deterministic_and_holds_every_module() -> None:
 
 
 @pytest.mark.parametrize("python", PYTHONS)
-def test_archive_runs_under_each_python_and_says_its_own_hash(python: str, archive_file: Path, clean_env: dict) -> None:
+def test_archive_runs_under_each_python_and_says_its_own_hash(
+    python: str, archive_file: Path, clean_env: dict
+) -> None:
     agent = AgentProcess([python, str(archive_file)], env=clean_env, cwd=archive_file.parent)
     try:
         hello = agent.read()
@@ -141,7 +154,9 @@ def test_stage0_runs_from_memory_when_home_is_not_writable(clean_env: dict, tmp_
     proc, hello, sent = run_stage0(sys.executable, env, archive, digest)
     assert sent and hello["hash"] == digest
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b'{"op":"task","id":"m","tool":"tcp_ping","targets":["127.0.0.1"],"params":{"ports":[1]}}\n')
+    proc.stdin.write(
+        b'{"op":"task","id":"m","tool":"tcp_ping","targets":["127.0.0.1"],"params":{"ports":[1]}}\n'
+    )
     proc.stdin.flush()
     lines = [proc.stdout.readline()]
     while b'"op":"done"' not in lines[-1]:
@@ -164,7 +179,10 @@ def test_stage0_runs_from_memory_with_a_read_only_cache_dir(clean_env: dict) -> 
 def test_stage0_refuses_bytes_with_the_wrong_hash(clean_env: dict) -> None:
     archive, digest = build_archive()
     proc = subprocess.Popen(
-        stage0_argv(sys.executable, "0" * 64, len(archive)), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=clean_env
+        stage0_argv(sys.executable, "0" * 64, len(archive)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=clean_env,
     )
     out, _ = proc.communicate(archive, timeout=30)
     assert out == b"NEED\nERROR hash mismatch\n" and proc.returncode == 4
@@ -175,7 +193,9 @@ def test_stage0_refuses_bytes_with_the_wrong_hash(clean_env: dict) -> None:
 def test_stage0_refuses_an_old_python(clean_env: dict) -> None:
     """The version gate itself, run with the version faked (no Python 3.7 on this machine)."""
     fake = "import sys\nsys.version_info = (3, 7, 9)\n" + STAGE0
-    proc = subprocess.run([sys.executable, "-c", fake, "0" * 64, "1"], capture_output=True, timeout=30, env=clean_env)
+    proc = subprocess.run(
+        [sys.executable, "-c", fake, "0" * 64, "1"], capture_output=True, timeout=30, env=clean_env
+    )
     assert proc.stdout == b"ERROR python too old 3.7\n" and proc.returncode == 3
 
 

@@ -77,14 +77,24 @@ def test_hello_first_with_hash_tools_and_programs(agent: AgentProcess) -> None:
     assert hello["hash"] == build_archive()[1]
     assert hello["pid"] == agent.proc.pid
     assert hello["hostname"] == socket.gethostname()
-    assert {"tcp_ping", "tcp_connect", "banner", "http_probe", "tls_cert", "dns", "baseline", "exec", "noop"} <= set(
-        hello["tools"]
-    )
+    assert {
+        "tcp_ping",
+        "tcp_connect",
+        "banner",
+        "http_probe",
+        "tls_cert",
+        "dns",
+        "baseline",
+        "exec",
+        "noop",
+    } <= set(hello["tools"])
     assert hello["python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
     assert all(os.path.isabs(path) for path in hello["programs"].values())
 
 
-def test_ping_malformed_unknown_and_long_lines_get_answers_and_agent_keeps_serving(agent: AgentProcess) -> None:
+def test_ping_malformed_unknown_and_long_lines_get_answers_and_agent_keeps_serving(
+    agent: AgentProcess,
+) -> None:
     hello_of(agent)
     agent.send(b"this is not json\n")
     assert agent.read()["op"] == "error"
@@ -180,7 +190,9 @@ def test_cancel_of_long_exec_kills_the_whole_process_group(agent: AgentProcess, 
 def test_child_output_never_reaches_the_protocol_stream(agent: AgentProcess) -> None:
     hello_of(agent)
     noisy = "echo junk-on-stdout; echo junk-on-stderr >&2; echo more-junk > /dev/stdout; echo ok"
-    done, records = agent.run_task("j1", "exec", [], {"argv": ["sh", "-c", noisy], "parser": "lines", "type": "note"})
+    done, records = agent.run_task(
+        "j1", "exec", [], {"argv": ["sh", "-c", noisy], "parser": "lines", "type": "note"}
+    )
     assert done["ok"] is True
     # the exec's own stdout is captured and parsed (its lines become records) ...
     assert [r["data"]["line"] for r in records] == ["junk-on-stdout", "more-junk", "ok"]
@@ -222,7 +234,10 @@ def test_a_tool_exception_is_a_done_error_not_a_crash(monkeypatch: pytest.Monkey
     out = _Capture()
     served = agent_module.Agent(agent_module.ProtocolWriter(out))
     read_end, write_end = os.pipe()
-    os.write(write_end, b'{"op":"task","id":"b1","tool":"broken","targets":[],"params":{}}\n{"op":"ping","seq":5}\n')
+    os.write(
+        write_end,
+        b'{"op":"task","id":"b1","tool":"broken","targets":[],"params":{}}\n{"op":"ping","seq":5}\n',
+    )
     with os.fdopen(read_end, "rb") as stdin:
         server = threading.Thread(target=served.serve, args=(stdin,), daemon=True)
         server.start()

@@ -23,7 +23,7 @@ from tests.fixtures.servers import (
     tcp_listeners,
 )
 
-NMAP = shutil.which("nmap")
+NMAP = shutil.which("nmap") or ""
 _counter = iter(range(1, 1_000_000))
 
 
@@ -38,7 +38,9 @@ def agent() -> Iterator[AgentProcess]:
         process.stop()
 
 
-def run(agent: AgentProcess, tool: str, targets: list[str], params: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
+def run(
+    agent: AgentProcess, tool: str, targets: list[str], params: dict[str, Any], **kw: Any
+) -> list[dict[str, Any]]:
     """Run a task that must succeed; its records."""
     done, records = agent.run_task(f"{tool}-{next(_counter)}", tool, targets, params, **kw)
     assert done["ok"] is True, done
@@ -78,7 +80,12 @@ def test_tcp_connect_range_strings_hostnames_rate_and_small_concurrency(agent: A
     with tcp_listeners(2) as listeners:
         ports = sorted(listener.port for listener in listeners)
         spec = f"{ports[0]}-{ports[0] + 20},{ports[1]}"
-        records = run(agent, "tcp_connect", ["localhost"], {"ports": spec, "concurrency": 3, "rate": 200, "timeout": 2.0})
+        records = run(
+            agent,
+            "tcp_connect",
+            ["localhost"],
+            {"ports": spec, "concurrency": 3, "rate": 200, "timeout": 2.0},
+        )
     found = {(r["data"]["host"], r["data"]["port"]) for r in records}
     assert {("localhost", port) for port in ports} <= found
     assert all(r["data"]["addr"] in ("127.0.0.1", "::1") for r in records)
@@ -97,7 +104,7 @@ def test_tcp_connect_rejects_bad_ports(agent: AgentProcess) -> None:
     assert "target" in run_failing(agent, "tcp_connect", ["-oX"], {"ports": [80]})
 
 
-@pytest.mark.skipif(NMAP is None, reason="nmap not installed")
+@pytest.mark.skipif(not NMAP, reason="nmap not installed")
 def test_tcp_connect_open_set_equals_nmap_sT(agent: AgentProcess) -> None:
     with tcp_listeners(4) as listeners:
         mine = sorted(listener.port for listener in listeners)
@@ -150,11 +157,18 @@ def test_tcp_ping_icmp_fallback_uses_the_system_ping(agent: AgentProcess) -> Non
 
 
 def test_banner_escapes_control_characters_and_skips_silent_services(agent: AgentProcess) -> None:
-    with tcp_listeners(1, greeting=b"SSH-2.0-Test_1.0\r\n\x01\x1b[31m\xff") as talkers, tcp_listeners(1) as silent:
+    with (
+        tcp_listeners(1, greeting=b"SSH-2.0-Test_1.0\r\n\x01\x1b[31m\xff") as talkers,
+        tcp_listeners(1) as silent,
+    ):
         records = run(agent, "banner", [talkers[0].target, silent[0].target], {"timeout": 1.0})
     assert len(records) == 1
     data = records[0]["data"]
-    assert data == {"host": "127.0.0.1", "port": talkers[0].port, "banner": "SSH-2.0-Test_1.0\\r\\n\\x01\\x1b[31m\ufffd"}
+    assert data == {
+        "host": "127.0.0.1",
+        "port": talkers[0].port,
+        "banner": "SSH-2.0-Test_1.0\\r\\n\\x01\\x1b[31m\ufffd",
+    }
     assert records[0]["target"] == talkers[0].target
 
 
@@ -182,22 +196,34 @@ def test_http_probe_title_server_and_redirects_only_inside_scope(agent: AgentPro
         assert outside.hits == [], "an out-of-scope redirect was followed"
         assert inside.hits == ["/landing"]
     root = by_url[site.url("/")]
-    assert (root["status"], root["title"], root["server"].startswith("fleetscan-test/1.0")) == (200, "Hello Fleet", True)
+    assert (root["status"], root["title"], root["server"].startswith("fleetscan-test/1.0")) == (
+        200,
+        "Hello Fleet",
+        True,
+    )
     assert by_url[site.url("/in")]["status"] == 200 and by_url[site.url("/in")]["title"] == "Landed"
     assert by_url[site.url("/in")]["final_url"] == inside.url("/landing")
     out = by_url[site.url("/out")]
-    assert out["status"] == 302 and out["redirect_blocked"] == "out of scope" and out["location"] == outside.url("/secret")
+    assert (
+        out["status"] == 302
+        and out["redirect_blocked"] == "out of scope"
+        and out["location"] == outside.url("/secret")
+    )
     assert by_url[site.url("/loop")]["redirect_blocked"] == "limit"
 
 
 def test_http_probe_host_port_targets_and_no_listener(agent: AgentProcess) -> None:
     with http_site() as site:
         site.routes["/"] = page("Plain")
-        records = run(agent, "http_probe", [f"127.0.0.1:{site.port}", f"127.0.0.1:{closed_port()}"], {"timeout": 3.0})
+        records = run(
+            agent, "http_probe", [f"127.0.0.1:{site.port}", f"127.0.0.1:{closed_port()}"], {"timeout": 3.0}
+        )
     assert [r["data"]["url"] for r in records] == [f"http://127.0.0.1:{site.port}/"]
 
 
-def test_http_probe_over_https_without_and_with_verification(agent: AgentProcess, self_signed_cert: SelfSignedCert) -> None:
+def test_http_probe_over_https_without_and_with_verification(
+    agent: AgentProcess, self_signed_cert: SelfSignedCert
+) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(self_signed_cert.cert), str(self_signed_cert.key))
     with http_site(tls=context) as site:
@@ -246,11 +272,13 @@ def test_dns_resolves_localhost(agent: AgentProcess) -> None:
 # -- exec -------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(NMAP is None, reason="nmap not installed")
+@pytest.mark.skipif(not NMAP, reason="nmap not installed")
 def test_exec_nmap_xml_per_target(agent: AgentProcess) -> None:
     with tcp_listeners(2) as listeners:
         argv = ["nmap", "-sT", "-Pn", "-n", "-p", "{port}", "-oX", "-", "{host}"]
-        records = run(agent, "exec", [listeners[0].target, listeners[1].target], {"argv": argv, "parser": "nmap_xml"})
+        records = run(
+            agent, "exec", [listeners[0].target, listeners[1].target], {"argv": argv, "parser": "nmap_xml"}
+        )
     ports = sorted(r["data"]["port"] for r in records if r["type"] == "port_open")
     assert ports == sorted(listener.port for listener in listeners)
     assert all(r["data"]["host"] == "127.0.0.1" for r in records)
@@ -258,7 +286,10 @@ def test_exec_nmap_xml_per_target(agent: AgentProcess) -> None:
 
 def test_exec_targets_file_and_lines_parser(agent: AgentProcess) -> None:
     records = run(
-        agent, "exec", ["127.0.0.1", "localhost"], {"argv": ["cat", "{targets_file}"], "parser": "lines", "type": "host_up"}
+        agent,
+        "exec",
+        ["127.0.0.1", "localhost"],
+        {"argv": ["cat", "{targets_file}"], "parser": "lines", "type": "host_up"},
     )
     assert [(r["type"], r["data"]["host"], r["data"]["via"]) for r in records] == [
         ("host_up", "127.0.0.1", "exec"),
@@ -269,15 +300,28 @@ def test_exec_targets_file_and_lines_parser(agent: AgentProcess) -> None:
 def test_exec_jsonl_parser_skips_junk(agent: AgentProcess) -> None:
     script = 'echo \'{"type":"port_open","target":"127.0.0.1","data":{"host":"127.0.0.1","port":22,"proto":"tcp"}}\'; echo junk; echo "[1]"'
     records = run(agent, "exec", [], {"argv": ["sh", "-c", script], "parser": "jsonl"})
-    assert records == [{"type": "port_open", "target": "127.0.0.1", "data": {"host": "127.0.0.1", "port": 22, "proto": "tcp"}}]
+    assert records == [
+        {
+            "type": "port_open",
+            "target": "127.0.0.1",
+            "data": {"host": "127.0.0.1", "port": 22, "proto": "tcp"},
+        }
+    ]
 
 
-def test_exec_refuses_option_like_values_partial_placeholders_and_missing_programs(agent: AgentProcess) -> None:
+def test_exec_refuses_option_like_values_partial_placeholders_and_missing_programs(
+    agent: AgentProcess,
+) -> None:
     assert "refused" in run_failing(agent, "exec", ["-oXevil"], {"argv": ["echo", "{target}"]})
     assert "refused" in run_failing(agent, "exec", ["a b"], {"argv": ["echo", "{target}"]})
-    assert "whole argv element" in run_failing(agent, "exec", ["127.0.0.1"], {"argv": ["echo", "--host={host}"]})
+    assert "whole argv element" in run_failing(
+        agent, "exec", ["127.0.0.1"], {"argv": ["echo", "--host={host}"]}
+    )
     assert "no value" in run_failing(agent, "exec", ["127.0.0.1"], {"argv": ["echo", "{port}"]})
-    assert run_failing(agent, "exec", [], {"argv": ["fleetscan-no-such-program"]}) == "program not found: fleetscan-no-such-program"
+    assert (
+        run_failing(agent, "exec", [], {"argv": ["fleetscan-no-such-program"]})
+        == "program not found: fleetscan-no-such-program"
+    )
     assert "exited 3" in run_failing(agent, "exec", [], {"argv": ["sh", "-c", "echo oops >&2; exit 3"]})
 
 
@@ -289,7 +333,10 @@ def test_exec_timeout_kills_the_program(agent: AgentProcess) -> None:
 def test_exec_fills_placeholders_as_whole_elements(agent: AgentProcess, tmp_path: Path) -> None:
     records = run(agent, "exec", ["127.0.0.1:8080", "http://localhost:9000/x"],
                   {"argv": ["printf", "%s|%s|%s\\n", "{host}", "{port}", "{target}"], "parser": "lines", "type": "note"})  # fmt: skip
-    assert [r["data"]["line"] for r in records] == ["127.0.0.1|8080|127.0.0.1:8080", "localhost|9000|http://localhost:9000/x"]
+    assert [r["data"]["line"] for r in records] == [
+        "127.0.0.1|8080|127.0.0.1:8080",
+        "localhost|9000|http://localhost:9000/x",
+    ]
 
 
 # -- noop -------------------------------------------------------------------------

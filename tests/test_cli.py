@@ -373,3 +373,45 @@ def test_submit_is_served_by_a_running_master_and_controlled_from_the_cli(tmp_pa
     finally:
         master.terminate()
         master.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path: Path) -> None:
+    import signal
+
+    db = tmp_path / "state.db"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(textwrap.dedent("""\
+        workflows:
+          idle:
+            stages:
+              - id: wait
+                tool: noop
+                with: {sleep: 2}
+                targets: {from: input, type: host}
+                chunk: 1
+    """))
+    env = {**os.environ, "FLEETSCAN_DB": str(db)}
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "run", "idle", "--targets", "127.0.0.1-6",
+                             "--workflows", str(wf)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as conn:
+                    if conn.execute("SELECT count(*) FROM tasks WHERE state = 'leased'").fetchone()[0]:
+                        break
+            except sqlite3.OperationalError:
+                pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "resum" in err.splitlines()[-1]
+    run_id = json.loads(fleetscan("status", "--json", db=db).stdout)["runs"][0]["run"]
+    assert json.loads(fleetscan("status", run_id, "--json", db=db).stdout)["state"] not in ("completed", "failed", "stopped")
+    resumed = fleetscan("resume", run_id, "--json", db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["state"] == "completed"
+    assert summary["stages"][0]["tasks_done"] == 6

@@ -272,3 +272,19 @@ async def test_straggler_is_copied_to_an_idle_agent_and_records_stay_unique(tmp_
     assert task == {"state": "done", "attempts": 2}  # the copy had an attempt number of its own
     assert [r["key"] for r in store.iter_results(run_id)] == ["127.0.0.1"]
     assert any(e["kind"] == "straggler" for e in store.recent_events(run_id))
+
+
+async def test_cancelled_serve_leaves_the_run_resumable(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    run_id = submit(store, [stage("a", params={"sleep": 0.3})], "127.0.0.1-12")
+    master = Master(store, "local")
+    task = asyncio.create_task(master.run_until_done(run_id))
+    await wait_for(lambda: store.run_summary(run_id)["stages"][0]["tasks_done"] >= 1, what="progress")
+    task.cancel()  # what Ctrl-C does to the CLI's asyncio.run
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    run = store.get_run(run_id)
+    assert run["state"] == "running" and run["owner"] is None
+    assert store.query("SELECT count(*) AS n FROM tasks WHERE state = 'leased'")[0]["n"] == 0
+    assert await asyncio.wait_for(Master(store, "local").run_until_done(run_id), 120) == RunState.COMPLETED
+    assert store.run_summary(run_id)["stages"][0]["tasks_done"] == 12

@@ -68,6 +68,8 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
         host, port = parsed[target]
         data = grab(ctx, host, port, timeout, max_bytes)
         if data:
-            ctx.emit("service", target, {"host": host, "port": port, "banner": printable(data, 4 * max_bytes)})
+            ctx.emit(
+                "service", target, {"host": host, "port": port, "banner": printable(data, 4 * max_bytes)}
+            )
 
     for_each(ctx, targets, work, concurrency)

@@ -47,7 +47,9 @@ def collect_checks(rules: Any) -> List[Tuple[Optional[Any], Dict[str, Any]]]:
         elif isinstance(item, dict) and "check_id" in item:
             found.append((None, item))
         else:
-            raise ToolError("params.rules[%d]: neither a baseline document (check_list) nor a check (check_id)" % index)
+            raise ToolError(
+                "params.rules[%d]: neither a baseline document (check_list) nor a check (check_id)" % index
+            )
     return found
 
 

@@ -79,7 +79,9 @@ def result_holds(result: str, value: str, group: Optional[str]) -> bool:
             part = part[len("$(not)") :]
         comparison = _COMPARISON.match(part)
         if comparison:
-            holds = compare(comparison.group(1), group if group is not None else value.strip(), comparison.group(2))
+            holds = compare(
+                comparison.group(1), group if group is not None else value.strip(), comparison.group(2)
+            )
         else:
             holds = compile_regex(part, "result").search(value) is not None
         if invert:
@@ -87,6 +89,15 @@ def result_holds(result: str, value: str, group: Optional[str]) -> bool:
         if not holds:
             return False
     return True
+
+
+def check_result(result: str) -> None:
+    """Compile every regex part up front, so a bad rule is an error, not a quiet "no line matched"."""
+    for part in result.split("$(&&)"):
+        if part.startswith("$(not)"):
+            part = part[len("$(not)") :]
+        if not _COMPARISON.match(part):
+            compile_regex(part, "result")
 
 
 def compare(operator: str, actual: str, wanted: str) -> bool:
@@ -110,7 +121,11 @@ def compare(operator: str, actual: str, wanted: str) -> bool:
 
 def params_of(rule: Dict[str, Any], minimum: int) -> List[str]:
     param = rule.get("param")
-    if not isinstance(param, list) or len(param) < minimum or not all(isinstance(p, (str, int)) for p in param):
+    if (
+        not isinstance(param, list)
+        or len(param) < minimum
+        or not all(isinstance(p, (str, int)) for p in param)
+    ):
         raise RuleError("%s needs at least %d param(s)" % (rule.get("type"), minimum))
     return [str(p) for p in param]
 
@@ -124,12 +139,15 @@ def file_line_check(rule: Dict[str, Any], root: str) -> Tuple[bool, str]:
     result = rule.get("result")
     if result is not None and not isinstance(result, str):
         raise RuleError("result must be a string for file_line_check")
+    if result is not None:
+        check_result(result)
     try:
         handle = open(path, "r", encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return False, "no file %s" % param[0]
     except OSError as err:
         raise RuleError("cannot read %s: %s" % (param[0], err.strerror or err)) from None
+    candidate = ""  # the first line the filter accepted but the result rejected: the best evidence of a fail
     with handle:
         for raw in handle:
             line = raw.rstrip("\r\n")
@@ -150,7 +168,11 @@ def file_line_check(rule: Dict[str, Any], root: str) -> Tuple[bool, str]:
                 if result_holds(result, line, group):
                     return True, line
             except RuleError:
-                continue  # a line that does not compare (e.g. not a number) is not a match, as in Elkeid
+                pass  # a line that does not compare (e.g. not a number) is not a match, as in Elkeid
+            if line_filter is not None and not candidate:
+                candidate = line
+    if candidate:
+        return False, "%s: %s" % (param[0], candidate)
     return False, "no line of %s matched" % param[0]
 
 
@@ -175,6 +197,7 @@ def command_check(rule: Dict[str, Any], run_command: RunCommand) -> Tuple[bool, 
         return True, output
     if not isinstance(result, str):
         raise RuleError("result must be a string for command_check")
+    check_result(result)
     return result_holds(result, output, group), output
 
 

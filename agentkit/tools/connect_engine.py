@@ -67,7 +67,7 @@ def resolve(host: str) -> Tuple[int, str]:
     """(address family, numeric address) of a host target; the first address of a name."""
     info = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
     family, _, _, _, sockaddr = info[0]
-    return family, sockaddr[0]
+    return int(family), str(sockaddr[0])
 
 
 class _Poller:

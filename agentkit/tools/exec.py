@@ -37,8 +37,15 @@ PER_TARGET = ("{target}", "{host}", "{port}")
 
 
 def safe_value(value: str, what: str) -> str:
-    if not value or value.startswith("-") or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise ToolError("%s %r refused: empty, option-like, or contains whitespace/control characters" % (what, value[:100]))
+    if (
+        not value
+        or value.startswith("-")
+        or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+    ):
+        raise ToolError(
+            "%s %r refused: empty, option-like, or contains whitespace/control characters"
+            % (what, value[:100])
+        )
     return value
 
 
@@ -68,7 +75,9 @@ def check_template(argv: Any) -> List[str]:
     for index, item in enumerate(argv):
         for name in PLACEHOLDERS:
             if name in item and item != name:
-                raise ToolError("params.argv[%d]: %s must be a whole argv element, not part of %r" % (index, name, item))
+                raise ToolError(
+                    "params.argv[%d]: %s must be a whole argv element, not part of %r" % (index, name, item)
+                )
     return list(argv)
 
 
@@ -89,7 +98,9 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     parser_name = get_str(params, "parser", "lines")
     parser = parsers.PARSERS.get(parser_name)
     if parser is None:
-        raise ToolError("params.parser: unknown parser %r (known: %s)" % (parser_name, ", ".join(sorted(parsers.PARSERS))))
+        raise ToolError(
+            "params.parser: unknown parser %r (known: %s)" % (parser_name, ", ".join(sorted(parsers.PARSERS)))
+        )
     record_type = get_str(params, "type", "line")
     run_timeout = get_float(params, "timeout", ctx.timeout, 0.01, 7 * 86400.0)
     program = shutil.which(template[0])

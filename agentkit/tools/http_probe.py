@@ -85,8 +85,18 @@ def probe_url(
         try:
             status, headers, body = fetch(current, timeout, context)
         except (OSError, http.client.HTTPException, ssl.SSLError, ValueError):
-            return None if hop == 0 else {"url": url, "status": 0, "title": "", "server": "",
-                                          "final_url": current, "error": "redirect target did not answer"}
+            return (
+                None
+                if hop == 0
+                else {
+                    "url": url,
+                    "status": 0,
+                    "title": "",
+                    "server": "",
+                    "final_url": current,
+                    "error": "redirect target did not answer",
+                }
+            )
         data: Dict[str, Any] = {
             "url": url,
             "status": status,
@@ -137,7 +147,9 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
         context.verify_mode = ssl.CERT_NONE
 
     def work(target: str) -> None:
-        data = probe_url(urls[target], scope, min(timeout, max(ctx.remaining(), 0.01)), context, max_redirects)
+        data = probe_url(
+            urls[target], scope, min(timeout, max(ctx.remaining(), 0.01)), context, max_redirects
+        )
         if data is not None:
             ctx.emit("http", target, data)
 

@@ -55,7 +55,11 @@ def nmap_xml(output: bytes, record_type: str, default_target: str) -> List[Recor
             number = port.get("portid") or ""
             if not number.isdigit():
                 continue
-            data: Dict[str, Any] = {"host": address, "port": int(number), "proto": port.get("protocol") or "tcp"}
+            data: Dict[str, Any] = {
+                "host": address,
+                "port": int(number),
+                "proto": port.get("protocol") or "tcp",
+            }
             service = port.find("service")
             if service is not None:
                 for key in ("name", "product", "version"):
@@ -98,7 +102,9 @@ def masscan_json(output: bytes, record_type: str, default_target: str) -> List[R
             if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
                 continue
             proto = port.get("proto") if isinstance(port.get("proto"), str) else "tcp"
-            records.append(Record("port_open", item["ip"], {"host": item["ip"], "port": number, "proto": proto}))
+            records.append(
+                Record("port_open", item["ip"], {"host": item["ip"], "port": number, "proto": proto})
+            )
     return records
 
 
@@ -143,4 +149,9 @@ def lines(output: bytes, record_type: str, default_target: str) -> List[Record]:
     return records
 
 
-PARSERS: Dict[str, Parser] = {"nmap_xml": nmap_xml, "masscan_json": masscan_json, "jsonl": jsonl, "lines": lines}
+PARSERS: Dict[str, Parser] = {
+    "nmap_xml": nmap_xml,
+    "masscan_json": masscan_json,
+    "jsonl": jsonl,
+    "lines": lines,
+}

@@ -60,5 +60,3 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
             )
 
     probe(ctx, pairs(), len(hosts) * len(ports), on_result, timeout, concurrency, rate)
-
-

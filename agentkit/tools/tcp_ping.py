@@ -68,7 +68,11 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
                 if label in up:
                     return
                 up.add(label)
-            ctx.emit("host_up", label, {"host": label, "via": "icmp", "rtt_ms": float(match.group(1)) if match else 0.0})
+            ctx.emit(
+                "host_up",
+                label,
+                {"host": label, "via": "icmp", "rtt_ms": float(match.group(1)) if match else 0.0},
+            )
 
     remaining = [entry for entry in hosts if entry[0] not in up]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(remaining)))) as pool:

@@ -11,12 +11,7 @@ a box. Stdlib only, Python 3.8 syntax: this file runs on the scan boxes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
-
-try:  # Python 3.8+: Literal is in typing
-    from typing import Literal
-except ImportError:  # pragma: no cover
-    Literal = None  # type: ignore
+from typing import Any, Dict, List, Literal, Optional
 
 PROTOCOL_VERSION = 1
 #: A line longer than this is a protocol error on either side (never buffered whole).

@@ -257,7 +257,9 @@ class Fleet:
                     handle.pings = {s: t for s, t in handle.pings.items() if now - t < 10}
                     handle.pings[self._seq] = now
                     try:
-                        await handle.link.send(wire.Ping(op="ping", seq=self._seq))
+                        await asyncio.wait_for(handle.link.send(wire.Ping(op="ping", seq=self._seq)), 0.5)
+                    except (TimeoutError, asyncio.TimeoutError):
+                        pass  # a full pipe: the silence check above decides
                     except TransportError as err:
                         self.lose(handle, str(err))
                 elif handle.state == "down" and now >= handle.retry_at and not self.closing:

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from console import targets, yamlsrc
 from console.errors import BadInput
@@ -49,7 +49,9 @@ UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$")]
 
 
 class BoxSpec(StrictModel):
-    """One scan box the master reaches over SSH."""
+    """One scan box the master reaches over SSH (immutable: a spec is shared by the fleet and its links)."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: BoxName
     """Unique name ([A-Za-z0-9._-], not starting with '-'): shown in results as the record's agent."""
@@ -128,7 +130,7 @@ def parse_agents_source(src: str | None) -> tuple[str, Any]:
     match = re.fullmatch(r"local:(.*)", src)
     if match:
         count = match.group(1)
-        if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_AGENTS:
+        if not re.fullmatch(r"[0-9]{1,6}", count) or not 1 <= int(count) <= MAX_LOCAL_AGENTS:
             raise BadInput(
                 f"local:N needs N between 1 and {MAX_LOCAL_AGENTS}, not {count[:20]!r}", field="--agents"
             )

@@ -277,16 +277,22 @@ class LeaseOps:
                     )
             done: Counter[tuple[str, str]] = Counter()
             failed: Counter[tuple[str, str]] = Counter()
+            groups: dict[tuple[str, str | None, str | None], list[int]] = {}
             for c in batch.completions:
-                changed = conn.execute(
-                    "UPDATE tasks SET state = ?, agent = coalesce(?, agent), error = ?, ended = ?,"
-                    " lease_owner = NULL, lease_expires = NULL WHERE id = ? AND state IN (?, ?)",
-                    (c.state, c.agent, c.error, now, c.task_id, TaskState.LEASED, TaskState.QUEUED),
-                ).rowcount
-                if changed and c.state == TaskState.DONE:
-                    done[(c.run_id, c.stage_id)] += 1
-                elif changed and c.state == TaskState.FAILED:
-                    failed[(c.run_id, c.stage_id)] += 1
+                groups.setdefault((c.state, c.agent, c.error), []).append(c.task_id)
+            for (state, agent, error), ids in groups.items():
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    changed = conn.execute(
+                        "UPDATE tasks SET state = ?, agent = coalesce(?, agent), error = ?, ended = ?,"
+                        f" lease_owner = NULL, lease_expires = NULL WHERE id IN ({','.join('?' * len(chunk))})"
+                        " AND state IN (?, ?) RETURNING run_id, stage_id",
+                        (state, agent, error, now, *chunk, TaskState.LEASED, TaskState.QUEUED),
+                    ).fetchall()
+                    if state == TaskState.DONE:
+                        done.update((r, s) for r, s in changed)
+                    elif state == TaskState.FAILED:
+                        failed.update((r, s) for r, s in changed)
             for (run_id, stage_id), count in done.items():
                 conn.execute(
                     "UPDATE stages SET tasks_done = tasks_done + ? WHERE run_id = ? AND id = ?",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -163,7 +164,7 @@ class RunPlanner:
         explicit_scope = self.scope_spec is not None
         chunks: list[list[str]] = []
         dropped: list[str] = []
-        values = targets.iter_from(cursor, spec.type) if spec.type else targets.iter_from(cursor)
+        values = self._input_values(targets, cursor, spec.type)
         want = room * spec.chunk
         taken = 0
         current: list[str] = []
@@ -189,6 +190,22 @@ class RunPlanner:
             )
             if dropped:
                 self._drop_event(conn, spec.id, dropped)
+
+    @staticmethod
+    def _input_values(targets: Any, cursor: int, kind: str | None) -> Iterator[str]:
+        """Input targets from ``cursor`` as ``kind``; an address is already a host (no per-value parsing)."""
+        if not kind:
+            return iter(targets.iter_from(cursor))
+        if kind not in ("host", "ip"):
+            return iter(targets.iter_from(cursor, kind))
+        from console.targets import as_kind
+
+        addresses = sum(span.size for span in targets.spans)
+        raw = targets.iter_from(cursor)
+        return (
+            value if index < addresses else (as_kind(value, kind) or "")
+            for index, value in enumerate(raw, start=cursor)
+        )
 
     def _plan_boxes(self, spec: StageSpec, row: dict[str, Any]) -> None:
         with self.store.transaction() as conn:
@@ -290,16 +307,22 @@ class RunPlanner:
     def _insert_tasks(
         self, conn: sqlite3.Connection, spec: StageSpec, chunks: list[list[str]], seq: int, pinned: str | None = None
     ) -> int:
+        """Insert one task per chunk; returns the row id when exactly one was inserted (else 0)."""
         now = time.time()
+        sql = (
+            "INSERT INTO tasks (run_id, stage_id, seq, targets, state, max_attempts, priority, pinned, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        rows = [
+            (self.run_id, spec.id, seq + offset, json.dumps(chunk), TaskState.QUEUED, spec.retries + 1,
+             self.priority, pinned, now)
+            for offset, chunk in enumerate(chunks)
+        ]
         last = 0
-        for offset, chunk in enumerate(chunks):
-            cursor = conn.execute(
-                "INSERT INTO tasks (run_id, stage_id, seq, targets, state, max_attempts, priority, pinned, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.run_id, spec.id, seq + offset, json.dumps(chunk), TaskState.QUEUED, spec.retries + 1,
-                 self.priority, pinned, now),
-            )
-            last = int(cursor.lastrowid or 0)
+        if len(rows) == 1:
+            last = int(conn.execute(sql, rows[0]).lastrowid or 0)
+        elif rows:
+            conn.executemany(sql, rows)
         if chunks:
             conn.execute(
                 "UPDATE stages SET tasks_total = tasks_total + ? WHERE run_id = ? AND id = ?",

@@ -74,7 +74,7 @@ class ProgressPrinter:
         now = time.monotonic()
         if now - self._last_plain_at < 1.0:
             return
-        for stage, line in zip(summary["stages"], lines):
+        for stage, line in zip(summary["stages"], lines, strict=True):
             if self._last_plain.get(stage["id"]) != line:
                 self._last_plain[stage["id"]] = line
                 self.out.write(line.strip() + "\n")

@@ -96,7 +96,7 @@ def _url(value: Any) -> Any:
         raise ValueError(exc.message) from None
 
 
-_BOX = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,127}$")
+_BOX = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,127}\Z")
 
 
 def _box_or_host(value: Any) -> Any:
@@ -154,7 +154,7 @@ class _Data(BaseModel):
         data = self.model_dump(mode="json", exclude_none=True)
         extras = self.model_extra or {}
         if len(extras) > MAX_DATA_FIELDS:
-            raise ValueError(f"too many fields ({len(data)})")
+            raise ValueError(f"too many extra fields ({len(extras)}, at most {MAX_DATA_FIELDS})")
         for key in extras:
             data.pop(key, None)
         for key, value in extras.items():
@@ -379,7 +379,11 @@ def _same(expected: Any, actual: Any) -> bool:
 
 
 def matches_where(record: Any, where: Mapping[str, Any] | None) -> bool:
-    """Does the record pass a stage's ``where`` filter? (``type`` and data fields; a list is any-of.)"""
+    """Does the record pass a stage's ``where`` filter?
+
+    Keys are ``type`` and data fields; a list in ``where`` matches any of its items, and a
+    list-valued field (``sans``) matches when any of its members does.
+    """
     if not where:
         return True
     rtype, data = _type_and_data(record)
@@ -388,14 +392,20 @@ def matches_where(record: Any, where: Mapping[str, Any] | None) -> bool:
         if actual is None:
             return False
         options = expected if isinstance(expected, list) else [expected]
-        if not any(_same(option, actual) for option in options):
+        values = actual if isinstance(actual, list) else [actual]  # list fields (sans) match by member
+        if not any(_same(option, value) for option in options for value in values):
             return False
     return True
 
 
 #: Fields known for each type (the models' fields plus well-known tool extras),
 #: for checking ``where`` keys in workflow files.
-_KNOWN_EXTRAS: dict[str, set[str]] = {"port_open": {"service", "product", "version"}, "tls_cert": {"sans"}}
+_KNOWN_EXTRAS: dict[str, set[str]] = {
+    "port_open": {"service", "product", "version"},
+    "tls_cert": {"sans", "not_before", "serial", "sha256"},
+    "http": {"final_url", "error"},
+    "baseline": {"baseline"},
+}
 FIELDS: dict[str, frozenset[str]] = {
     name: frozenset(model.model_fields) | _KNOWN_EXTRAS.get(name, set()) for name, model in MODELS.items()
 }

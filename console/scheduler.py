@@ -44,12 +44,16 @@ T = TypeVar("T")
 LEASE_S = 60.0
 FLUSH_EVERY_S = 0.05
 CONTROL_EVERY_S = 1.0
+#: with nothing claimed in hand, look for queued tasks (e.g. retries coming due) this often
+RECLAIM_EVERY_S = 0.2
 #: a master-side deadline beyond the task's own timeout (the agent enforces the timeout itself)
 TIMEOUT_GRACE_S = 10.0
 STOP_GRACE_S = 3.0
 STRAGGLER_AFTER_S = 2.0
 #: reconnect attempts after which a down box's pinned tasks are failed
 GIVE_UP_AFTER = 3
+#: a dispatch round waits this long after a wakeup to batch more tasks into one write per box
+DISPATCH_COALESCE_S = 0.001
 
 
 class Master(OutcomeTracker):
@@ -128,11 +132,16 @@ class Master(OutcomeTracker):
 
     async def _control_loop(self, run_ids: list[str] | None, stop_when_idle: bool) -> None:
         next_control = 0.0
+        last_claim = 0.0
         while not self._stopping:
+            woken = self.wake.is_set()
+            self.wake.clear()  # anything that happens from here on wakes the next round
             now = time.monotonic()
+            if woken:
+                next_control = min(next_control, now + 0.05)
             if now >= next_control:
                 await self._control(run_ids)
-                next_control = now + (0.1 if self.wake.is_set() else CONTROL_EVERY_S)
+                next_control = now + (0.1 if woken else CONTROL_EVERY_S)
                 if stop_when_idle and self._idle and not self.execs:
                     return
             await self._flush()
@@ -140,14 +149,13 @@ class Master(OutcomeTracker):
             if self._plan_dirty:
                 self._plan_dirty = False
                 await self._plan()
-            if self._claim_dirty or not self.ready:
+            if self._claim_dirty or (not self.ready and now - last_claim >= RECLAIM_EVERY_S):
+                last_claim = now
                 await self._refill()
             await self._stragglers()
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
-            if self.wake.is_set():
-                next_control = min(next_control, time.monotonic() + 0.05)
+            if not self.wake.is_set():
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
 
     async def _control(self, run_ids: list[str] | None) -> None:
         """Adopt runs, read intents (pause, resume, stop) of the owned ones."""
@@ -157,7 +165,11 @@ class Master(OutcomeTracker):
         for run_id, row in rows.items():
             ctx = self.runs.get(run_id)
             if ctx is None:
-                ctx = await self._db(self._context, row)
+                try:
+                    ctx = await self._db(self._context, row)
+                except Exception as err:  # noqa: BLE001 - e.g. a targets @file gone since submit
+                    await self._db(db.finish_run, run_id, RunState.FAILED, f"cannot load the run: {err}")
+                    continue
                 self.runs[run_id] = ctx
                 self._plan_dirty = self._claim_dirty = True
             if row["state"] != ctx.state:
@@ -242,6 +254,8 @@ class Master(OutcomeTracker):
     async def _dispatch_loop(self) -> None:
         while True:
             await self.dispatch_wake.wait()
+            if DISPATCH_COALESCE_S:
+                await asyncio.sleep(DISPATCH_COALESCE_S)  # let more slots free up: one write per box per round
             self.dispatch_wake.clear()
             await self._dispatch()
 
@@ -272,9 +286,11 @@ class Master(OutcomeTracker):
             if task.run_id not in self.first_dispatch:
                 self.first_dispatch[task.run_id] = time.time()
         self.ready = keep
-        for handle, lines in outgoing.values():
+        fleet = self.fleet
+        for _, lines in outgoing.values():
             self.dispatched_total += len(lines)
-            await self.fleet.send_raw(handle, b"".join(lines))
+        # concurrently: a box whose pipe is full (frozen) never holds up the others
+        await asyncio.gather(*(fleet.send_raw(handle, b"".join(lines)) for handle, lines in outgoing.values()))
         if len(self.ready) < (self.fleet.total_slots() or 1):
             self._claim_dirty = True
             self.wake.set()

@@ -32,6 +32,7 @@ import asyncssh
 from agentkit import wire
 from console import hostkeys
 from console.errors import AgentError, FleetscanError, HostKeyError, TransportError, TransportTimeout
+from console.sshpipe import ChannelReader, ChannelWriter, ack_promptly, error_reason
 from console.transport import AgentLink, ByteReader, ByteWriter
 
 if TYPE_CHECKING:
@@ -47,6 +48,17 @@ KEEPALIVE_COUNT_MAX = 3
 #: from an open connection to the agent's hello (archive push included)
 BOOTSTRAP_DEADLINE_S = 30.0
 STDERR_TAIL = 2048
+#: AES-GCM first: asyncssh runs chacha20-poly1305 as several cipher objects per packet in
+#: Python (~30x the master CPU of one AES-GCM call); every cipher OpenSSH offers stays listed,
+#: so a box that only allows chacha20 still negotiates it.
+CIPHER_PREFERENCE = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
@@ -115,6 +127,7 @@ def _connect_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
         login_timeout=settings.login_timeout,
         keepalive_interval=settings.keepalive_interval,
         keepalive_count_max=settings.keepalive_count_max,
+        encryption_algs=list(CIPHER_PREFERENCE),
     )
     if spec.user:
         kwargs["username"] = spec.user
@@ -126,16 +139,10 @@ def _connect_kwargs(spec: BoxSpec, settings: SshSettings) -> dict[str, Any]:
             hint = ""
             if "assphrase" in str(err):
                 hint = " (an encrypted key: add it to ssh-agent and leave `key` out of the inventory)"
-            raise TransportError(f"{spec.name}: cannot read key {key_path}: {_reason(err)}{hint}") from err
+            raise TransportError(
+                f"{spec.name}: cannot read key {key_path}: {error_reason(err)}{hint}"
+            ) from err
     return kwargs
-
-
-def _reason(err: BaseException) -> str:
-    errno = getattr(err, "errno", None)
-    if errno:
-        return os.strerror(errno)
-    text = getattr(err, "reason", "") or getattr(err, "strerror", "") or str(err) or type(err).__name__
-    return " ".join(str(text).split())
 
 
 async def connect_box(spec: BoxSpec, settings: SshSettings | None = None) -> asyncssh.SSHClientConnection:
@@ -181,56 +188,20 @@ def _mapped(
     """The console.errors exception for what asyncssh.connect raised (others pass unchanged)."""
     if isinstance(err, asyncssh.HostKeyNotVerifiable):
         if witness.offered is None or witness.peer is None:
-            return HostKeyError(f"{spec.name}: host key refused: {_reason(err)}")
+            return HostKeyError(f"{spec.name}: host key refused: {error_reason(err)}")
         host, addr, port = witness.peer
         known = hostkeys.trusted_fingerprints(host, port, addr, known_files)
         return HostKeyError(hostkeys.refusal_message(spec.name, host, port, witness.offered, known))
-    if isinstance(err, (TimeoutError, asyncio.TimeoutError)):
+    login_expired = isinstance(err, asyncssh.ConnectionLost) and "timeout" in str(err.reason).lower()
+    if isinstance(err, (TimeoutError, asyncio.TimeoutError)) or login_expired:
         return TransportTimeout(f"{spec.name}: no SSH login to {where} within {deadline:g} s")
     if isinstance(err, asyncssh.PermissionDenied):
         return TransportError(f"{spec.name}: {where} refused our keys (permission denied)")
     if isinstance(err, asyncssh.Error):
-        return TransportError(f"{spec.name}: SSH to {where} failed: {_reason(err)}")
+        return TransportError(f"{spec.name}: SSH to {where} failed: {error_reason(err)}")
     if isinstance(err, OSError):
-        return TransportError(f"{spec.name}: cannot connect to {where}: {_reason(err)}")
+        return TransportError(f"{spec.name}: cannot connect to {where}: {error_reason(err)}")
     return err
-
-
-class _ChannelReader:
-    """The channel's stdout as a ByteReader: a lost connection is a ConnectionError (the base
-    class turns it into TransportError), never an asyncssh exception."""
-
-    def __init__(self, stream: asyncssh.SSHReader[bytes]) -> None:
-        self._stream = stream
-
-    async def read(self, n: int = -1) -> bytes:
-        try:
-            return await self._stream.read(n)
-        except asyncssh.Error as err:
-            raise ConnectionResetError(_reason(err)) from err
-
-
-class _ChannelWriter:
-    """The channel's stdin as a ByteWriter, asyncssh errors mapped like ``_ChannelReader``."""
-
-    def __init__(self, stream: asyncssh.SSHWriter[bytes]) -> None:
-        self._stream = stream
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._stream.write(data)
-        except asyncssh.Error as err:
-            raise ConnectionResetError(_reason(err)) from err
-
-    async def drain(self) -> None:
-        try:
-            await self._stream.drain()
-        except asyncssh.Error as err:
-            raise ConnectionResetError(_reason(err)) from err
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stream.close()
 
 
 class SshLink(AgentLink):
@@ -263,13 +234,14 @@ class SshLink(AgentLink):
         if self.conn is None:
             self.conn = await connect_box(self.spec, self.settings)
         self.command = shlex.join(stage0_argv(self.spec.python, sha256, size))
+        ack_promptly(self.conn)
         try:
             self.process = await self.conn.create_process(self.command, encoding=None)
         except asyncssh.Error as err:
             self.conn.abort()
-            raise TransportError(f"{self.name}: cannot start the agent: {_reason(err)}") from err
+            raise TransportError(f"{self.name}: cannot start the agent: {error_reason(err)}") from err
         self._stderr_task = asyncio.create_task(self._collect_stderr(self.process))
-        return _ChannelReader(self.process.stdout), _ChannelWriter(self.process.stdin)
+        return ChannelReader(self.process.stdout), ChannelWriter(self.process.stdin)
 
     async def start(
         self, archive: bytes, sha256: str, *, deadline: float = BOOTSTRAP_DEADLINE_S
@@ -317,8 +289,10 @@ class SshLink(AgentLink):
                 await asyncio.wait_for(process.wait_closed(), grace)
         if conn is not None:
             conn.close()
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(conn.wait_closed(), 2.0)
+            except Exception:  # noqa: BLE001 - a hung box: drop the socket rather than wait on it
+                conn.abort()
         if self._stderr_task is not None and not self._stderr_task.done():
             self._stderr_task.cancel()
 
@@ -357,7 +331,9 @@ async def fetch_host_key(spec: BoxSpec, settings: SshSettings | None = None) -> 
         except (TimeoutError, asyncio.TimeoutError) as err:
             raise TransportTimeout(f"{spec.name}: no SSH handshake from {box_address(spec)}") from err
         except (asyncssh.Error, OSError) as err:
-            raise TransportError(f"{spec.name}: cannot reach {box_address(spec)}: {_reason(err)}") from err
+            raise TransportError(
+                f"{spec.name}: cannot reach {box_address(spec)}: {error_reason(err)}"
+            ) from err
     if key is None:
         raise HostKeyError(f"{spec.name}: {box_address(spec)} presented no host key")
     return key

@@ -28,6 +28,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from socket import inet_ntoa
 
 from console.errors import BadInput
 from console.targetvalues import (
@@ -40,6 +41,7 @@ from console.targetvalues import (
     format_hostport,
     format_url,
     host_of,
+    kind_of,
     normalize_hostname,
     parse_ip,
     parse_url,
@@ -51,6 +53,8 @@ from console.targetvalues import (
 
 #: A target set bigger than this is refused (a whole IPv4 Internet is 2**32).
 MAX_TARGETS = 2**32
+#: Largest @file read (a few million entries).
+MAX_SPEC_FILE = 256 * 1024 * 1024
 
 __all__ = [
     "HTTPS_PORTS",
@@ -65,6 +69,7 @@ __all__ = [
     "format_hostport",
     "format_url",
     "host_of",
+    "kind_of",
     "normalize_hostname",
     "parse_ip",
     "parse_scope",
@@ -126,12 +131,14 @@ def _parse_ip_entry(entry: str) -> IpSpan | None:
             base = int(first) & ~0xFF
             if last_octet > 255 or (right.startswith("0") and right != "0"):
                 return None
-            return IpSpan(4, int(first), base | last_octet) if (base | last_octet) >= int(first) else _empty()
+            if (base | last_octet) < int(first):
+                raise _ReversedRange(entry)
+            return IpSpan(4, int(first), base | last_octet)
         last = parse_ip(right)
         if last is None or last.version != first.version:
             return None
         if int(last) < int(first):
-            return _empty()
+            raise _ReversedRange(entry)
         return IpSpan(first.version, int(first), int(last))
     addr = parse_ip(entry)
     if addr is None:
@@ -139,15 +146,14 @@ def _parse_ip_entry(entry: str) -> IpSpan | None:
     return IpSpan(addr.version, int(addr), int(addr))
 
 
-def _empty() -> IpSpan:
-    # A reversed range; the caller reports it.
-    return IpSpan(0, 1, 0)
+class _ReversedRange(ValueError):
+    """A range whose end is before its start (reported as bad input by the caller)."""
 
 
 def _merge(spans: Iterable[IpSpan]) -> list[IpSpan]:
     """Sorted, non-overlapping, non-adjacent spans covering the same addresses."""
     merged: list[IpSpan] = []
-    for span in sorted(spans):
+    for span in sorted(spans, key=lambda s: (s.version, s.start, s.end)):  # tuple keys: fast C compares
         if merged and merged[-1].version == span.version and span.start <= merged[-1].end + 1:
             last = merged[-1]
             if span.end > last.end:
@@ -173,10 +179,11 @@ def _parse_entry(entry: str, *, field: str | None, file: str | None, line: int |
                 line=line,
             )
         return format_url(*parts)
-    span = _parse_ip_entry(entry)
+    try:
+        span = _parse_ip_entry(entry)
+    except _ReversedRange:
+        raise bad_target(entry, "range ends before it starts", field=field, file=file, line=line) from None
     if span is not None:
-        if span.version == 0:
-            raise bad_target(entry, "range ends before it starts", field=field, file=file, line=line)
         return span
     host = normalize_hostname(entry)
     if host is not None:
@@ -184,7 +191,7 @@ def _parse_entry(entry: str, *, field: str | None, file: str | None, line: int |
     hp = split_hostport(entry)
     if hp is not None:
         return format_hostport(*hp)
-    if any(c in entry for c in "/-") and any(c.isdigit() for c in entry.split("/")[0].split("-")[0][:1]):
+    if entry[:1].isdigit() and any(c in entry for c in "/-"):
         raise bad_target(entry, "not a valid address, CIDR or range", field=field, file=file, line=line)
     raise bad_target(
         entry, "not an address, CIDR, range, hostname, host:port or URL", field=field, file=file, line=line
@@ -195,19 +202,24 @@ def _read_spec_file(name: str, *, field: str | None) -> Iterator[tuple[str, str,
     """``(entry, file, line)`` for each entry of an ``@file``."""
     path = Path(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # bounded: @/dev/stdin works, @/dev/zero does not hang
+            raw = handle.read(MAX_SPEC_FILE + 1)
+        if len(raw) > MAX_SPEC_FILE:
+            raise BadInput(f"targets file larger than {MAX_SPEC_FILE} bytes", file=name, field=field)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise BadInput("no such targets file", file=name, field=field) from None
     except UnicodeDecodeError:
         raise BadInput("targets file is not UTF-8 text", file=name, field=field) from None
     except OSError as exc:
         raise BadInput(f"cannot read targets file: {exc.strerror or exc}", file=name, field=field) from None
-    for number, raw in enumerate(text.split("\n"), start=1):
-        entry = raw.split("#", 1)[0].strip(" \t\r")
-        if entry:
+    for number, line in enumerate(text.split("\n"), start=1):
+        for part in line.split("#", 1)[0].split(","):
+            entry = part.strip(" \t\r")
             if entry.startswith("@"):
                 raise BadInput("@file entries cannot nest", file=name, line=number, field=field)
-            yield entry, name, number
+            if entry:
+                yield entry, name, number
 
 
 def _entries(spec: str, *, field: str | None) -> Iterator[tuple[str, str | None, int | None]]:
@@ -218,9 +230,8 @@ def _entries(spec: str, *, field: str | None) -> Iterator[tuple[str, str | None,
         if not entry:
             continue
         if entry.startswith("@") and len(entry) > 1:
-            why = text_problem(entry[1:])
-            if why is not None and why != "starts with '-'":
-                raise bad_target(entry, why, field=field)
+            if not entry.isprintable():
+                raise bad_target(entry, "file name with control characters", field=field)
             yield from _read_spec_file(entry[1:], field=field)
         else:
             yield entry, None, None
@@ -239,7 +250,7 @@ def _parse(spec: str, *, field: str | None) -> tuple[list[IpSpan], list[str]]:
             names.append(item)
     if not spans and not names:
         raise BadInput("no targets given", field=field)
-    return _merge(spans), names
+    return spans, names  # TargetSet and Scope merge them
 
 
 # -- target sets ----------------------------------------------------------------------
@@ -303,11 +314,16 @@ class TargetSet:
             index = bisect.bisect_right(self._offsets, offset) - 1
             within = offset - self._offsets[index]
             for span in self.spans[index:]:
-                for number in range(span.start + within, span.end + 1):
-                    value = str(
-                        ipaddress.IPv4Address(number) if span.version == 4 else ipaddress.IPv6Address(number)
-                    )
-                    yield value if kind is None else (as_kind(value, kind) or "")
+                numbers = range(span.start + within, span.end + 1)
+                if span.version == 4:
+                    values: Iterator[str] = (inet_ntoa(number.to_bytes(4, "big")) for number in numbers)
+                else:
+                    values = (str(ipaddress.IPv6Address(number)) for number in numbers)
+                if kind is None:
+                    yield from values
+                else:
+                    for value in values:
+                        yield as_kind(value, kind) or ""
                 within = 0
             offset = self._span_total
         for value in self.names[offset - self._span_total :]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from typing import Literal
+from urllib.parse import unquote
 
 from console.errors import BadInput
 
@@ -23,12 +25,12 @@ MAX_ENTRY = 2048
 #: Ports that mean TLS when a url is derived from host:port.
 HTTPS_PORTS = frozenset({443, 8443})
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_PORT = re.compile(r"^[0-9]{1,5}\Z")
 # Path and query characters allowed in a URL target: RFC 3986 unreserved, '%', and the
 # few delimiters queries need. No quotes, backslashes, '$', ';', '|', '`', '<', '>', '@', '#'.
-_URL_TAIL = re.compile(r"^[A-Za-z0-9\-._~/%?=&+:,]*$")
-_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<tail>.*)$", re.S)
+_URL_TAIL = re.compile(r"^[A-Za-z0-9\-._~/%?=&+:,]*\Z")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<tail>.*)\Z", re.S)
 
 
 def show_value(text: str, limit: int = 60) -> str:
@@ -61,6 +63,7 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=65536)  # records repeat the same hosts port after port
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An IP address, IPv4-mapped IPv6 folded to IPv4; None when ``text`` is not one."""
     if "%" in text or not text or len(text) > 45:
@@ -74,6 +77,7 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return addr
 
 
+@lru_cache(maxsize=65536)
 def normalize_hostname(text: str) -> str | None:
     """A lower-case RFC 1123 hostname (IDNA ASCII labels, trailing dot dropped), or None."""
     name = text.lower()
@@ -178,8 +182,8 @@ def parse_url(text: str) -> tuple[str, str, int | None, str] | None:
     if not tail.startswith(("/", "?")) or not _URL_TAIL.match(tail):
         return None
     path = tail.split("?", 1)[0]
-    if any(seg in (".", "..") for seg in path.split("/")):
-        return None
+    if any(unquote(seg) in (".", "..") for seg in path.split("/")):
+        return None  # dot segments, also percent-encoded ones
     if tail.startswith("?"):
         tail = "/" + tail
     if (scheme, port) in (("http", 80), ("https", 443)):
@@ -242,7 +246,7 @@ def host_of(value: str) -> str | None:
     """The canonical host of an ip / host / host:port / url value, or None if it is none of these."""
     if text_problem(value) is not None:
         return None
-    if value.startswith(("http://", "https://", "HTTP://", "HTTPS://")) or "://" in value:
+    if "://" in value:
         parts = parse_url(value)
         return parts[1] if parts else None
     host = _host_value(value)
@@ -250,6 +254,19 @@ def host_of(value: str) -> str | None:
         return host
     hp = split_hostport(value)
     return hp[0] if hp else None
+
+
+def kind_of(value: str) -> str | None:
+    """The kind of a canonical target value: ``ip``, ``host`` (a name), ``port`` or ``url``; None if none."""
+    if text_problem(value) is not None:
+        return None
+    if "://" in value:
+        return "url" if parse_url(value) is not None else None
+    if parse_ip(value) is not None:
+        return "ip"
+    if normalize_hostname(value) is not None:
+        return "host"
+    return "port" if split_hostport(value) is not None else None
 
 
 def as_kind(value: str, kind: str) -> str | None:
@@ -260,6 +277,8 @@ def as_kind(value: str, kind: str) -> str | None:
     tls_cert and banner; give ``host:port`` for another port). url: a url as is;
     host:port as :func:`url_for`; a bare host as ``http://host/``.
     """
+    if kind not in KINDS:
+        return None
     if kind in ("host", "ip"):
         host = host_of(value)
         if host is None or (kind == "ip" and parse_ip(host) is None):

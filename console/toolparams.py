@@ -27,7 +27,7 @@ from pydantic import (
 from console import records, yamlsrc
 from console.errors import BadInput
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 
 def _name(value: str) -> str:
@@ -82,7 +82,7 @@ def port_spans(value: Any) -> list[tuple[int, int]]:
         else:
             raise ValueError('ports must be numbers or ranges such as "1-1024,8080"')
         for part in parts:
-            match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", part)
+            match = re.fullmatch(r"([0-9]{1,5})(?:-([0-9]{1,5}))?", part)
             if not match:
                 raise ValueError(f"bad port or range {part!r} (e.g. 22, 1-1024)")
             first = int(match.group(1))
@@ -149,9 +149,6 @@ class TcpConnectParams(StrictModel):
     rate: Annotated[float, Field(ge=0, le=10_000_000)] = 0
     """Probes per second, paced evenly; 0 means unbounded."""
 
-    def agent_params(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
 
 class BannerParams(StrictModel):
     timeout: Seconds = 3.0
@@ -206,8 +203,18 @@ def _exec_arg(value: Any) -> Any:
     return value
 
 
+def _argv_list(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError("argv is a list of arguments, never a shell string: [program, arg, ...]")
+    return value
+
+
 class ExecParams(StrictModel):
-    argv: Annotated[list[Annotated[str, BeforeValidator(_exec_arg)]], Field(min_length=1, max_length=256)]
+    argv: Annotated[
+        list[Annotated[str, BeforeValidator(_exec_arg)]],
+        BeforeValidator(_argv_list),
+        Field(min_length=1, max_length=256),
+    ]
     """Program and arguments (never a shell); placeholders {target} {host} {port} {targets_file}, each a whole element."""
     parser: Literal["nmap_xml", "masscan_json", "jsonl", "lines"]
     """How the program's output becomes records."""

@@ -25,7 +25,8 @@ from console.errors import AgentError, TransportError, TransportTimeout
 READ_CHUNK = 256 * 1024
 #: default deadline for spawn/connect + archive push + hello
 START_DEADLINE_S = 30.0
-LOCAL_SLOTS = 4
+#: tasks at once on a local agent (no network in between: cheap to keep more in flight)
+LOCAL_SLOTS = 8
 
 
 class ByteReader(Protocol):
@@ -297,10 +298,40 @@ class LocalLink(AgentLink):
                 pass
 
     def kill(self) -> None:
+        """SIGKILL the agent and the process groups of its tools (they run in sessions of their own)."""
         proc = self.process
         if proc is None or proc.returncode is not None:
             return
+        groups = _child_groups(proc.pid)
         try:
             os.kill(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _child_groups(pid: int) -> set[int]:
+    """Process groups of ``pid``'s children (Linux /proc; empty elsewhere), never our own group."""
+    groups: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return groups
+    own = os.getpgrp()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[1]) == pid and int(fields[2]) != own:
+            groups.add(int(fields[2]))
+    if pid != own:
+        groups.add(pid)  # the agent's own session (start_new_session): anything left in it
+    return groups

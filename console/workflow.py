@@ -4,7 +4,7 @@ The models *are* the file format (a docstring per field, unknown keys
 rejected). Each stage is discriminated by ``tool``, so its ``with`` block is
 validated by that tool's parameter model. What pydantic cannot see (stage
 references, cycles, where-filters that can never match, placeholders that need
-a port) is checked by :func:`check_workflow`, which reports the offending
+a port) is checked by :func:`console.stagegraph.check_workflow`, which reports the offending
 field's path; the loader turns every problem into ONE line
 ``FILE:LINE:COL: path.to.field: message`` (:class:`~console.errors.BadInput`).
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, ValidationI
 
 from console import records, yamlsrc
 from console.errors import BadInput
+from console.stagegraph import check_workflow
 from console.toolparams import (
     BannerParams,
     BaselineParams,
@@ -39,19 +40,6 @@ from console.toolparams import (
 )
 from console.toolparams import Name as StageId
 
-#: Where a stage with ``from: input`` / ``from: boxes`` reads its targets.
-SOURCES = ("input", "boxes")
-#: The kind of target each tool takes (exec and noop take any).
-TOOL_KINDS: dict[str, frozenset[str]] = {
-    "tcp_ping": frozenset({"host"}),
-    "tcp_connect": frozenset({"host"}),
-    "dns": frozenset({"host"}),
-    "banner": frozenset({"port"}),
-    "tls_cert": frozenset({"port"}),
-    "http_probe": frozenset({"url", "port"}),
-}
-#: Tools that may run once per box (``from: boxes``).
-BOX_TOOLS = frozenset({"baseline", "exec", "noop"})
 DEFAULT_FILE = "workflows.yaml"
 
 
@@ -107,8 +95,6 @@ class StageBase(StrictModel):
         params = self.params
         if isinstance(params, BaselineParams):
             return params.agent_params()
-        if isinstance(params, TcpConnectParams):
-            return params.agent_params()
         return params.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
@@ -159,6 +145,8 @@ class BaselineStage(StageBase):
     tool: Literal["baseline"]
     """Host hardening checks on the box itself (Elkeid baseline rules)."""
     with_: BaselineParams = _with(BaselineParams, required=True)
+    targets: TargetsSpec = Field(default_factory=lambda: TargetsSpec.model_validate({"from": "boxes"}))
+    """Baseline always reads ``from: boxes`` (the default here)."""
 
 
 class ExecStage(StageBase):
@@ -273,130 +261,6 @@ class WorkflowFile(StrictModel):
             raise BadInput(f"no workflow {name!r} in {where} (known: {known})", field="workflow") from None
 
 
-# -- graph checks ---------------------------------------------------------------------
-
-
-def _cycle(workflow: Workflow, start: int) -> list[str] | None:
-    """The stage ids of a reference loop through stage ``start``, if there is one."""
-    stages = workflow.stages
-    by_id = {s.id: s for s in stages}
-    chain = [stages[start].id]
-    current = stages[start].targets.from_
-    while current in by_id:
-        chain.append(current)
-        if current == chain[0]:
-            return chain
-        if chain.count(current) > 1:
-            return None
-        current = by_id[current].targets.from_
-    return None
-
-
-def check_workflow(workflow: Workflow) -> tuple[tuple[Any, ...], str] | None:
-    """The first problem pydantic cannot see, as (loc relative to the workflow, message)."""
-    stages = workflow.stages
-    seen: dict[str, int] = {}
-    for index, stage in enumerate(stages):
-        if stage.id in SOURCES:
-            return ("stages", index, "id"), f"{stage.id!r} is reserved (a stage reads `from: {stage.id}`)"
-        if stage.id in seen:
-            return ("stages", index, "id"), f"duplicate stage id {stage.id!r} (also stage {seen[stage.id]})"
-        seen[stage.id] = index
-    for index, stage in enumerate(stages):
-        problem = _check_stage(workflow, index, stage, seen)
-        if problem is not None:
-            return problem
-    return None
-
-
-def _check_stage(
-    workflow: Workflow, index: int, stage: StageBase, positions: dict[str, int]
-) -> tuple[tuple[Any, ...], str] | None:
-    here: tuple[Any, ...] = ("stages", index)
-    source = stage.targets.from_
-    kind = stage.targets.type
-    tool = stage.tool_name
-    if source not in SOURCES:
-        if source == stage.id:
-            return (*here, "targets", "from"), f"cycle: stage {stage.id!r} reads its own results"
-        if source not in positions:
-            known = ", ".join([*SOURCES, *(s.id for s in workflow.stages[:index])])
-            return (*here, "targets", "from"), f"no stage {source!r} (known here: {known})"
-        if positions[source] > index:
-            loop = _cycle(workflow, index)
-            if loop:
-                return (*here, "targets", "from"), "cycle: " + " -> ".join(loop)
-            return (*here, "targets", "from"), (
-                f"stage {source!r} comes later; a stage reads from input, boxes or an earlier stage"
-            )
-    if tool == "baseline" and source != "boxes":
-        return (*here, "targets", "from"), "baseline checks the boxes themselves: use `from: boxes`"
-    if source == "boxes" and tool not in BOX_TOOLS:
-        return (
-            *here,
-            "targets",
-            "from",
-        ), f"{tool} scans targets; only {', '.join(sorted(BOX_TOOLS))} run per box"
-    if tool in TOOL_KINDS and kind not in TOOL_KINDS[tool]:
-        wanted = " or ".join(sorted(TOOL_KINDS[tool]))
-        return (*here, "targets", "type"), f"{tool} takes {wanted} targets, not {kind}"
-    if stage.stream and source in SOURCES:
-        return (*here, "stream"), "stream needs a source stage (it reads results as they arrive)"
-    where = stage.targets.where
-    if where is not None and source in SOURCES:
-        return (*here, "targets", "where"), f"`where` filters a stage's results; {source} has none"
-    if source not in SOURCES:
-        problem = _check_where(workflow.stage(source), stage, here)
-        if problem is not None:
-            return problem
-    params = stage.params
-    if isinstance(params, ExecParams):
-        for pos, arg in enumerate(params.argv):
-            if arg in ("{host}", "{port}") and kind == "host" and arg == "{port}":
-                return (*here, "with", "argv", pos), "{port} needs `type: port` or `type: url` targets"
-    return None
-
-
-def _check_where(
-    source: StageBase, stage: StageBase, here: tuple[Any, ...]
-) -> tuple[tuple[Any, ...], str] | None:
-    """``where`` keys and ``type`` must be able to match what the source stage reports."""
-    produced = source.outputs()
-    where = stage.targets.where or {}
-    types = produced
-    if "type" in where:
-        wanted = where["type"] if isinstance(where["type"], list) else [where["type"]]
-        for value in wanted:
-            if value not in records.RECORD_TYPES:
-                return (*here, "targets", "where", "type"), (
-                    f"unknown result type {value!r} (known: {', '.join(records.RECORD_TYPES)})"
-                )
-            if value not in produced:
-                return (*here, "targets", "where", "type"), (
-                    f"stage {source.id!r} ({source.tool_name}) reports {', '.join(sorted(produced))}, never {value}"
-                )
-        types = frozenset(str(v) for v in wanted)
-    known_fields = frozenset().union(*(records.FIELDS[t] for t in types)) if types else frozenset()
-    for key in where:
-        if key != "type" and key not in known_fields:
-            return (*here, "targets", "where", key), (
-                f"no field {key!r} in {', '.join(sorted(types))} records "
-                f"(fields: type, {', '.join(sorted(known_fields))})"
-            )
-    kind = stage.targets.type
-    if (
-        kind in ("port", "url")
-        and types
-        and all("port" not in records.FIELDS[t] and t != "http" for t in types)
-    ):
-        return (
-            *here,
-            "targets",
-            "type",
-        ), f"{', '.join(sorted(types))} records have no port to make a {kind} from"
-    return None
-
-
 # -- loading --------------------------------------------------------------------------
 
 
@@ -451,9 +315,8 @@ def describe(wf_file: WorkflowFile) -> list[str]:
             if stage.targets.where:
                 where = " where " + ", ".join(f"{k}={v}" for k, v in stage.targets.where.items())
             stream = " (streamed)" if stage.stream else ""
-            lines.append(
-                f"{' ' * width}    {stage.id}: {stage.tool_name} on {stage.targets.type}s from {source}{where}{stream}"
-            )
+            what = "each box" if source == "boxes" else f"{stage.targets.type}s from {source}"
+            lines.append(f"{' ' * width}    {stage.id}: {stage.tool_name} on {what}{where}{stream}")
     return lines
 
 

@@ -243,10 +243,12 @@ def load_file(path: str | Path, *, display: str | None = None) -> tuple[Any, Sou
     name = display if display is not None else str(path)
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise BadInput(f"file too large ({size} bytes, at most {MAX_FILE_BYTES})", file=name)
-        raw = p.read_bytes()
+        if p.is_dir():
+            raise IsADirectoryError(name)
+        with p.open("rb") as handle:  # bounded read: /dev/zero or a huge file must not hang us
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise BadInput(f"file too large (more than {MAX_FILE_BYTES} bytes)", file=name)
     except FileNotFoundError:
         raise BadInput("no such file", file=name) from None
     except IsADirectoryError:

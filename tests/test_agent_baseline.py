@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,15 @@ RULE_FILES = ["1200.yaml", "1300.yaml", "1400.yaml", "5000.yaml"]
 _ids = iter(range(1, 1_000_000))
 
 
-@pytest.fixture(scope="module")
-def agent() -> Iterator[AgentProcess]:
-    process = AgentProcess.from_source()
+#: the rule engine runs on the venv's Python and on the oldest supported one when this machine has it
+AGENT_PYTHONS = [sys.executable] + [
+    str(p) for p in sorted(Path("/root/.pyenv/versions").glob("3.8.*/bin/python"))[:1]
+]
+
+
+@pytest.fixture(scope="module", params=AGENT_PYTHONS, ids=lambda p: "py" + Path(p).parent.parent.name)
+def agent(request: pytest.FixtureRequest) -> Iterator[AgentProcess]:
+    process = AgentProcess.from_source(python=request.param)
     assert process.read()["op"] == "hello"
     try:
         yield process

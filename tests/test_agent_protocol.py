@@ -105,6 +105,8 @@ def test_ping_malformed_unknown_and_long_lines_get_answers_and_agent_keeps_servi
     assert error["op"] == "error" and "frobnicate" in error["error"]
     agent.send(b"\xff\xfe\n")
     assert agent.read()["op"] == "error"
+    agent.send(b"[" * 200_000 + b"\n")
+    assert agent.read()["op"] == "error"
     agent.send({"op": "ping", "seq": "x"})
     assert agent.read()["op"] == "error"
     agent.send({"op": "task", "id": "bad", "tool": "noop", "targets": "not-a-list"})
@@ -189,7 +191,11 @@ def test_cancel_of_long_exec_kills_the_whole_process_group(agent: AgentProcess, 
 
 def test_child_output_never_reaches_the_protocol_stream(agent: AgentProcess) -> None:
     hello_of(agent)
-    noisy = "echo junk-on-stdout; echo junk-on-stderr >&2; echo more-junk > /dev/stdout; echo ok"
+    # the last write goes straight to the AGENT's own fd 1 (sh's parent is the agent): it must land nowhere
+    noisy = (
+        "echo junk-on-stdout; echo junk-on-stderr >&2; echo more-junk > /dev/stdout; echo ok;"
+        ' echo \'{"op":"done","id":"forged"}\' > /proc/$PPID/fd/1'
+    )
     done, records = agent.run_task(
         "j1", "exec", [], {"argv": ["sh", "-c", noisy], "parser": "lines", "type": "note"}
     )
@@ -199,6 +205,9 @@ def test_child_output_never_reaches_the_protocol_stream(agent: AgentProcess) -> 
     # ... and every line the agent wrote is a JSON message: nothing leaked into the stream
     for raw in agent.raw:
         assert isinstance(json.loads(raw), dict)
+    agent.send({"op": "ping", "seq": 3})
+    agent.read_until(lambda m: m["op"] == "pong")
+    assert not [m for m in agent.lines if m.get("id") == "forged"], "a child wrote into the protocol stream"
 
 
 def test_stdin_eof_cancels_tasks_and_exits(agent: AgentProcess) -> None:
@@ -254,3 +263,44 @@ def test_a_tool_exception_is_a_done_error_not_a_crash(monkeypatch: pytest.Monkey
     assert {"op": "pong", "seq": 5} in messages
     results = [m for m in messages if m["op"] == "results"]
     assert results and messages.index(results[0]) < messages.index(done[0])
+
+
+def test_sigterm_takes_the_tool_process_groups_down_too(agent: AgentProcess, tmp_path: Any) -> None:
+    """Tool children run in their own sessions; a dropped SSH session (SIGHUP/SIGTERM) must not orphan them."""
+    import signal
+
+    hello_of(agent)
+    marker = tmp_path / "pid"
+    script = f"echo $$ > {marker}.tmp; mv {marker}.tmp {marker}; exec sleep 60"
+    agent.send(
+        {"op": "task", "id": "k1", "tool": "exec", "targets": [], "params": {"argv": ["sh", "-c", script]}}
+    )
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the exec never started"
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    assert pid_alive(child)
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(10) == 128 + signal.SIGTERM
+    assert wait_gone(child), "the exec outlived its agent"
+
+
+def test_writer_splits_batches_over_the_line_limit_and_drops_what_cannot_be_sent() -> None:
+    out = _Capture()
+    writer = agent_module.ProtocolWriter(out)
+    big = "x" * (wire.MAX_LINE // 3)
+    records = [
+        wire.Record("service", "127.0.0.1:1", {"host": "127.0.0.1", "port": 1, "banner": big})
+        for _ in range(4)
+    ]
+    writer.send(wire.Results(op="results", id="w1", records=records))
+    writer.send(
+        wire.Results(op="results", id="w2", records=[wire.Record("x", "", {"blob": "y" * wire.MAX_LINE})])
+    )
+    writer.send(wire.Results(op="results", id="w3", records=[wire.Record("x", "", {"v": float("nan")})]))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) < wire.MAX_LINE for line in lines)
+    messages = [json.loads(line) for line in lines]
+    assert sum(len(m["records"]) for m in messages if m["op"] == "results") == 4
+    assert [(m["op"], m["id"]) for m in messages if m["op"] == "error"] == [("error", "w2"), ("error", "w3")]

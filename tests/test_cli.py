@@ -117,8 +117,9 @@ def _listening_ports(addr: str) -> set[int]:
 def listeners() -> Iterator[dict[str, int]]:
     """An HTTP server and a banner service on SCAN_ADDR, on ports the shipped recon workflow scans."""
     scanned = recon_ports()
-    http_port = next(p for p in (8080, 8000, 80) if p in scanned)
-    banner_port = next(p for p in (21, 25, 110, 2222) if p in scanned)
+    busy = _listening_ports(SCAN_ADDR)
+    http_port = next(p for p in (8080, 8000, 8081, 8888, 80) if p in scanned and p not in busy)
+    banner_port = next(p for p in (21, 25, 110, 143, 2222) if p in scanned and p not in busy)
     httpd = ThreadingHTTPServer((SCAN_ADDR, http_port), _Page)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     srv, _ = _banner_server(SCAN_ADDR, banner_port, b"220 fleetscan-banner ready\r\n")
@@ -262,15 +263,15 @@ def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
     try:
         ports = f"{port}, {port + 1 if port < 65535 else port - 1}"
         wf = tmp_path / "wf.yaml"
-        wf.write_text(SLOW_WORKFLOW.format(ports=ports, rate=4))  # 2 hosts x 2 ports at 4/s: ~1 s a task
-        targets = "127.0.1.1-24"
+        wf.write_text(SLOW_WORKFLOW.format(ports=ports, rate=2))  # 2 hosts x 2 ports at 2/s: ~1.5 s a task
+        targets = "127.0.1.1-48"  # 24 tasks: more than the two local agents' slots, so several waves
 
         clean_db = tmp_path / "clean.db"
         clean = fleetscan("run", "sweep", "--targets", targets, "--workflows", str(wf), "--agents", "local:2",
                           "--json", db=clean_db, timeout=300)
         assert clean.returncode == 0, clean.stderr
         expected = _record_set(clean_db, json.loads(clean.stdout)["run"])
-        assert len(expected) == 24
+        assert len(expected) == 48
 
         db = tmp_path / "crash.db"
         env = {**os.environ, "FLEETSCAN_DB": str(db)}
@@ -289,7 +290,7 @@ def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
                     rows = conn.execute("SELECT id, attempts, ended FROM tasks WHERE state = 'done'").fetchall()
             except sqlite3.OperationalError:
                 continue
-            if len(rows) >= 3:
+            if rows:
                 break
         proc.kill()
         proc.wait(timeout=30)
@@ -298,7 +299,7 @@ def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
             done_before = {r[0]: (r[1], r[2]) for r in conn.execute(
                 "SELECT id, attempts, ended FROM tasks WHERE state = 'done'")}
             total = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
-        assert 3 <= len(done_before) < 12, "the kill should land mid-run"
+        assert 0 < len(done_before) < total, "the kill should land mid-run"
         assert total >= len(done_before)
 
         resumed = fleetscan("resume", run_id, "--json", "--workflows", str(wf), db=db, timeout=300)
@@ -307,7 +308,7 @@ def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
         assert _record_set(db, run_id) == expected
         with sqlite3.connect(db) as conn:
             after = {r[0]: (r[1], r[2]) for r in conn.execute(
-                "SELECT id, attempts, ended FROM tasks WHERE id IN (%s)" % ",".join(map(str, done_before)))}
+                f"SELECT id, attempts, ended FROM tasks WHERE id IN ({','.join(map(str, done_before))})")}
             dupes = conn.execute(
                 "SELECT count(*) FROM (SELECT 1 FROM results GROUP BY run_id, stage_id, type, key HAVING count(*) > 1)"
             ).fetchone()[0]

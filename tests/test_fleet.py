@@ -148,6 +148,7 @@ def test_pick_prefers_least_loaded_and_untried_boxes() -> None:
     fleet = Fleet(handles, on_message=lambda h, m: None, on_lost=lambda h, r: None)
     for handle in handles:
         handle.state = "up"
+        handle.slots = 4
     handles[0].busy = {"1.1", "2.1"}
     handles[1].busy = {"3.1"}
     assert fleet.pick().name == "local-3"
@@ -184,3 +185,26 @@ async def test_a_frozen_agent_is_declared_dead_and_restarted() -> None:
             pass
         beat.cancel()
         await fleet.close()
+
+
+async def test_killing_a_local_agent_kills_its_tool_processes_too() -> None:
+    import sys
+    import uuid
+
+    from tests.test_scheduler import processes_with
+
+    marker = f"fleetscan-kill-{uuid.uuid4().hex}"
+    archive, sha = build_archive()
+    link = LocalLink("box")
+    await link.start(archive, sha)
+    params = {"argv": [sys.executable, "-c", "import time; time.sleep(60)", marker], "parser": "jsonl"}
+    await link.send(wire.Task(op="task", id="1.1", tool="exec", params=params, targets=["127.0.0.1"]))
+    deadline = time.monotonic() + 30
+    while not processes_with(marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert processes_with(marker), "the tool process never started"
+    link.kill()
+    while processes_with(marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await link.close(grace=0.5)
+    assert not processes_with(marker)

@@ -176,3 +176,13 @@ def test_empty_input_completes_at_once(tmp_path: Path) -> None:
     for _ in range(4):
         outcome = planner.step() or outcome
     assert outcome == RunState.COMPLETED
+
+
+def test_input_values_match_the_target_sets_own_conversion() -> None:
+    from console.targets import parse_targets
+
+    targets = parse_targets("127.0.0.1-3,localhost,127.0.0.5:8080,http://127.0.0.9:81/x")
+    for kind in ("host", "ip", "port", "url", None):
+        for cursor in (0, 2, 4):
+            expected = list(targets.iter_from(cursor, kind)) if kind else list(targets.iter_from(cursor))
+            assert list(RunPlanner._input_values(targets, cursor, kind)) == expected

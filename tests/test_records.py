@@ -175,3 +175,40 @@ def test_matches_where() -> None:
     assert not matches_where(port, {"port": True})
     base = rec("baseline", {"rule": "1", "status": "fail"})
     assert matches_where(base, {"type": "baseline", "status": ["fail", "error"]})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["host", "port", "proto", "url", "status", "title", "banner", "rule", "via",
+                               "rtt_ms", "subject", "evidence", "name", "extra"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["host_up", "port_open", "service", "http", "tls_cert", "baseline", "other", ""]),
+    st.one_of(st.text(max_size=30), st.sampled_from(["127.0.0.1", "", "a.example:80"])),
+    st.dictionaries(field_names, json_values, max_size=8),
+    st.sampled_from([None, "tcp_ping", "tcp_connect", "banner", "http_probe", "tls_cert", "dns", "baseline",
+                     "exec", "noop"]),
+)
+def test_any_record_is_either_clean_or_agent_error(rtype: str, target: str, data: dict[str, object],
+                                                   tool: str | None) -> None:
+    try:
+        checked = validate({"type": rtype, "target": target, "data": data}, tool, box="box1")
+    except AgentError as exc:
+        assert "\n" not in str(exc)
+        return
+    text = json.dumps(checked.data, allow_nan=False)
+    assert checked.key and checked.key.isprintable()
+    assert text.isprintable()
+    assert checked.target == "" or not checked.target.startswith("-")
+
+
+def test_where_on_list_fields_matches_members() -> None:
+    cert = {"type": "tls_cert", "data": {"host": "127.0.0.1", "port": 443, "sans": ["DNS:a.example", "DNS:b"]}}
+    assert matches_where(cert, {"sans": "DNS:b"})
+    assert matches_where(cert, {"sans": ["DNS:x", "DNS:a.example"]})
+    assert not matches_where(cert, {"sans": "DNS:c"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import socket
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from agentkit.archive import build_archive
 from console import ssh
 from console.errors import HostKeyError, TransportError, TransportTimeout
 from console.inventory import BoxSpec, load_inventory
-from tests.fixtures.sshd import SshdBox, SshdFleet, free_port, read_only_dir
+from tests.fixtures.sshd import SshdBox, SshdFleet, current_user, free_port, read_only_dir
 
 pytestmark = pytest.mark.ssh
 
@@ -305,7 +304,7 @@ async def test_an_ssh_config_alias_is_resolved(
     config = tmp_path / "ssh_config"
     config.write_text(
         f"Host scanner-two\n  HostName {box.address}\n  Port {box.port}\n"
-        f"  User {getpass.getuser()}\n  IdentityFile {sshd_boxes.user_key}\n"
+        f"  User {current_user()}\n  IdentityFile {sshd_boxes.user_key}\n"
     )
     spec = BoxSpec.model_validate({"name": "aliased", "ssh": "scanner-two"})
     link = ssh.SshLink(spec, settings=ssh.SshSettings(ssh_config=[config]))
@@ -398,3 +397,76 @@ def test_list_boxes_shows_which_host_keys_are_trusted(sshd_boxes: SshdFleet, tmp
     known.write_text(sshd_boxes.box("box1").known_hosts_line())
     rows = ssh.list_boxes(specs, ssh.SshSettings(known_hosts=[known]))
     assert [(r["name"], r["host_key"]) for r in rows] == [("box1", "trusted"), ("box2", "unknown")]
+
+
+async def test_trust_of_an_alias_records_the_resolved_host_and_port(
+    sshd_boxes: SshdFleet, tmp_path: Path, archive: tuple[bytes, str]
+) -> None:
+    box = sshd_boxes.box("box2")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host scanner-two\n  HostName {box.address}\n  Port {box.port}\n"
+        f"  User {current_user()}\n  IdentityFile {sshd_boxes.user_key}\n"
+    )
+    own = tmp_path / "known_hosts"
+    settings = ssh.SshSettings(ssh_config=[config], known_hosts=[own])
+    spec = BoxSpec.model_validate({"name": "aliased", "ssh": "scanner-two"})
+    record = await ssh.trust(spec, settings, path=own)
+    assert record.entry == f"[{box.address}]:{box.port}"
+    assert record.fingerprint == host_key_fingerprint(box)
+    link = ssh.SshLink(spec, settings=settings)
+    try:
+        await link.start(*archive)
+    finally:
+        await link.close()
+    assert link.hello is not None
+
+
+async def test_a_box_that_never_speaks_ssh_times_out_naming_it(
+    sshd_boxes: SshdFleet, tmp_path: Path, archive: tuple[bytes, str]
+) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    try:
+        spec = spec_of(sshd_boxes, tmp_path).model_copy(
+            update={"name": "mute", "host": "127.0.0.1", "port": silent.getsockname()[1]}
+        )
+        link = ssh.SshLink(spec, settings=ssh.SshSettings(connect_timeout=1.0, login_timeout=1.0))
+        with pytest.raises(TransportTimeout) as caught:
+            await link.start(*archive)
+    finally:
+        silent.close()
+    assert isinstance(caught.value, TimeoutError)
+    assert str(caught.value).startswith("mute: ")
+
+
+async def test_a_hung_box_misses_its_pong_and_answers_again_once_it_resumes(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path, archive: tuple[bytes, str]
+) -> None:
+    box = sshd_boxes.box("box1")
+    link = ssh.SshLink(spec_of(sshd_boxes, tmp_path))
+    try:
+        await link.start(*archive)
+        box.freeze()
+        try:
+            with pytest.raises(TransportTimeout):
+                await ssh.ping(link, seq=1, timeout=1.0)
+        finally:
+            box.thaw()
+        # the late pong for seq 1 is skipped; seq 2 proves the same channel works again
+        assert await ssh.ping(link, seq=2, timeout=POLL_DEADLINE) > 0
+    finally:
+        await link.close()
+
+
+async def test_closing_a_link_to_a_hung_box_does_not_hang(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path, archive: tuple[bytes, str]
+) -> None:
+    box = sshd_boxes.box("box2")
+    link = ssh.SshLink(spec_of(sshd_boxes, tmp_path, "box2"))
+    await link.start(*archive)
+    box.freeze()
+    try:
+        await asyncio.wait_for(link.close(grace=0.5), POLL_DEADLINE)  # past the deadline: a hang
+    finally:
+        box.thaw()
+    assert link.conn is not None and link.conn.is_closed()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,48 @@ async def test_a_run_over_two_boxes_spreads_its_chunks_over_both(
     assert len(records) == 24
     assert {r["type"] for r in records} == {"host_up"}
     assert {r["agent"] for r in records} == {"box1", "box2"}
+
+
+SLOW_WORKFLOW = """
+workflows:
+  slow:
+    description: one-second noop tasks, so a box can die while it holds some.
+    stages:
+      - id: wait
+        tool: noop
+        with: {sleep: 1.0}
+        targets: {from: input, type: host}
+        chunk: 1
+        retries: 2
+"""
+
+
+async def test_a_box_killed_mid_run_hands_its_tasks_to_the_other(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    workflows = tmp_path / "workflows.yaml"
+    workflows.write_text(SLOW_WORKFLOW)
+    inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", slots=2)
+    store = Store.open(tmp_path / "fleetscan.db")
+    try:
+        run_id = prepare_run(
+            workflows_file=workflows, workflow="slow", targets="127.0.0.1-12", agents=str(inventory)
+        ).create(store)
+        master = Master(store, str(inventory), workflows_file=str(workflows))
+        running = asyncio.create_task(master.run_until_done(run_id))
+        deadline = time.monotonic() + 120
+        while store.run_summary(run_id)["stages"][0]["tasks_done"] < 2:  # both boxes are busy by now
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.1)
+        sshd_boxes.box("box1").kill()  # sshd, its connection and the agent: gone at once
+        state = await asyncio.wait_for(running, 180)
+        summary = store.run_summary(run_id)
+        tasks = store.query("SELECT agent, attempts, tried FROM tasks WHERE run_id = ?", (run_id,))
+    finally:
+        store.close()
+    stage = summary["stages"][0]
+    assert state == RunState.COMPLETED
+    assert (stage["tasks_total"], stage["tasks_done"], stage["tasks_failed"]) == (12, 12, 0)
+    retried = [t for t in tasks if t["attempts"] > 1]
+    assert retried, "the tasks box1 held when it died were not re-dispatched"
+    assert all(t["agent"] == "box2" for t in retried)

@@ -404,3 +404,56 @@ def test_host_of_and_as_kind() -> None:
 def test_empty_target_set_is_usable() -> None:
     ts = TargetSet([], [])
     assert len(ts) == 0 and list(ts) == [] and list(ts.chunks(5)) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=60), entry))
+def test_scope_contains_never_raises(value: str) -> None:
+    scope = parse_scope("192.0.2.0/24,a.example,2001:db8::/48")
+    assert scope.contains(value) in (True, False)
+
+
+def test_at_file_lines_may_hold_several_entries(tmp_path: Path) -> None:
+    spec = tmp_path / "t.txt"
+    spec.write_text("192.0.2.1, 192.0.2.2  # two\r\na.example\n")
+    assert list(parse_targets(f"@{spec}")) == ["192.0.2.1", "192.0.2.2", "a.example"]
+
+
+def test_percent_encoded_dot_segments_are_refused() -> None:
+    for value in ("http://a.example/%2e%2e/etc", "http://a.example/x/%2E/y"):
+        with pytest.raises(BadInput):
+            validate_value("url", value)
+    assert validate_value("url", "http://a.example/a%20b") == "http://a.example/a%20b"
+
+
+@st.composite
+def v6_cidr(draw: st.DrawFn) -> str:
+    prefix = draw(st.integers(min_value=32, max_value=128))
+    return str(ipaddress.IPv6Network((draw(st.integers(0, 2**128 - 1)), prefix), strict=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(v6_cidr(), min_size=1, max_size=4), st.lists(ipv6, max_size=10))
+def test_v6_scope_never_admits_an_address_outside(cidrs: list[str], probes: list[str]) -> None:
+    scope = parse_scope(",".join(cidrs))
+    nets = [ipaddress.IPv6Network(c) for c in cidrs]
+    edges = [str(ipaddress.IPv6Address(n)) for net in nets
+             for n in (int(net.network_address) - 1, int(net.broadcast_address) + 1,
+                       int(net.network_address), int(net.broadcast_address)) if 0 <= n < 2**128]
+    for probe in [*probes, *edges]:
+        addr = ipaddress.IPv6Address(probe)
+        if addr.ipv4_mapped is not None:
+            continue  # folded to IPv4 on both sides
+        inside = any(addr in net for net in nets)
+        assert scope.contains(probe) == inside
+        assert scope.contains(f"[{probe}]:443") == inside
+
+
+def test_kind_of() -> None:
+    from console.targets import kind_of
+
+    assert [kind_of(v) for v in ("192.0.2.1", "::1", "a.example", "a.example:80", "[::1]:22",
+                                 "https://a.example/", "a b", "-x", "ftp://a/")] == [
+        "ip", "ip", "host", "port", "port", "url", None, None, None]
+    for value in parse_targets("192.0.2.1,a.example,a.example:8080,http://a.example/x"):
+        assert kind_of(value) is not None

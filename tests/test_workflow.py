@@ -286,3 +286,121 @@ def test_port_ranges_round_trip(spans: list[tuple[int, int]]) -> None:
 def test_bad_ports(ports: object) -> None:
     with pytest.raises(ValueError):
         TcpConnectParams.model_validate({"ports": ports})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_random_stage_graphs_fail_on_the_first_bad_reference(tmp_path_factory: pytest.TempPathFactory,
+                                                             data: st.DataObject) -> None:
+    count = data.draw(st.integers(min_value=1, max_value=6))
+    ids = [data.draw(st.sampled_from([f"s{i}", f"s{i}", f"s{i}", "s0"])) for i in range(count)]
+    sources = [data.draw(st.sampled_from(["input", *(f"s{k}" for k in range(count + 1))])) for _ in range(count)]
+    lines = ["workflows:", "  w:", "    stages:"]
+    for stage_id, source in zip(ids, sources, strict=True):
+        lines += [f"      - id: {stage_id}", "        tool: tcp_ping", "        targets:", f"          from: {source}"]
+    path = tmp_path_factory.mktemp("graph") / "w.yaml"
+    path.write_text("\n".join(lines) + "\n")
+
+    expected: tuple[int, str] | None = None
+    seen: dict[str, int] = {}
+    for index, stage_id in enumerate(ids):
+        if stage_id in seen and expected is None:
+            expected = (4 + 4 * index, "duplicate stage id")
+        seen.setdefault(stage_id, index)
+    if expected is None:
+        for index, source in enumerate(sources):
+            if source == "input":
+                continue
+            if source == ids[index]:
+                expected = (7 + 4 * index, "cycle")
+            elif source not in seen:
+                expected = (7 + 4 * index, "no stage")
+            elif seen[source] > index:
+                expected = (7 + 4 * index, "")  # comes later, or a cycle through later stages
+            if expected:
+                break
+    if expected is None:
+        assert load_workflows(path).get("w")
+        return
+    with pytest.raises(BadInput) as info:
+        load_workflows(path)
+    assert info.value.line == expected[0], str(info.value)
+    assert expected[1] in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_every_file_format_field_is_documented() -> None:
+    from pydantic import BaseModel
+
+    from console import inventory, toolparams, workflow
+
+    models = [m for mod in (workflow, toolparams, inventory) for m in vars(mod).values()
+              if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == mod.__name__]
+    assert len(models) > 20
+    undocumented = [f"{m.__name__}.{name}" for m in models for name, f in m.model_fields.items() if not f.description]
+    assert undocumented == []
+    assert workflow.WorkflowFile.model_json_schema(by_alias=True)["properties"]["workflows"]
+
+
+def test_baseline_reads_boxes_by_default(tmp_path: Path) -> None:
+    path = _write(tmp_path, (
+        "workflows:\n  b:\n    stages:\n"
+        f"      - {{id: c, tool: baseline, with: {{rules_file: {ROOT / 'baseline-rules.yaml'}}}}}\n"
+    ))
+    workflow = load_workflows(path).get("b")
+    assert workflow.stages[0].targets.from_ == "boxes"
+    assert Workflow.model_validate(workflow.model_dump(mode="json")) == workflow
+
+
+PORTED = {"tcp_connect", "banner", "tls_cert", "http_probe"}  # tools whose records carry a port
+
+
+@st.composite
+def workflows(draw: st.DrawFn) -> dict[str, object]:
+    stages: list[dict[str, object]] = []
+    for index in range(draw(st.integers(min_value=1, max_value=5))):
+        tool = draw(st.sampled_from(["tcp_ping", "tcp_connect", "banner", "http_probe", "tls_cert", "dns", "noop"]))
+        kinds = {"tcp_ping": ["host"], "tcp_connect": ["host"], "dns": ["host"], "banner": ["port"],
+                 "tls_cert": ["port"], "http_probe": ["url", "port"], "noop": ["host", "port", "url"]}[tool]
+        kind = draw(st.sampled_from(kinds))
+        sources = ["input"] + [str(s["id"]) for s in stages if kind == "host" or s["tool"] in PORTED]
+        source = draw(st.sampled_from(sources))
+        stage: dict[str, object] = {"id": f"s{index}", "tool": tool, "targets": {"from": source, "type": kind},
+                                    "chunk": draw(st.integers(1, 5000)), "retries": draw(st.integers(0, 5)),
+                                    "timeout": draw(st.floats(0.5, 3600)), "stream": source != "input"
+                                    and draw(st.booleans())}
+        if tool == "tcp_connect":
+            stage["with"] = {"ports": draw(st.sampled_from(["1-1024", [22, 80], "8080,1-10"])),
+                             "rate": draw(st.integers(0, 1000))}
+        elif tool == "tcp_ping":
+            stage["with"] = {"ports": draw(st.lists(st.integers(1, 65535), min_size=1, max_size=5)),
+                             "icmp": draw(st.booleans())}
+        elif tool == "noop":
+            stage["with"] = {"sleep": draw(st.floats(0, 10)), "records": draw(st.integers(0, 100))}
+        if source != "input" and draw(st.booleans()):
+            source_tool = next(s["tool"] for s in stages if s["id"] == source)
+            rtype = {"tcp_ping": "host_up", "dns": "host_up", "noop": "host_up", "tcp_connect": "port_open",
+                     "banner": "service", "tls_cert": "tls_cert", "http_probe": "http"}[str(source_tool)]
+            where: dict[str, object] = {"type": draw(st.sampled_from([rtype, [rtype]]))}
+            if rtype != "http":
+                where["host"] = draw(st.sampled_from(["127.0.0.1", ["127.0.0.1", "::1"]]))
+            stage["targets"]["where"] = where  # type: ignore[index]
+        stages.append(stage)
+    return {"description": draw(st.text(alphabet="abc xyz.", max_size=30)), "stages": stages}
+
+
+@settings(max_examples=100, deadline=None)
+@given(workflows())
+def test_generated_workflows_round_trip_through_yaml_and_json(tmp_path_factory: pytest.TempPathFactory,
+                                                              raw: dict[str, object]) -> None:
+    import yaml
+
+    path = tmp_path_factory.mktemp("gen") / "workflows.yaml"
+    path.write_text(yaml.safe_dump({"workflows": {"gen": raw}}, sort_keys=False))
+    loaded = load_workflows(path).get("gen")
+    dumped = loaded.model_dump(mode="json")
+    assert Workflow.model_validate(dumped) == loaded
+    path.write_text(yaml.safe_dump({"workflows": {"gen": dumped}}, sort_keys=False))
+    assert load_workflows(path).get("gen") == loaded
+    for stage in loaded.stages:
+        assert json.loads(json.dumps(loaded.stage_params(stage))) == loaded.stage_params(stage)

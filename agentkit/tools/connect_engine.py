@@ -133,6 +133,7 @@ def probe(
     sent = finished = 0
     started = time.monotonic()
     interval = 1.0 / rate if rate > 0 else 0.0
+    next_send = started
     stream = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
     in_progress = (errno.EINPROGRESS,)
     retry: Deque[Tuple[str, int, int, str]] = deque()
@@ -144,11 +145,10 @@ def probe(
                 ctx.check()
             now = monotonic()
             while (retry or not exhausted) and len(inflight) < concurrency and now >= backoff_until:
-                if interval and started + sent * interval > now:
+                if interval and next_send > now:
                     break
                 if retry:
                     label, family, port, address = retry.popleft()
-                    sent -= 1
                 else:
                     try:
                         label, family, port, address = next(source)
@@ -158,8 +158,22 @@ def probe(
                 if skip is not None and skip(label):
                     finished += 1
                     continue
+                try:
+                    sock = socket.socket(family, stream)
+                except OSError as err:
+                    if (
+                        err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+                        or not inflight
+                    ):
+                        raise
+                    # other tasks hold the descriptors for now: wait for some of ours to finish
+                    retry.appendleft((label, family, port, address))
+                    break
+                now = monotonic()
                 sent += 1
-                sock = socket.socket(family, stream)
+                if interval:
+                    # never two probes closer than 1/rate, even after a stall: no catch-up bursts
+                    next_send = max(next_send, now) + interval
                 if not stream & getattr(socket, "SOCK_NONBLOCK", 0):
                     sock.setblocking(False)
                 code = sock.connect_ex((address, port))
@@ -189,7 +203,7 @@ def probe(
             if not inflight:
                 if exhausted and not retry:
                     break
-                wait = started + sent * interval - monotonic() if interval else 0.0
+                wait = next_send - monotonic() if interval else 0.0
                 wait = max(wait, backoff_until - monotonic())
                 if wait > 0:
                     if ctx.cancelled.wait(min(wait, 0.1)):
@@ -197,7 +211,7 @@ def probe(
                 continue
             wait = expiries[0][0] - monotonic() if expiries else 0.05
             if interval and not exhausted:
-                wait = min(wait, started + sent * interval - monotonic())
+                wait = min(wait, next_send - monotonic())
             for fd in poller.poll(max(0.0, min(wait, 0.05))):
                 entry = inflight.pop(fd, None)
                 poller.unregister(fd)

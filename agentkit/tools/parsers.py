@@ -108,11 +108,15 @@ def masscan_json(output: bytes, record_type: str, default_target: str) -> List[R
     return records
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError("%s is not JSON" % name)
+
+
 def jsonl(output: bytes, record_type: str, default_target: str) -> List[Record]:
     records: List[Record] = []
     for line in output.decode("utf-8", "replace").splitlines():
         try:
-            item = json.loads(line)
+            item = json.loads(line, parse_constant=_no_constants)
         except ValueError:
             continue
         if (

@@ -15,12 +15,12 @@ import math
 import re
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List, Set, Tuple
 
 from agentkit.context import TaskContext, TaskStopped
 from agentkit.params import get_bool, get_float, get_int, parse_ports
 from agentkit.tools.connect_engine import OPEN, REFUSED, probe
+from agentkit.tools.fanout import for_each
 from agentkit.tools.tcp_connect import resolve_hosts
 
 _RTT = re.compile(rb"time[=<]\s*([\d.]+)\s*ms")
@@ -54,12 +54,15 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
         return
     wait = str(max(1, int(math.ceil(timeout))))
 
-    def icmp_probe(entry: Tuple[str, int, str]) -> None:
-        label, _, address = entry
+    entries = {label: address for label, _, address in hosts}
+
+    def icmp_probe(label: str) -> None:
         if ctx.should_stop():
             return
         try:
-            code, out, _ = ctx.run_program([ping, "-n", "-c", "1", "-W", wait, address], timeout=timeout + 2)
+            code, out, _ = ctx.run_program(
+                [ping, "-n", "-c", "1", "-W", wait, entries[label]], timeout=timeout + 2
+            )
         except TaskStopped:
             return
         if code == 0:
@@ -68,13 +71,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
                 if label in up:
                     return
                 up.add(label)
-            ctx.emit(
-                "host_up",
-                label,
-                {"host": label, "via": "icmp", "rtt_ms": float(match.group(1)) if match else 0.0},
-            )
+            rtt = float(match.group(1)) if match else 0.0
+            ctx.emit("host_up", label, {"host": label, "via": "icmp", "rtt_ms": rtt})
 
-    remaining = [entry for entry in hosts if entry[0] not in up]
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(remaining)))) as pool:
-        list(pool.map(icmp_probe, remaining))
-    ctx.check()
+    for_each(ctx, [label for label in entries if label not in up], icmp_probe, 32)

@@ -132,13 +132,15 @@ class FleetscanApp(App[int]):
         self.view = view
         if self.watcher.selected_run is None and view.selected_run is not None:
             self.watcher.selected_run = view.selected_run
+        if not self.main.ready:
+            return
         with self.batch_update():
             self.main.show_view(view, self.watcher.selected_run, self.selected_run(), self.clock())
         self.views_drawn += 1
 
     def _tick(self) -> None:
         """Durations, ETAs and heartbeat ages move with the clock, not with the store."""
-        if self.view is None or self._closing:
+        if self.view is None or self._closing or not self.main.ready:
             return
         with self.batch_update():
             self.main.tick(self.view, self.clock())
@@ -169,6 +171,7 @@ class FleetscanApp(App[int]):
         def submitted(run_id: str | None) -> None:
             if run_id:
                 self.watcher.selected_run = run_id
+                self.main.cursor_to = run_id
                 self.watcher.poke()
                 self.notify(f"Run {run_id} submitted.", title="New run")
 

@@ -45,12 +45,20 @@ class MainScreen(Screen[None]):
         for selector, title in titles.items():
             self.query_one(selector).border_title = title
         self.query_one(RunsTable).focus()
+        self.ready = True
+        self.app.watcher.poke()  # type: ignore[attr-defined]
+
+    #: set once composed: views that arrive earlier wait for the next one
+    ready = False
+    #: a run to put the cursor on as soon as it shows up (one submitted from the modal)
+    cursor_to: str | None = None
 
     def show_view(self, view: ConsoleView, selected_id: str | None, selected: RunRow | None, now: float) -> None:
         runs = self.query_one(RunsTable)
         runs.show(view.runs, now)
-        if selected_id is not None and selected_id in runs.row_keys and runs.selected_key() != selected_id:
-            runs.move_to(selected_id)  # e.g. a run just submitted from the modal
+        if self.cursor_to is not None and self.cursor_to in runs.row_keys:
+            runs.move_to(self.cursor_to)
+            self.cursor_to = None
         stages = self.query_one(StagesPanel)
         if view.selected_run == selected_id:
             stages.show(view.selected_run, view.stages, now)

@@ -1,0 +1,204 @@
+"""Chaos on local agents: kill -9, SIGSTOP, per-task timeouts, stragglers — through `fleetscan run`.
+
+Each test hurts a real `fleetscan run` process from outside (signals to the pids /proc
+shows), then compares what `fleetscan results` prints with a fault-free run of the same
+workflow, and checks the task-level facts the store keeps (attempts, who ran what, events).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.chaos import (
+    ChaosWorkflow,
+    FleetscanProcess,
+    agent_children,
+    alive,
+    events,
+    fault_free,
+    fleetscan,
+    kill_quietly,
+    only_run,
+    run_state,
+    straggler_copies,
+    record_set,
+    tasks,
+    tool_processes,
+    wait_until,
+    write_workflow,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _run(workflow: ChaosWorkflow, targets: str, db: Path, agents: str) -> FleetscanProcess:
+    return FleetscanProcess("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
+                            "--agents", agents, "--json", db=db)
+
+
+def _busiest_agent(marker: str, at_least: int) -> tuple[int, dict[int, str]]:
+    """An agent pid running ``at_least`` tool processes, with those (pid -> target)."""
+    running = tool_processes(marker)
+    by_agent: dict[int, dict[int, str]] = {}
+    for pid, (target, agent) in running.items():
+        if agent is not None:
+            by_agent.setdefault(agent, {})[pid] = target
+    for agent, tools in by_agent.items():
+        if len(tools) >= at_least:
+            return agent, tools
+    return 0, {}
+
+
+def test_agent_killed_mid_task_goes_to_another_agent_with_the_same_records(tmp_path: Path) -> None:
+    """kill -9 of one local agent and its tool children: its tasks run again on a DIFFERENT agent."""
+    workflow = ChaosWorkflow(tmp_path, sleep=2.0)
+    workflow.write()
+    targets = "127.0.0.1-6"  # 6 tasks over 3 agents of 4 slots: every agent keeps free slots (4+ each)
+    expected = fault_free(workflow, targets, tmp_path / "clean.db", agents="local:3")
+
+    db = tmp_path / "chaos.db"
+    with _run(workflow, targets, db, "local:3") as run:
+        victim, tools = wait_until(lambda: _busiest_agent(workflow.marker, 2)[0] and _busiest_agent(workflow.marker, 2),
+                                   60, "an agent running two tasks")
+        kill_quietly([victim])
+        for pid in tools:  # the tool children live in process groups of their own
+            kill_quietly([-pid])
+        moved = set(tools.values())
+
+        def redispatched() -> bool:
+            again = {t for t, agent in tool_processes(workflow.marker).values() if agent not in (victim, None)}
+            return moved <= again
+
+        wait_until(redispatched, 60, "the killed agent's targets to run under another agent")
+        assert run.wait(120) == 0, run.stderr()
+        run_id = json.loads(run.stdout())["run"]
+
+    assert record_set(db, run_id) == expected
+    alive_tasks = [t for t in tasks(db, run_id) if t["stage_id"] == "alive"]
+    retried = [t for t in alive_tasks if t["targets"][0] in moved]
+    assert len(retried) == len(moved) == 2
+    victim_names = {t["tried"][0] for t in retried}
+    assert len(victim_names) == 1, retried
+    (victim_name,) = victim_names
+    run_events = events(db, run_id)
+    for task in retried:
+        # a straggler copy (the re-run is the slowest task once the queue is empty) is an attempt too
+        assert task["state"] == "done" and task["attempts"] == 2 + straggler_copies(run_events, task["id"])
+        assert task["tried"] == [victim_name]
+        assert any(e["kind"] == "retry" and e["message"].startswith(f"task {task['id']} (alive) attempt 1/")
+                   and f"agent {victim_name} lost" in e["message"] for e in run_events), run_events
+    for task in alive_tasks:
+        if task not in retried:
+            assert task["state"] == "done" and task["attempts"] == 1 + straggler_copies(run_events, task["id"])
+            assert task["tried"] == []
+    messages = [e["message"] for e in events(db)]
+    assert any(m.startswith(f"agent {victim_name} lost") for m in messages), messages
+    assert not tool_processes(workflow.marker)
+
+
+def test_a_silent_agent_loses_its_tasks_and_waking_it_duplicates_nothing(tmp_path: Path) -> None:
+    """SIGSTOP one agent mid-task: heartbeats notice, its tasks run elsewhere; SIGCONT adds nothing."""
+    workflow = ChaosWorkflow(tmp_path, sleep=2.0)
+    workflow.write()
+    targets = "127.0.0.1-6"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db", agents="local:3")
+
+    db = tmp_path / "chaos.db"
+    with _run(workflow, targets, db, "local:3") as run:
+        victim, tools = wait_until(lambda: _busiest_agent(workflow.marker, 2)[0] and _busiest_agent(workflow.marker, 2),
+                                   60, "an agent running two tasks")
+        os.kill(victim, signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
+        try:
+            moved = set(tools.values())
+            # its tasks run elsewhere: re-dispatched once it is declared lost, or copied as stragglers first
+            wait_until(
+                lambda: moved <= {t for t, a in tool_processes(workflow.marker).values() if a not in (victim, None)},
+                60, "the silent agent's targets to run under another agent",
+            )
+            lost = wait_until(lambda: [e for e in events(db) if "lost: no answer for" in e["message"]], 60,
+                              "the heartbeat to declare the silent agent lost")
+        finally:
+            kill_quietly([victim], signal.SIGCONT)  # whatever it still had to say must change nothing
+        assert run.wait(120) == 0, run.stderr()
+        run_id = json.loads(run.stdout())["run"]
+
+    assert record_set(db, run_id) == expected
+    (victim_name,) = {e["message"].split()[1] for e in lost}
+    run_events = events(db, run_id)
+    retried = [t for t in tasks(db, run_id) if t["stage_id"] == "alive" and t["targets"][0] in moved]
+    assert len(retried) == 2
+    for task in retried:
+        assert task["state"] == "done" and task["agent"] != victim_name
+        assert task["tried"] in ([], [victim_name])  # [] when a straggler copy had already won
+        assert task["attempts"] == 1 + len(task["tried"]) + straggler_copies(run_events, task["id"])
+    wait_until(lambda: not alive(victim), 10, "the silent agent to be killed")
+    assert not tool_processes(workflow.marker)
+
+
+def test_task_timeout_fails_the_task_after_its_retries_and_the_run(tmp_path: Path) -> None:
+    """noop sleep 60 with a 1 s stage timeout: every attempt times out, the reason is kept, exit code 1."""
+    workflow = write_workflow(tmp_path / "wf.yaml", "hang", [{
+        "id": "wait", "tool": "noop", "with": {"sleep": 60}, "targets": {"from": "input", "type": "host"},
+        "chunk": 1, "retries": 1, "timeout": 1,
+    }])
+    db = tmp_path / "timeout.db"
+    done = fleetscan("run", "hang", "--targets", "127.0.0.1", "--workflows", str(workflow), "--agents", "local:2",
+                     "--json", db=db, timeout=120)
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "failed"
+    assert summary["stages"][0]["tasks_failed"] == 1 and summary["results"] == 0
+    (task,) = tasks(db, summary["run"])
+    assert task["state"] == "failed" and task["attempts"] == 2
+    assert "timeout" in (task["error"] or ""), task
+    (first,) = task["tried"]
+    assert task["agent"] != first  # the retry went to the other agent
+    retries = [e for e in events(db, summary["run"]) if e["kind"] == "retry"]
+    assert len(retries) == 1 and "timeout" in retries[0]["message"]
+    assert only_run(db) == summary["run"]
+
+
+def test_straggler_copy_first_done_wins_and_the_loser_is_cancelled(tmp_path: Path) -> None:
+    """One task hangs (60 s) the first time only; once nothing is queued, a copy runs on the idle agent,
+    finishes first and wins; the hung original is cancelled on its box (its tool process killed)."""
+    workflow = ChaosWorkflow(tmp_path, sleep=0.3, options=("slow_once=127.0.0.1", "slow_s=60", f"state_dir={tmp_path}"))
+    workflow.write()
+    targets = "127.0.0.1-4"
+    plain = ChaosWorkflow(tmp_path / "plain", sleep=0.3)
+    plain.write()
+    expected = fault_free(plain, targets, tmp_path / "clean.db")
+
+    db = tmp_path / "straggler.db"
+    # a master that outlives the run, so only the cancel can have killed the loser's tool
+    with FleetscanProcess("master", "--agents", "local:2", "--workflows", str(workflow.path), db=db) as master:
+        submitted = fleetscan("submit", workflow.name, "--targets", targets, "--workflows", str(workflow.path), db=db)
+        assert submitted.returncode == 0, submitted.stderr
+        run_id = submitted.stdout.strip()
+        original = wait_until(
+            lambda: next((p for p, (t, _) in tool_processes(workflow.marker).items() if t == "127.0.0.1"), None),
+            60, "the slow task to start",
+        )
+        wait_until(lambda: run_state(db, run_id) == "completed", 60, "the run to complete through the copy")
+        wait_until(lambda: not alive(original), 20, "the losing original's tool process to be killed")
+        assert master.proc.poll() is None, master.stderr()
+        agents = agent_children(master.pid)
+        assert len(agents) == 2
+        assert master.interrupt() == 130, master.stderr()  # SPEC: 130 interrupted by Ctrl-C
+
+    assert record_set(db, run_id) == expected
+    run_events = events(db, run_id)
+    slow = next(t for t in tasks(db, run_id) if t["targets"] == ["127.0.0.1"] and t["stage_id"] == "alive")
+    (copy,) = [e["message"] for e in run_events if e["kind"] == "straggler"]
+    assert copy.startswith(f"task {slow['id']} slow on ")
+    loser, winner = copy.split(" slow on ")[1].split(": copy on ")
+    assert slow["state"] == "done" and slow["agent"] == winner != loser
+    assert slow["attempts"] == 2 and slow["tried"] == []  # a copy is an attempt, not a failure
+    others = [t for t in tasks(db, run_id) if t["id"] != slow["id"]]
+    assert all(t["state"] == "done" and t["attempts"] == 1 for t in others)
+    assert not tool_processes(workflow.marker)
+    wait_until(lambda: not any(alive(pid) for pid in agents), 10, "the master's agents to exit")

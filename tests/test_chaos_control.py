@@ -1,0 +1,131 @@
+"""Run control from another process, through the CLI: pause, resume, stop — and nothing left behind.
+
+The intents are separate `fleetscan pause|resume|stop` processes acting on a run that a
+`fleetscan run` or `fleetscan master` process drives; every check is on the store, the
+record set, and /proc. Deadlines are generous (the machine is shared); the real latencies
+are measured in benchmarks/bench_chaos.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.chaos import (
+    ChaosWorkflow,
+    FleetscanProcess,
+    agent_children,
+    alive,
+    events,
+    fault_free,
+    fleetscan,
+    query,
+    record_set,
+    run_state,
+    straggler_copies,
+    tasks,
+    tool_processes,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _done(db: Path, run_id: str) -> dict[int, float]:
+    return {r["id"]: r["ended"] for r in query(db, "SELECT id, ended FROM tasks WHERE run_id = ? AND state = 'done'",
+                                              (run_id,))}
+
+
+def test_pause_stops_dispatch_and_resume_finishes_with_the_same_records(tmp_path: Path) -> None:
+    workflow = ChaosWorkflow(tmp_path, sleep=0.5, ports_stage=False)
+    workflow.write()
+    targets = "127.0.0.1-64"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db")
+
+    db = tmp_path / "pause.db"
+    with FleetscanProcess("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
+                          "--agents", "local:2", "--json", db=db) as run:
+        run_id = wait_until(lambda: _run_id(db), 60, "the run")
+        wait_until(lambda: len(_done(db, run_id)) >= 4, 60, "some tasks done")
+        paused = fleetscan("pause", run_id, db=db)
+        assert paused.returncode == 0, paused.stderr
+        assert run_state(db, run_id) == "paused"
+        # the running tasks finish; `fleetscan run` then returns, the run paused and resumable
+        code = run.wait(60)
+        assert json.loads(run.stdout())["state"] == "paused" and code == 1, run.stderr()
+    wait_until(lambda: not tool_processes(workflow.marker), 30, "the running tasks to end")
+    before = _done(db, run_id)
+    time.sleep(1.5)  # nothing may start while paused
+    assert not tool_processes(workflow.marker)
+    assert _done(db, run_id) == before
+    assert query(db, "SELECT count(*) AS n FROM tasks WHERE run_id = ? AND state = 'leased'", (run_id,))[0]["n"] == 0
+    assert 4 <= len(before) < 64
+
+    resumed = fleetscan("resume", run_id, "--json", db=db, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["state"] == "completed"
+    assert record_set(db, run_id) == expected
+    after = _done(db, run_id)
+    assert {i: after[i] for i in before} == before, "a task done before the pause was run again"
+    run_events = events(db, run_id)
+    for task in tasks(db, run_id):
+        # a claimed but undispatched task got its attempt back at the pause
+        assert task["state"] == "done" and task["attempts"] == 1 + straggler_copies(run_events, task["id"]), task
+    kinds = [e["kind"] for e in run_events]
+    assert "pause" in kinds and "resume" in kinds
+
+
+def test_stop_cancels_running_tasks_on_the_boxes_while_the_master_serves_on(tmp_path: Path) -> None:
+    """`fleetscan stop` against a `fleetscan master`: the tools die, the agents stay, the run ends stopped."""
+    workflow = ChaosWorkflow(tmp_path, sleep=60.0)
+    workflow.write()
+    db = tmp_path / "stop.db"
+    with FleetscanProcess("master", "--agents", "local:2", "--workflows", str(workflow.path), db=db) as master:
+        submitted = fleetscan("submit", workflow.name, "--targets", "127.0.0.1-6", "--workflows",
+                              str(workflow.path), db=db)
+        assert submitted.returncode == 0, submitted.stderr
+        run_id = submitted.stdout.strip()
+        tools = wait_until(lambda: len(tool_processes(workflow.marker)) == 6 and tool_processes(workflow.marker),
+                           60, "six tool processes")
+        agents = agent_children(master.pid)
+        assert len(agents) == 2
+        stopped = fleetscan("stop", run_id, db=db)
+        assert stopped.returncode == 0, stopped.stderr
+        wait_until(lambda: run_state(db, run_id) == "stopped", 30, "the run to end stopped")
+        wait_until(lambda: not any(alive(pid) for pid in tools), 30, "the tool processes to be killed")
+        assert master.proc.poll() is None and all(alive(pid) for pid in agents), "the master and agents serve on"
+        assert master.interrupt() == 130, master.stderr()
+    assert {t["state"] for t in tasks(db, run_id)} == {"cancelled"}
+    assert record_set(db, run_id) == set()
+    wait_until(lambda: not any(alive(pid) for pid in agents), 10, "the agents to exit with the master")
+
+
+def test_stop_ends_fleetscan_run_with_nothing_left_behind(tmp_path: Path) -> None:
+    """`fleetscan stop` against `fleetscan run`: exit 1, run stopped, no agent or tool process remains."""
+    workflow = ChaosWorkflow(tmp_path, sleep=60.0)
+    workflow.write()
+    db = tmp_path / "stop.db"
+    with FleetscanProcess("run", workflow.name, "--targets", "127.0.0.1-6", "--workflows", str(workflow.path),
+                          "--agents", "local:2", "--json", db=db) as run:
+        run_id = wait_until(lambda: _run_id(db), 60, "the run")
+        wait_until(lambda: len(tool_processes(workflow.marker)) == 6, 60, "six tool processes")
+        agents = agent_children(run.pid)
+        assert len(agents) == 2
+        stopped = fleetscan("stop", run_id, db=db)
+        assert stopped.returncode == 0, stopped.stderr
+        assert run.wait(60) == 1, run.stderr()
+        assert json.loads(run.stdout())["state"] == "stopped"
+    assert run_state(db, run_id) == "stopped"
+    assert {t["state"] for t in tasks(db, run_id)} == {"cancelled"}
+    wait_until(lambda: not tool_processes(workflow.marker), 10, "no tool process left")
+    wait_until(lambda: not any(alive(pid) for pid in agents), 10, "no agent process left")
+    assert any(e["kind"] == "stop" for e in events(db, run_id))
+
+
+def _run_id(db: Path) -> str | None:
+    from tests.fixtures.chaos import only_run
+
+    return only_run(db)

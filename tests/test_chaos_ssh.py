@@ -1,0 +1,199 @@
+"""Chaos over real SSH boxes (sshd on 127.0.0.2 and 127.0.0.3): a box dies, a box keeps failing,
+a box cannot start its agent, the master is killed mid-run and resumed.
+
+Every run is a real `fleetscan run|resume --agents INVENTORY` process; the faults are real
+(sshd and everything it forked SIGKILLed, a tool that fails on one box only because that
+box's sshd exports ``FLEETSCAN_TEST_BOX``, a python that is /bin/false), and every run is
+judged against a fault-free run of the same workflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.chaos import (
+    STAGE0_MARKER,
+    ChaosWorkflow,
+    FleetscanProcess,
+    alive,
+    events,
+    fault_free,
+    fleetscan,
+    kill_quietly,
+    only_run,
+    processes_with,
+    query,
+    record_set,
+    straggler_copies,
+    tasks,
+    tool_processes,
+    wait_until,
+)
+from tests.fixtures.sshd import SshdBox, SshdFleet
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
+
+
+def _inventory(path: Path, fleet: SshdFleet, slots: int = 2, extra: list[dict[str, Any]] | None = None) -> Path:
+    entries = fleet.inventory_entries(slots=slots) + (extra or [])
+    path.write_text(yaml.safe_dump({"agents": entries}, sort_keys=False))
+    return path
+
+
+def _on_box(box: SshdBox, marker: str) -> dict[int, str]:
+    """Tool processes (pid -> target) running on ``box`` (below its sshd)."""
+    below = set(box.descendants())
+    return {pid: target for pid, (target, _) in tool_processes(marker).items() if pid in below}
+
+
+def _agents_on(box: SshdBox) -> list[int]:
+    below = set(box.descendants())
+    return [pid for pid in processes_with(STAGE0_MARKER) if pid in below]
+
+
+def _agent_states(db: Path) -> dict[str, str]:
+    try:
+        return {r["name"]: r["state"] for r in query(db, "SELECT name, state FROM agents")}
+    except AssertionError:
+        return {}
+
+
+def _run(workflow: ChaosWorkflow, targets: str, db: Path, inventory: Path) -> FleetscanProcess:
+    return FleetscanProcess("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
+                            "--agents", str(inventory), "--json", db=db)
+
+
+def test_a_box_whose_sshd_dies_hands_its_tasks_to_the_other(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    workflow = ChaosWorkflow(tmp_path, sleep=2.0)
+    workflow.write()
+    inventory = _inventory(tmp_path / "agents.yaml", sshd_boxes)
+    targets = "127.0.0.1-8"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db", agents=str(inventory))
+    box1, box2 = sshd_boxes.box("box1"), sshd_boxes.box("box2")
+
+    db = tmp_path / "chaos.db"
+    with _run(workflow, targets, db, inventory) as run:
+        lost = wait_until(lambda: len(_on_box(box1, workflow.marker)) == 2 and _on_box(box1, workflow.marker),
+                          60, "two tasks running on box1")
+        box1.kill()  # sshd, its sessions, the agent and its tools: the box is gone
+        moved = set(lost.values())
+        wait_until(lambda: moved <= set(_on_box(box2, workflow.marker).values()), 60, "box1's targets on box2")
+        # the agents table shows the lost box down while the run goes on without it
+        wait_until(lambda: _agent_states(db).get("box1") == "down" and _agent_states(db).get("box2") == "up",
+                   30, "box1 shown down in the agents table")
+        assert run.wait(120) == 0, run.stderr()
+        run_id = json.loads(run.stdout())["run"]
+
+    assert record_set(db, run_id) == expected
+    run_events = events(db, run_id)
+    for task in tasks(db, run_id):
+        assert task["state"] == "done"
+        if task["stage_id"] == "alive" and task["targets"][0] in moved:
+            assert task["tried"] == ["box1"] and task["agent"] == "box2"
+            assert task["attempts"] == 2 + straggler_copies(run_events, task["id"])
+    (box1_row,) = query(db, "SELECT state, error FROM agents WHERE name = 'box1'")
+    assert box1_row["state"] == "down" and box1_row["error"], box1_row
+    assert any(e["message"].startswith("agent box1 lost") for e in events(db))
+
+
+def test_a_box_that_keeps_failing_is_set_aside_and_the_run_goes_on(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    """Every task fails on box1 (the tool exits 1 there): box1 is set aside, box2 does the work."""
+    workflow = ChaosWorkflow(tmp_path, sleep=0.3, retries=4, options=("fail_on=box1",))
+    workflow.write()
+    inventory = _inventory(tmp_path / "agents.yaml", sshd_boxes)
+    targets = "127.0.0.1-16"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db")  # local agents: no box fails there
+
+    db = tmp_path / "chaos.db"
+    seen: set[str] = set()
+    with _run(workflow, targets, db, inventory) as run:
+        def set_aside() -> bool:
+            seen.add(_agent_states(db).get("box1", ""))
+            return "set_aside" in seen
+
+        wait_until(set_aside, 60, "box1 shown set aside in the agents table")
+        assert run.wait(120) == 0, run.stderr()
+        run_id = json.loads(run.stdout())["run"]
+
+    assert record_set(db, run_id) == expected
+    all_tasks = tasks(db, run_id)
+    assert all(t["state"] == "done" and t["agent"] == "box2" for t in all_tasks), all_tasks
+    failed_on_box1 = [t for t in all_tasks if "box1" in t["tried"]]
+    assert len(failed_on_box1) >= 5
+    assert all(set(t["tried"]) == {"box1"} for t in failed_on_box1)
+    messages = [e["message"] for e in events(db)]
+    assert any(m.startswith("agent box1 set aside after 5 failures") for m in messages), messages
+    assert any("failing on purpose on box1" in e["message"] for e in events(db, run_id) if e["kind"] == "retry")
+
+
+def test_a_box_that_cannot_start_its_agent_does_not_stop_the_run(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    """A box whose python is /bin/false never comes up: shown down with the reason, the others do the run."""
+    workflow = ChaosWorkflow(tmp_path, sleep=0.2)
+    workflow.write()
+    box2 = sshd_boxes.box("box2")
+    broken = {**sshd_boxes.inventory_entries([box2])[0], "name": "broken", "python": "/bin/false"}
+    inventory = _inventory(tmp_path / "agents.yaml", sshd_boxes, extra=[broken])
+    targets = "127.0.0.1-6"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db")
+
+    db = tmp_path / "chaos.db"
+    done = fleetscan("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
+                     "--agents", str(inventory), "--json", db=db, timeout=180)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run"]
+    assert record_set(db, run_id) == expected
+    assert {t["agent"] for t in tasks(db, run_id)} <= {"box1", "box2"}
+    assert all(t["tried"] == [] for t in tasks(db, run_id))
+    (row,) = query(db, "SELECT state, error, tasks_done FROM agents WHERE name = 'broken'")
+    assert row["state"] == "down" and row["error"] and row["tasks_done"] == 0, row
+    assert any(e["message"].startswith("agent broken down") for e in events(db))
+
+
+def test_master_killed_mid_run_then_resume_finishes_without_rerunning_done_tasks(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    """kill -9 of `fleetscan run` over SSH boxes: its agents exit by themselves; `resume` completes the run."""
+    workflow = ChaosWorkflow(tmp_path, sleep=0.6)
+    workflow.write()
+    inventory = _inventory(tmp_path / "agents.yaml", sshd_boxes)
+    targets = "127.0.0.1-16"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db")
+    boxes = sshd_boxes.boxes
+
+    db = tmp_path / "crash.db"
+    with _run(workflow, targets, db, inventory) as run:
+        run_id = wait_until(lambda: only_run(db), 60, "the run")
+        wait_until(lambda: len(query(db, "SELECT id FROM tasks WHERE state = 'done'")) >= 3, 60, "some tasks done")
+        agents = wait_until(lambda: [p for box in boxes for p in _agents_on(box)], 10, "the agents on the boxes")
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(30)
+    done_before = {r["id"]: (r["attempts"], r["ended"]) for r in
+                   query(db, "SELECT id, attempts, ended FROM tasks WHERE run_id = ? AND state = 'done'", (run_id,))}
+    assert query(db, "SELECT state FROM runs")[0]["state"] == "running"
+    # no master: the agents' stdin closes (the SSH connection is gone), they exit, their tools die
+    wait_until(lambda: not any(alive(pid) for pid in agents), 30, "the dead master's agents to exit")
+    wait_until(lambda: not tool_processes(workflow.marker), 30, "the dead master's tools to exit")
+    assert not [p for box in boxes for p in _agents_on(box)]
+
+    resumed = fleetscan("resume", run_id, "--json", db=db, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["state"] == "completed"
+    assert record_set(db, run_id) == expected
+    after = {r["id"]: (r["attempts"], r["ended"]) for r in
+             query(db, "SELECT id, attempts, ended FROM tasks WHERE run_id = ?", (run_id,))}
+    assert {i: after[i] for i in done_before} == done_before, "a task done before the crash was run again"
+    assert any(e["kind"] == "adopt" and "(gone)" in e["message"] for e in events(db, run_id))
+    kill_quietly(agents)

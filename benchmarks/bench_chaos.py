@@ -1,0 +1,165 @@
+"""What faults and run control cost: kill -> re-dispatch, the wall time one kill adds, pause/stop latency.
+
+    python -m benchmarks.bench_chaos
+
+Everything goes through the real CLI (`fleetscan run|pause|stop` processes), real local
+agents, and the chaos tool of tests/fixtures/chaos.py (one process per target, on
+127.0.0.0/8 targets only, which it never contacts). Times come from /proc: a tool process's
+start time says when its task reached an agent, its disappearance when it was killed; the
+clock is CLOCK_BOOTTIME, the one /proc uses.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.fixtures.chaos import (
+    ChaosWorkflow,
+    FleetscanProcess,
+    boottime,
+    fleetscan,
+    kill_quietly,
+    only_run,
+    query,
+    run_state,
+    started_at,
+    tool_processes,
+    wait_until,
+)
+
+COMMAND = "python -m benchmarks.bench_chaos"
+TRIALS = int(os.environ.get("BENCH_CHAOS_TRIALS", "5"))
+KILL_TARGETS = "127.0.0.1-6"  # 6 one-target tasks over 3 agents: every agent keeps free slots
+
+
+def _row(figure: str, value: str, goal: str) -> dict[str, str]:
+    return {"figure": figure, "value": value, "goal": goal, "command": COMMAND}
+
+
+def _run(workflow: ChaosWorkflow, targets: str, db: Path, agents: str) -> FleetscanProcess:
+    return FleetscanProcess("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
+                            "--agents", agents, db=db)
+
+
+def _busiest(marker: str) -> tuple[int, dict[int, str]] | None:
+    by_agent: dict[int, dict[int, str]] = {}
+    for pid, (target, agent) in tool_processes(marker).items():
+        if agent is not None:
+            by_agent.setdefault(agent, {})[pid] = target
+    return max(by_agent.items(), key=lambda item: len(item[1]), default=None) if by_agent else None
+
+
+def _kill_trial(tmp: Path, index: int, kill: bool) -> tuple[float, float | None]:
+    """One `fleetscan run` (wall time), with one agent killed mid-task: (wall s, kill -> re-dispatch s)."""
+    workflow = ChaosWorkflow(tmp / f"kill{index}-{int(kill)}", sleep=2.0, ports_stage=False)
+    workflow.write()
+    started = time.monotonic()
+    redispatch = None
+    with _run(workflow, KILL_TARGETS, workflow.dir / "db", "local:3") as run:
+        if kill:
+            victim, tools = wait_until(lambda: (_busiest(workflow.marker) or (0, {}))[1] and _busiest(workflow.marker),
+                                       60, "tasks on an agent")
+            killed_at = boottime()
+            kill_quietly([victim, *(-pid for pid in tools)])
+            moved = set(tools.values())
+            again: dict[str, float] = {}
+
+            def landed() -> bool:
+                for pid, (target, agent) in tool_processes(workflow.marker).items():
+                    if target in moved and agent not in (victim, None) and target not in again:
+                        again[target] = started_at(pid) or boottime()
+                return set(again) == moved
+
+            wait_until(landed, 60, "the re-dispatch", every=0.005)
+            redispatch = max(again.values()) - killed_at
+        code = run.wait(120)
+        if code != 0:
+            raise RuntimeError(f"run failed ({code}): {run.stderr()[-500:]}")
+    return time.monotonic() - started, redispatch
+
+
+def _kill_rows(tmp: Path) -> list[dict[str, str]]:
+    clean = [_kill_trial(tmp, i, kill=False)[0] for i in range(max(2, TRIALS // 2))]
+    trials = [_kill_trial(tmp, i, kill=True) for i in range(TRIALS)]
+    latencies = sorted(r for _, r in trials if r is not None)
+    walls = [w for w, _ in trials]
+    p50 = statistics.median(latencies)
+    return [
+        _row(f"agent kill -9 -> its tasks start on another agent (p50 of {len(latencies)}, max)",
+             f"{p50 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms", "< 2 s"),
+        _row("wall time of a 6-task run (2 s tasks, local:3): fault-free vs one agent killed (medians)",
+             f"{statistics.median(clean):.2f} s vs {statistics.median(walls):.2f} s "
+             f"(+{statistics.median(walls) - statistics.median(clean):.2f} s)",
+             "extra ~ the lost work, not more"),
+    ]
+
+
+def _pause_rows(tmp: Path) -> list[dict[str, str]]:
+    """`fleetscan pause` while 16 tasks run: when did the last task start after the command was launched?"""
+    workflow = ChaosWorkflow(tmp / "pause", sleep=0.3, ports_stage=False)
+    workflow.write()
+    db = workflow.dir / "db"
+    with _run(workflow, "127.0.0.1-127.0.1.144", db, "local:2") as run:
+        run_id = wait_until(lambda: only_run(db), 60, "the run")
+        wait_until(lambda: query(db, "SELECT count(*) AS n FROM tasks WHERE state = 'done'")[0]["n"] >= 32, 60,
+                   "progress")
+        starts: dict[int, float] = {}
+        launched = boottime()
+        command = time.monotonic()
+        paused = fleetscan("pause", run_id, db=db)
+        command = time.monotonic() - command
+        if paused.returncode != 0:
+            raise RuntimeError(paused.stderr)
+        watch_until = time.monotonic() + 3.0
+        while time.monotonic() < watch_until:
+            for pid in tool_processes(workflow.marker):
+                if pid not in starts:
+                    starts[pid] = started_at(pid) or boottime()
+            time.sleep(0.005)
+        run.wait(60)
+        fleetscan("stop", run_id, db=db)
+    last = max((s - launched for s in starts.values() if s > launched), default=0.0)
+    return [_row("`fleetscan pause` launched -> last task dispatched (incl. the command's own "
+                 f"{command * 1000:.0f} ms)", f"{last * 1000:.0f} ms", "< 1 s")]
+
+
+def _stop_rows(tmp: Path) -> list[dict[str, str]]:
+    """`fleetscan stop` while 6 tool processes sleep 60 s: when are they gone, when is the run stopped?"""
+    workflow = ChaosWorkflow(tmp / "stop", sleep=60.0, ports_stage=False)
+    workflow.write()
+    db = workflow.dir / "db"
+    with _run(workflow, "127.0.0.1-6", db, "local:2") as run:
+        run_id = wait_until(lambda: only_run(db), 60, "the run")
+        wait_until(lambda: len(tool_processes(workflow.marker)) == 6, 60, "six tool processes")
+        launched = time.monotonic()
+        stopped = fleetscan("stop", run_id, db=db)
+        command = time.monotonic() - launched
+        if stopped.returncode != 0:
+            raise RuntimeError(stopped.stderr)
+        wait_until(lambda: not tool_processes(workflow.marker), 30, "tools gone", every=0.005)
+        tools_gone = time.monotonic() - launched
+        wait_until(lambda: run_state(db, run_id) == "stopped", 30, "stopped", every=0.005)
+        state_stopped = time.monotonic() - launched
+        run.wait(60)
+        exited = time.monotonic() - launched
+    return [
+        _row(f"`fleetscan stop` launched -> tool processes killed on the boxes (command {command * 1000:.0f} ms)",
+             f"{tools_gone * 1000:.0f} ms", "< 1 s after the command"),
+        _row("`fleetscan stop` launched -> run state stopped / `fleetscan run` exited",
+             f"{state_stopped * 1000:.0f} ms / {exited * 1000:.0f} ms", "< 1 s after the command"),
+    ]
+
+
+def run() -> list[dict[str, str]]:
+    with tempfile.TemporaryDirectory(prefix="bench-chaos-") as name:
+        tmp = Path(name)
+        return _kill_rows(tmp) + _pause_rows(tmp) + _stop_rows(tmp)
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(f"{row['figure']:<100} {row['value']:>28}   goal {row['goal']}")

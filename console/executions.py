@@ -16,6 +16,7 @@ from typing import Any
 
 from console.fleet import AgentHandle
 from console.planner import RunPlanner, StageSpec
+from console.targets import host_of
 
 
 @dataclass
@@ -96,6 +97,26 @@ class RunContext:
     dispatched: int = 0
     dispatched_to: set[str] = field(default_factory=set)
     templates: dict[str, TaskTemplate] = field(default_factory=dict)
+    _scope_cache: dict[str, bool] = field(default_factory=dict)
+
+    def in_scope(self, record: Any, tool: str) -> bool:
+        """Is this validated record about something inside the run's scope?
+
+        Its host (or its url's host) must be in scope; a ``dns`` answer is about the
+        name asked for (its target), so that name being in scope is enough. Answers
+        are cached per host: a port scan reports one host many times.
+        """
+        data = record.data
+        host = data.get("host") or host_of(str(data.get("url") or "")) or ""
+        verdict = self._scope_cache.get(host)
+        if verdict is None:
+            verdict = bool(host) and self.planner.scope.contains(host)
+            if len(self._scope_cache) > 50_000:
+                self._scope_cache.clear()
+            self._scope_cache[host] = verdict
+        if not verdict and tool == "dns":
+            return bool(record.target) and self.planner.scope.contains(record.target)
+        return verdict
 
     def task_line(self, stage_id: str, exec_id: str, targets: list[str]) -> bytes:
         template = self.templates.get(stage_id)

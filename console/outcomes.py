@@ -37,6 +37,7 @@ class OutcomeTracker:
     wake: asyncio.Event
     dispatch_wake: asyncio.Event
     _dropped_lines: int
+    _out_of_scope: int
 
     def _on_message(self, handle: AgentHandle, message: Any) -> None:
         if isinstance(message, wire.Results):
@@ -80,6 +81,15 @@ class OutcomeTracker:
                 ex.cancelled = "invalid"
                 self._send_later(handle, wire.Cancel(op="cancel", id=ex.exec_id))
                 break
+            if checked.type != "baseline" and not ctx.in_scope(checked, tool):
+                self._out_of_scope += 1
+                if self._out_of_scope <= 20 or self._out_of_scope % 1000 == 0:
+                    self._event(
+                        ex.task.run_id, "warning", "protocol",
+                        f"agent {handle.name}: {checked.type} record about {checked.key[:80]} is outside the run's"
+                        " scope: dropped",
+                    )
+                continue
             rows.append((
                 ex.task.run_id, ex.task.stage_id, checked.type, checked.key, checked.target, handle.name,
                 ex.task.task_id, ts, json.dumps(checked.data, separators=(",", ":")),

@@ -85,6 +85,7 @@ class Master(OutcomeTracker):
         self._queue_empty = False
         self._idle = False
         self._dropped_lines = 0
+        self._out_of_scope = 0
         self.dispatched_total = 0
         #: wall time of each run's first dispatch by this master (latency figures)
         self.first_dispatch: dict[str, float] = {}

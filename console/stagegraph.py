@@ -88,11 +88,8 @@ def _check_stage(
     if tool == "baseline" and source != "boxes":
         return (*here, "targets", "from"), "baseline checks the boxes themselves: use `from: boxes`"
     if source == "boxes" and tool not in BOX_TOOLS:
-        return (
-            *here,
-            "targets",
-            "from",
-        ), f"{tool} scans targets; only {', '.join(sorted(BOX_TOOLS))} run per box"
+        per_box = ", ".join(sorted(BOX_TOOLS))
+        return (*here, "targets", "from"), f"{tool} scans targets; only {per_box} run per box"
     if tool in TOOL_KINDS and kind not in TOOL_KINDS[tool]:
         wanted = " or ".join(sorted(TOOL_KINDS[tool]))
         return (*here, "targets", "type"), f"{tool} takes {wanted} targets, not {kind}"
@@ -102,11 +99,8 @@ def _check_stage(
         possible = _tool_outputs(stage)
         for pos, rtype in enumerate(stage.output):
             if rtype not in possible:
-                return (
-                    *here,
-                    "output",
-                    pos,
-                ), f"{tool} never reports {rtype} (it reports {', '.join(sorted(possible))})"
+                reports = ", ".join(sorted(possible))
+                return (*here, "output", pos), f"{tool} never reports {rtype} (it reports {reports})"
     where = stage.targets.where
     if where is not None and source in SOURCES:
         return (*here, "targets", "where"), f"`where` filters a stage's results; {source} has none"
@@ -157,14 +151,8 @@ def _check_where(
                 f"(fields: type, {', '.join(sorted(known_fields))})"
             )
     kind = stage.targets.type
-    if (
-        kind in ("port", "url")
-        and types
-        and all("port" not in records.FIELDS[t] and t != "http" for t in types)
-    ):
-        return (
-            *here,
-            "targets",
-            "type",
-        ), f"{', '.join(sorted(types))} records have no port to make a {kind} from"
+    portless = all("port" not in records.FIELDS[t] and t != "http" for t in types)
+    if kind in ("port", "url") and types and portless:
+        names = ", ".join(sorted(types))
+        return (*here, "targets", "type"), f"{names} records have no port to make a {kind} from"
     return None

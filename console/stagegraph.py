@@ -110,6 +110,11 @@ def _check_stage(
             return problem
     params = stage.params
     if isinstance(params, ExecParams):
+        if params.timeout > stage.timeout:
+            return (*here, "with", "timeout"), (
+                f"the program's timeout ({params.timeout:g} s) is longer than the stage's task timeout "
+                f"({stage.timeout:g} s): raise `timeout` of the stage too"
+            )
         for pos, arg in enumerate(params.argv):
             if arg == "{port}" and kind == "host":
                 return (*here, "with", "argv", pos), "{port} needs `type: port` or `type: url` targets"

@@ -319,8 +319,8 @@ class TargetSet:
                     values: Iterator[str] = (inet_ntoa(number.to_bytes(4, "big")) for number in numbers)
                 else:
                     values = (str(ipaddress.IPv6Address(number)) for number in numbers)
-                if kind is None:
-                    yield from values
+                if kind is None or kind in ("host", "ip"):
+                    yield from values  # an address is its own host: no per-value parsing
                 else:
                     for value in values:
                         yield as_kind(value, kind) or ""

@@ -212,6 +212,11 @@ def validate_value(kind: str, value: object) -> str:
     """
     if not isinstance(value, str):
         raise BadInput(f"bad {kind} value {show_value(repr(value))}: not a string")
+    return _validate_text(kind, value)
+
+
+@lru_cache(maxsize=65536)  # derived targets repeat (a host per open port); failures are not cached
+def _validate_text(kind: str, value: str) -> str:
     why = text_problem(value)
     if why is not None:
         raise BadInput(f"bad {kind} value {show_value(value)}: {why}")
@@ -242,6 +247,7 @@ _KIND_NAMES = {
 }
 
 
+@lru_cache(maxsize=65536)
 def host_of(value: str) -> str | None:
     """The canonical host of an ip / host / host:port / url value, or None if it is none of these."""
     if text_problem(value) is not None:

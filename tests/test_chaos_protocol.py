@@ -50,13 +50,6 @@ EXPECTED_TRACE: dict[str, tuple[str, str]] = {
     "outofscope": ("protocol", "127.0.0.250"),
 }
 
-OUT_OF_SCOPE_REASON = (
-    "finding for core (console/outcomes.py _on_results): a record about a host outside the run's scope and the "
-    "task's targets (here 127.0.0.250 for targets 127.0.0.1-8) is stored as a result; the planner later drops it "
-    "as a derived target, but the results stay polluted by whatever a box makes up. A fix needs a per-type rule "
-    "(baseline records name the box, not a target), so it is reported rather than patched here."
-)
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> set[RecordId]:
@@ -77,10 +70,7 @@ def _fleet(bad_python: Path) -> Callable[[str], list[AgentHandle]]:
     return handles
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=OUT_OF_SCOPE_REASON)) if m == "outofscope" else m
-    for m in MISBEHAVIOURS
-])
+@pytest.mark.parametrize("mode", MISBEHAVIOURS)
 async def test_a_misbehaving_agent_never_corrupts_the_run(
     mode: str, reference: set[RecordId], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -320,3 +320,16 @@ async def test_a_higher_priority_run_overtakes_a_long_one(tmp_path: Path) -> Non
         await wait_for(lambda: store.get_run(low)["state"] == "completed", 120, "the long run")
 
     await serving(master, overtake)
+
+
+async def test_a_record_about_a_host_outside_the_scope_is_never_stored(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    script = (
+        "import json, sys; [print(json.dumps(dict(type='host_up', target=h, data=dict(host=h, via='exec', rtt_ms=0.0))))"
+        " for h in (sys.argv[1], '127.0.0.250')]"
+    )
+    params = {"argv": [sys.executable, "-c", script, "{target}"], "parser": "jsonl"}
+    run_id = submit(store, [stage("a", tool="exec", params=params)], "127.0.0.1-2")
+    assert await asyncio.wait_for(Master(store, "local").run_until_done(run_id), 120) == RunState.COMPLETED
+    assert sorted(r["key"] for r in store.iter_results(run_id)) == ["127.0.0.1", "127.0.0.2"]
+    assert any("127.0.0.250" in e["message"] and e["kind"] == "protocol" for e in store.recent_events(run_id))

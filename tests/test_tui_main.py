@@ -22,14 +22,16 @@ from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, RUN_RECON, RUN_WEB, fi
 SIZE = (120, 40)
 
 
-async def wait_for(pilot: Pilot[int], predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+async def wait_for(
+    pilot: Pilot[int], predicate: Callable[[], bool], timeout: float = 20.0, why: Callable[[], str] = str
+) -> None:
     """Poll the UI until ``predicate`` holds (a generous deadline: the machine is shared)."""
     loops = int(timeout / 0.05)
     for _ in range(loops):
         if predicate():
             return
         await pilot.pause(0.05)
-    assert predicate(), "condition not reached before the deadline"
+    assert predicate(), f"condition not reached before the deadline {why()}"
 
 
 @pytest.fixture

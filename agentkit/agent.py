@@ -15,17 +15,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
-import socket
 import sys
 import threading
 import time
-import traceback
-from typing import IO, Any, Dict, Optional
+from typing import IO, TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 from agentkit import wire
-from agentkit.context import TaskContext, TaskStopped, ToolError
+
+if TYPE_CHECKING:
+    from agentkit.context import TaskContext
+
+# Start-up cost matters (every box, every run, before its hello): what only tasks need
+# (agentkit.context and its subprocess, the tools, traceback) is imported when a task
+# first needs it, and ``hello`` below does without shutil and socket.
 
 #: External programs worth telling the master about (exec templates, icmp ping, baseline commands).
 PROGRAMS = (
@@ -133,14 +136,27 @@ def archive_hash() -> str:
     return build_archive()[1]
 
 
-def hello(archive_sha: str) -> wire.Hello:
-    from agentkit.tools import REGISTRY
+def find_programs(names: Sequence[str], search_path: Optional[str] = None) -> Dict[str, str]:
+    """name -> first executable file of that name on PATH (``shutil.which`` without importing
+    shutil, and one pass over PATH for all names: ``hello`` runs it before anything else)."""
+    if search_path is None:
+        search_path = os.environ.get("PATH", os.defpath)
+    found: Dict[str, str] = {}
+    for folder in search_path.split(os.pathsep):
+        if not folder:
+            continue
+        for name in names:
+            if name in found:
+                continue
+            path = os.path.join(folder, name)
+            if os.access(path, os.X_OK) and os.path.isfile(path):
+                found[name] = path
+    return {name: found[name] for name in names if name in found}
 
-    programs = {}
-    for name in PROGRAMS:
-        path = shutil.which(name)
-        if path:
-            programs[name] = path
+
+def hello(archive_sha: str) -> wire.Hello:
+    from agentkit.tools import REGISTRY  # names only: no tool module is imported here
+
     return wire.Hello(
         op="hello",
         protocol=wire.PROTOCOL_VERSION,
@@ -148,8 +164,8 @@ def hello(archive_sha: str) -> wire.Hello:
         python="%d.%d.%d" % sys.version_info[:3],
         pid=os.getpid(),
         tools=sorted(REGISTRY),
-        programs=programs,
-        hostname=socket.gethostname(),
+        programs=find_programs(PROGRAMS),
+        hostname=os.uname().nodename,  # what socket.gethostname() returns, without importing socket
     )
 
 
@@ -238,6 +254,7 @@ class Agent:
     # -- tasks -------------------------------------------------------------------
 
     def _start_task(self, message: Dict[str, Any]) -> None:
+        from agentkit.context import TaskContext
         from agentkit.tools import REGISTRY
 
         task_id = message.get("id")
@@ -284,15 +301,19 @@ class Agent:
         running.thread.start()
 
     def _supervise(self, running: RunningTask) -> None:
+        from agentkit.context import TaskStopped, ToolError
         from agentkit.tools import REGISTRY
 
         task, ctx = running.task, running.ctx
-        tool = REGISTRY[task.tool]
         finished = threading.Event()
         outcome: Dict[str, Optional[str]] = {"error": "tool ended without a result"}
 
         def work() -> None:
             try:
+                try:
+                    tool = REGISTRY[task.tool]  # the tool's module is imported on its first task
+                except ImportError as err:
+                    raise ToolError("tool %s is not available on this box: %s" % (task.tool, err)) from err
                 tool(ctx, task.targets, task.params)
                 outcome["error"] = None
             except TaskStopped as err:
@@ -300,6 +321,8 @@ class Agent:
             except ToolError as err:
                 outcome["error"] = str(err) or type(err).__name__
             except Exception as err:  # a tool bug is the task's failure, never the agent's crash
+                import traceback
+
                 where = traceback.extract_tb(err.__traceback__)[-1:]
                 place = " (%s:%s)" % (os.path.basename(where[0].filename), where[0].lineno) if where else ""
                 outcome["error"] = "%s: %s%s" % (type(err).__name__, err, place)
@@ -413,12 +436,14 @@ def install_signal_handlers(agent: Agent) -> None:
 
 def main(archive_sha: Optional[str] = None) -> int:
     """Run the agent on this process's stdin/stdout; the hello carries ``archive_sha``."""
-    from agentkit.tools.connect_engine import raise_fd_limit
-
-    raise_fd_limit()  # scans keep thousands of sockets in flight; children inherit the higher limit too
     stream = take_stdout()
     writer = ProtocolWriter(stream)
     writer.send(hello(archive_sha or archive_hash()))
+    # after the hello (the master is reading it meanwhile), before any task: scans keep
+    # thousands of sockets in flight, and the tools' children inherit the higher limit too
+    from agentkit.tools.connect_engine import raise_fd_limit
+
+    raise_fd_limit()
     agent = Agent(writer)
     install_signal_handlers(agent)
     code = agent.serve(sys.stdin.buffer)

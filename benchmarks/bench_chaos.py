@@ -20,6 +20,7 @@ from pathlib import Path
 from tests.fixtures.chaos import (
     ChaosWorkflow,
     FleetscanProcess,
+    busiest_agent,
     fleetscan,
     kill_quietly,
     only_run,
@@ -43,14 +44,6 @@ def _run(workflow: ChaosWorkflow, targets: str, db: Path, agents: str) -> Fleets
                             "--agents", agents, db=db)
 
 
-def _busiest(marker: str) -> tuple[int, dict[int, str]] | None:
-    by_agent: dict[int, dict[int, str]] = {}
-    for pid, (target, agent) in tool_processes(marker).items():
-        if agent is not None:
-            by_agent.setdefault(agent, {})[pid] = target
-    return max(by_agent.items(), key=lambda item: len(item[1]), default=None) if by_agent else None
-
-
 def _kill_trial(tmp: Path, index: int, kill: bool) -> tuple[float, float | None]:
     """One `fleetscan run`, maybe with one agent killed mid-task: (run duration s, kill -> re-dispatch s).
 
@@ -61,8 +54,7 @@ def _kill_trial(tmp: Path, index: int, kill: bool) -> tuple[float, float | None]
     redispatch = None
     with _run(workflow, KILL_TARGETS, workflow.dir / "db", "local:3") as run:
         if kill:
-            victim, tools = wait_until(lambda: (_busiest(workflow.marker) or (0, {}))[1] and _busiest(workflow.marker),
-                                       60, "tasks on an agent")
+            victim, tools = wait_until(lambda: busiest_agent(workflow.marker), 60, "tasks on an agent")
             time.sleep(1.0)  # mid-task: half of each 2 s task is lost work
             killed_at = time.monotonic()
             kill_quietly([victim, *(-pid for pid in tools)])

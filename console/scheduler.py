@@ -46,6 +46,8 @@ FLUSH_EVERY_S = 0.05
 CONTROL_EVERY_S = 1.0
 #: with nothing claimed in hand, look for queued tasks (e.g. retries coming due) this often
 RECLAIM_EVERY_S = 0.2
+#: plan at least this often (a stream stage's partial chunk once its source went quiet)
+REPLAN_EVERY_S = 0.5
 #: a master-side deadline beyond the task's own timeout (the agent enforces the timeout itself)
 TIMEOUT_GRACE_S = 10.0
 STOP_GRACE_S = 3.0
@@ -133,7 +135,7 @@ class Master(OutcomeTracker):
 
     async def _control_loop(self, run_ids: list[str] | None, stop_when_idle: bool) -> None:
         next_control = 0.0
-        last_claim = 0.0
+        last_claim = last_plan = 0.0
         while not self._stopping:
             woken = self.wake.is_set()
             self.wake.clear()  # anything that happens from here on wakes the next round
@@ -147,8 +149,9 @@ class Master(OutcomeTracker):
                     return
             await self._flush()
             await self._finish_stopping()
-            if self._plan_dirty:
+            if self._plan_dirty or now - last_plan >= REPLAN_EVERY_S:
                 self._plan_dirty = False
+                last_plan = now
                 await self._plan()
             if self._claim_dirty or (not self.ready and now - last_claim >= RECLAIM_EVERY_S):
                 last_claim = now
@@ -249,6 +252,8 @@ class Master(OutcomeTracker):
         await self._db(self._require_db().apply_batch, batch)
         if batch.completions or batch.requeues:
             self._plan_dirty = self._claim_dirty = True
+        elif batch.records:
+            self._plan_dirty = True  # a stream stage may have a chunk now
 
     # -- dispatch ------------------------------------------------------------------------
 

@@ -341,6 +341,11 @@ class Store(LeaseOps):
                 "INSERT OR REPLACE INTO masters (id, pid, host, started, seen) VALUES (?, ?, ?, ?, ?)",
                 (master_id, os.getpid(), self.host, now, now),
             )
+            # masters killed long ago (kill -9 leaves their row): forget them once they own nothing
+            conn.execute(
+                "DELETE FROM masters WHERE seen < ? AND id NOT IN (SELECT owner FROM runs WHERE owner IS NOT NULL)",
+                (now - 86400,),
+            )
 
     def heartbeat_master(self, master_id: str) -> None:
         self.conn.execute("UPDATE masters SET seen = ? WHERE id = ?", (time.time(), master_id))

@@ -19,13 +19,16 @@ from tests.fixtures.chaos import (
     FleetscanProcess,
     agent_children,
     alive,
+    busiest_agent,
     events,
     fault_free,
     fleetscan,
     kill_quietly,
     only_run,
+    query,
     record_set,
     run_state,
+    seen_running,
     straggler_copies,
     tasks,
     tool_processes,
@@ -41,19 +44,6 @@ def _run(workflow: ChaosWorkflow, targets: str, db: Path, agents: str) -> Fleets
                             "--agents", agents, "--json", db=db)
 
 
-def _busiest_agent(marker: str, at_least: int) -> tuple[int, dict[int, str]]:
-    """An agent pid running ``at_least`` tool processes, with those (pid -> target)."""
-    running = tool_processes(marker)
-    by_agent: dict[int, dict[int, str]] = {}
-    for pid, (target, agent) in running.items():
-        if agent is not None:
-            by_agent.setdefault(agent, {})[pid] = target
-    for agent, tools in by_agent.items():
-        if len(tools) >= at_least:
-            return agent, tools
-    return 0, {}
-
-
 def test_agent_killed_mid_task_goes_to_another_agent_with_the_same_records(tmp_path: Path) -> None:
     """kill -9 of one local agent and its tool children: its tasks run again on a DIFFERENT agent."""
     workflow = ChaosWorkflow(tmp_path, sleep=2.0)
@@ -63,18 +53,15 @@ def test_agent_killed_mid_task_goes_to_another_agent_with_the_same_records(tmp_p
 
     db = tmp_path / "chaos.db"
     with _run(workflow, targets, db, "local:3") as run:
-        victim, tools = wait_until(lambda: _busiest_agent(workflow.marker, 2)[0] and _busiest_agent(workflow.marker, 2),
-                                   60, "an agent running two tasks")
+        victim, tools = wait_until(lambda: busiest_agent(workflow.marker, 2), 60,
+                                   "an agent running two tasks")
         kill_quietly([victim])
         for pid in tools:  # the tool children live in process groups of their own
             kill_quietly([-pid])
         moved = set(tools.values())
 
-        def redispatched() -> bool:
-            again = {t for t, agent in tool_processes(workflow.marker).values() if agent not in (victim, None)}
-            return moved <= again
-
-        wait_until(redispatched, 60, "the killed agent's targets to run under another agent")
+        wait_until(seen_running(workflow.marker, moved, lambda _, agent: agent not in (victim, None)), 60,
+                   "the killed agent's targets to run under another agent")
         assert run.wait(120) == 0, run.stderr()
         run_id = json.loads(run.stdout())["run"]
 
@@ -110,16 +97,14 @@ def test_a_silent_agent_loses_its_tasks_and_waking_it_duplicates_nothing(tmp_pat
 
     db = tmp_path / "chaos.db"
     with _run(workflow, targets, db, "local:3") as run:
-        victim, tools = wait_until(lambda: _busiest_agent(workflow.marker, 2)[0] and _busiest_agent(workflow.marker, 2),
-                                   60, "an agent running two tasks")
+        victim, tools = wait_until(lambda: busiest_agent(workflow.marker, 2), 60,
+                                   "an agent running two tasks")
         os.kill(victim, signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
         try:
             moved = set(tools.values())
             # its tasks run elsewhere: re-dispatched once it is declared lost, or copied as stragglers first
-            wait_until(
-                lambda: moved <= {t for t, a in tool_processes(workflow.marker).values() if a not in (victim, None)},
-                60, "the silent agent's targets to run under another agent",
-            )
+            wait_until(seen_running(workflow.marker, moved, lambda _, agent: agent not in (victim, None)), 60,
+                       "the silent agent's targets to run under another agent")
             lost = wait_until(lambda: [e for e in events(db) if "lost: no answer for" in e["message"]], 60,
                               "the heartbeat to declare the silent agent lost")
         finally:
@@ -184,6 +169,7 @@ def test_straggler_copy_first_done_wins_and_the_loser_is_cancelled(tmp_path: Pat
             60, "the slow task to start",
         )
         wait_until(lambda: run_state(db, run_id) == "completed", 60, "the run to complete through the copy")
+        assert original is not None
         wait_until(lambda: not alive(original), 20, "the losing original's tool process to be killed")
         assert master.proc.poll() is None, master.stderr()
         agents = agent_children(master.pid)
@@ -202,3 +188,65 @@ def test_straggler_copy_first_done_wins_and_the_loser_is_cancelled(tmp_path: Pat
     assert all(t["state"] == "done" and t["attempts"] == 1 for t in others)
     assert not tool_processes(workflow.marker)
     wait_until(lambda: not any(alive(pid) for pid in agents), 10, "the master's agents to exit")
+
+
+def test_master_killed_its_local_agents_exit_and_resume_completes(tmp_path: Path) -> None:
+    """kill -9 of `fleetscan run` (local agents): stdin EOF ends the agents and their tools; resume finishes."""
+    workflow = ChaosWorkflow(tmp_path, sleep=1.0)
+    workflow.write()
+    targets = "127.0.0.1-24"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db")
+
+    db = tmp_path / "crash.db"
+    with _run(workflow, targets, db, "local:2") as run:
+        run_id = wait_until(lambda: only_run(db), 60, "the run")
+        wait_until(lambda: len(tasks_in(db, run_id, "done")) >= 3 and bool(tool_processes(workflow.marker)), 60,
+                   "tasks done and others running")
+        agents = agent_children(run.pid)
+        assert len(agents) == 2
+        kill_quietly([run.pid])
+        run.wait(30)
+    done_before = {t["id"]: t["attempts"] for t in tasks(db, run_id) if t["state"] == "done"}
+    wait_until(lambda: not any(alive(pid) for pid in agents), 30, "the orphaned agents to exit")
+    wait_until(lambda: not tool_processes(workflow.marker), 30, "the orphaned agents' tools to be killed")
+
+    resumed = fleetscan("resume", run_id, "--json", db=db, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["state"] == "completed"
+    assert record_set(db, run_id) == expected
+    after = {t["id"]: t for t in tasks(db, run_id)}
+    assert all(after[i]["attempts"] == n for i, n in done_before.items()), "a task done before the crash ran again"
+    assert all(t["state"] == "done" for t in after.values())
+
+
+def tasks_in(db: Path, run_id: str, state: str) -> list[dict[str, object]]:
+    return [t for t in tasks(db, run_id) if t["state"] == state]
+
+
+def test_partial_results_of_a_killed_attempt_are_neither_lost_nor_duplicated(tmp_path: Path) -> None:
+    """A 3-target task whose agent dies after its first record: the retry redoes all three, each record once."""
+    workflow = ChaosWorkflow(tmp_path, sleep=0.8, chunk=3, ports_stage=False)
+    workflow.write()
+    targets = "127.0.0.1-6"  # two tasks of three targets, one per agent
+    expected = fault_free(workflow, targets, tmp_path / "clean.db")
+
+    db = tmp_path / "partial.db"
+    with _run(workflow, targets, db, "local:2") as run:
+        run_id = wait_until(lambda: only_run(db), 60, "the run")
+        first = wait_until(lambda: query(db, "SELECT task_id, target FROM results WHERE run_id = ? LIMIT 1", (run_id,)),
+                           60, "a first record")[0]
+        (task,) = [t for t in tasks(db, run_id) if t["id"] == first["task_id"]]
+        victim = wait_until(
+            lambda: next((a for t, a in tool_processes(workflow.marker).values() if t in task["targets"][1:]), None),
+            30, "the task's next target running",
+        )
+        kill_quietly([victim, *(-pid for pid, (_, a) in tool_processes(workflow.marker).items() if a == victim)])
+        assert run.wait(120) == 0, run.stderr()
+
+    assert record_set(db, run_id) == expected
+    (again,) = [t for t in tasks(db, run_id) if t["id"] == task["id"]]
+    assert again["state"] == "done" and len(again["tried"]) == 1 and again["agent"] not in again["tried"]
+    rows = query(db, "SELECT target, agent FROM results WHERE run_id = ? AND task_id = ?", (run_id, task["id"]))
+    assert sorted(r["target"] for r in rows) == sorted(task["targets"])  # each once
+    by_target = {r["target"]: r["agent"] for r in rows}
+    assert by_target[first["target"]] == again["tried"][0]  # the dead attempt's record was kept, not re-added

@@ -9,6 +9,8 @@ are measured in benchmarks/bench_chaos.py.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,15 +21,19 @@ from tests.fixtures.chaos import (
     FleetscanProcess,
     agent_children,
     alive,
+    busiest_agent,
     events,
     fault_free,
     fleetscan,
+    kill_quietly,
+    only_run,
     query,
     record_set,
     run_state,
     straggler_copies,
     tasks,
     tool_processes,
+    tools_running,
     wait_until,
 )
 
@@ -88,8 +94,7 @@ def test_stop_cancels_running_tasks_on_the_boxes_while_the_master_serves_on(tmp_
                               str(workflow.path), db=db)
         assert submitted.returncode == 0, submitted.stderr
         run_id = submitted.stdout.strip()
-        tools = wait_until(lambda: len(tool_processes(workflow.marker)) == 6 and tool_processes(workflow.marker),
-                           60, "six tool processes")
+        tools = wait_until(lambda: tools_running(workflow.marker, 6), 60, "six tool processes")
         agents = agent_children(master.pid)
         assert len(agents) == 2
         stopped = fleetscan("stop", run_id, db=db)
@@ -126,6 +131,76 @@ def test_stop_ends_fleetscan_run_with_nothing_left_behind(tmp_path: Path) -> Non
 
 
 def _run_id(db: Path) -> str | None:
-    from tests.fixtures.chaos import only_run
-
     return only_run(db)
+
+
+def test_stop_while_an_agent_hangs_still_ends_the_run_and_leaves_nothing(tmp_path: Path) -> None:
+    """One agent SIGSTOPped (it cannot answer the cancel): the stop still ends the run, every tool dies."""
+    workflow = ChaosWorkflow(tmp_path, sleep=60.0)
+    workflow.write()
+    db = tmp_path / "stop.db"
+    frozen: list[int] = []
+    try:
+        with FleetscanProcess("run", workflow.name, "--targets", "127.0.0.1-6", "--workflows", str(workflow.path),
+                              "--agents", "local:2", "--json", db=db) as run:
+            run_id = wait_until(lambda: _run_id(db), 60, "the run")
+            tools = wait_until(lambda: tools_running(workflow.marker, 6), 60, "six tool processes")
+            agents = agent_children(run.pid)
+            victim, _ = wait_until(lambda: busiest_agent(workflow.marker), 10, "an agent with tasks")
+            os.kill(victim, signal.SIGSTOP)
+            frozen.append(victim)
+            stopped = fleetscan("stop", run_id, db=db)
+            assert stopped.returncode == 0, stopped.stderr
+            assert run.wait(60) == 1, run.stderr()
+            assert json.loads(run.stdout())["state"] == "stopped"
+    finally:
+        kill_quietly(frozen, signal.SIGCONT)
+    assert {t["state"] for t in tasks(db, run_id)} == {"cancelled"}
+    wait_until(lambda: not any(alive(pid) for pid in tools), 15, "every tool process killed, the hung agent's too")
+    wait_until(lambda: not any(alive(pid) for pid in agents), 15, "no agent process left")
+
+
+def test_two_resumes_of_one_interrupted_run_share_it_without_duplicates(tmp_path: Path) -> None:
+    """Two `fleetscan resume` at once after a crash: one master owns the run, nothing runs twice."""
+    workflow = ChaosWorkflow(tmp_path, sleep=0.5)
+    workflow.write()
+    targets = "127.0.0.1-24"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db")
+    db = tmp_path / "twice.db"
+    with FleetscanProcess("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
+                          "--agents", "local:2", db=db) as run:
+        run_id = wait_until(lambda: _run_id(db), 60, "the run")
+        wait_until(lambda: _done(db, run_id), 60, "a task done")
+        kill_quietly([run.pid])
+        run.wait(30)
+    with FleetscanProcess("resume", run_id, "--json", db=db) as first, \
+            FleetscanProcess("resume", run_id, "--json", db=db) as second:
+        assert first.wait(180) == 0, first.stderr()
+        assert second.wait(180) == 0, second.stderr()
+        assert json.loads(first.stdout())["state"] == json.loads(second.stdout())["state"] == "completed"
+    assert record_set(db, run_id) == expected
+    run_events = events(db, run_id)
+    for task in tasks(db, run_id):
+        assert task["state"] == "done" and task["attempts"] == 1 + straggler_copies(run_events, task["id"]), task
+
+
+def test_stop_of_a_run_whose_master_died_ends_it_at_once(tmp_path: Path) -> None:
+    """No live owner to cancel anything: `fleetscan stop` ends the run itself; resume then reports it stopped."""
+    workflow = ChaosWorkflow(tmp_path, sleep=60.0)
+    workflow.write()
+    db = tmp_path / "orphan.db"
+    with FleetscanProcess("run", workflow.name, "--targets", "127.0.0.1-4", "--workflows", str(workflow.path),
+                          "--agents", "local:2", db=db) as run:
+        run_id = wait_until(lambda: _run_id(db), 60, "the run")
+        wait_until(lambda: tools_running(workflow.marker, 4), 60, "four tool processes")
+        agents = agent_children(run.pid)
+        kill_quietly([run.pid])
+        run.wait(30)
+    wait_until(lambda: not any(alive(pid) for pid in agents), 30, "the orphaned agents to exit")
+    assert not tool_processes(workflow.marker)
+    stopped = fleetscan("stop", run_id, db=db)
+    assert stopped.returncode == 0, stopped.stderr
+    assert run_state(db, run_id) == "stopped"
+    assert {t["state"] for t in tasks(db, run_id)} == {"cancelled"}
+    resumed = fleetscan("resume", run_id, "--json", db=db)
+    assert resumed.returncode == 1 and json.loads(resumed.stdout)["state"] == "stopped", resumed.stderr

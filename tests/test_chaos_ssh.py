@@ -31,6 +31,7 @@ from tests.fixtures.chaos import (
     processes_with,
     query,
     record_set,
+    seen_running,
     straggler_copies,
     tasks,
     tool_processes,
@@ -47,10 +48,11 @@ def _inventory(path: Path, fleet: SshdFleet, slots: int = 2, extra: list[dict[st
     return path
 
 
-def _on_box(box: SshdBox, marker: str) -> dict[int, str]:
-    """Tool processes (pid -> target) running on ``box`` (below its sshd)."""
+def _on_box(box: SshdBox, marker: str, count: int) -> dict[int, str] | None:
+    """The tool processes (pid -> target) running on ``box`` (below its sshd), once there are ``count``."""
     below = set(box.descendants())
-    return {pid: target for pid, (target, _) in tool_processes(marker).items() if pid in below}
+    found = {pid: target for pid, (target, _) in tool_processes(marker).items() if pid in below}
+    return found if len(found) == count else None
 
 
 def _agents_on(box: SshdBox) -> list[int]:
@@ -82,11 +84,11 @@ def test_a_box_whose_sshd_dies_hands_its_tasks_to_the_other(
 
     db = tmp_path / "chaos.db"
     with _run(workflow, targets, db, inventory) as run:
-        lost = wait_until(lambda: len(_on_box(box1, workflow.marker)) == 2 and _on_box(box1, workflow.marker),
-                          60, "two tasks running on box1")
+        lost = wait_until(lambda: _on_box(box1, workflow.marker, 2), 60, "two tasks running on box1")
         box1.kill()  # sshd, its sessions, the agent and its tools: the box is gone
         moved = set(lost.values())
-        wait_until(lambda: moved <= set(_on_box(box2, workflow.marker).values()), 60, "box1's targets on box2")
+        wait_until(seen_running(workflow.marker, moved, lambda pid, _: pid in set(box2.descendants())), 60,
+                   "box1's targets on box2")
         # the agents table shows the lost box down while the run goes on without it
         wait_until(lambda: _agent_states(db).get("box1") == "down" and _agent_states(db).get("box2") == "up",
                    30, "box1 shown down in the agents table")
@@ -197,3 +199,44 @@ def test_master_killed_mid_run_then_resume_finishes_without_rerunning_done_tasks
     assert {i: after[i] for i in done_before} == done_before, "a task done before the crash was run again"
     assert any(e["kind"] == "adopt" and "(gone)" in e["message"] for e in events(db, run_id))
     kill_quietly(agents)
+
+
+def test_a_hung_agent_on_a_box_is_dropped_and_waking_it_later_changes_nothing(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    """SIGSTOP the agent on box1 (sshd stays up): heartbeats drop it, box2 does its tasks; after SIGCONT
+    the old agent finds its channel closed and exits, and whatever it still had to say is not stored."""
+    workflow = ChaosWorkflow(tmp_path, sleep=2.0)
+    workflow.write()
+    inventory = _inventory(tmp_path / "agents.yaml", sshd_boxes)
+    targets = "127.0.0.1-4"
+    expected = fault_free(workflow, targets, tmp_path / "clean.db", agents=str(inventory))
+    box1, box2 = sshd_boxes.box("box1"), sshd_boxes.box("box2")
+
+    db = tmp_path / "chaos.db"
+    frozen: list[int] = []
+    try:
+        with _run(workflow, targets, db, inventory) as run:
+            hung = wait_until(lambda: _on_box(box1, workflow.marker, 2), 60, "two tasks running on box1")
+            (agent,) = _agents_on(box1)
+            os.kill(agent, signal.SIGSTOP)
+            frozen.append(agent)
+            moved = set(hung.values())
+            wait_until(seen_running(workflow.marker, moved, lambda pid, _: pid in set(box2.descendants())), 60,
+                       "box1's targets on box2")
+            wait_until(lambda: [e for e in events(db) if e["message"].startswith("agent box1 lost: no answer")], 60,
+                       "the heartbeat to drop box1's agent")
+            os.kill(agent, signal.SIGCONT)
+            assert run.wait(120) == 0, run.stderr()
+            run_id = json.loads(run.stdout())["run"]
+    finally:
+        kill_quietly(frozen, signal.SIGCONT)
+    wait_until(lambda: not alive(agent), 30, "the woken agent to exit (its channel is closed)")
+    assert record_set(db, run_id) == expected
+    run_events = events(db, run_id)
+    for task in tasks(db, run_id):
+        assert task["state"] == "done"
+        if task["stage_id"] == "alive" and task["targets"][0] in moved:
+            assert task["agent"] == "box2" and task["tried"] in ([], ["box1"])
+            assert task["attempts"] == 1 + len(task["tried"]) + straggler_copies(run_events, task["id"])
+    assert not tool_processes(workflow.marker)

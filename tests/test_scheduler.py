@@ -333,3 +333,20 @@ async def test_a_record_about_a_host_outside_the_scope_is_never_stored(tmp_path:
     assert await asyncio.wait_for(Master(store, "local").run_until_done(run_id), 120) == RunState.COMPLETED
     assert sorted(r["key"] for r in store.iter_results(run_id)) == ["127.0.0.1", "127.0.0.2"]
     assert any("127.0.0.250" in e["message"] and e["kind"] == "protocol" for e in store.recent_events(run_id))
+
+
+async def test_a_stream_stage_starts_before_its_source_ends(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    script = (
+        "import json, sys, time; h = sys.argv[1]; time.sleep(3.0 if h.endswith('.2') else 0.0); "
+        "print(json.dumps(dict(type='host_up', target=h, data=dict(host=h, via='exec', rtt_ms=0.0))))"
+    )
+    params = {"argv": [sys.executable, "-c", script, "{target}"], "parser": "jsonl"}
+    stages = [stage("a", tool="exec", params=params), stage("b", "a", chunk=10, stream=True)]
+    stages[1]["targets"]["where"] = {"type": "host_up"}
+    run_id = submit(store, stages, "127.0.0.1-2")
+    assert await asyncio.wait_for(Master(store, "local").run_until_done(run_id), 120) == RunState.COMPLETED
+    a_ended = store.query("SELECT ended FROM stages WHERE id = 'a'")[0]["ended"]
+    b_tasks = store.query("SELECT started, targets FROM tasks WHERE stage_id = 'b' ORDER BY id")
+    assert b_tasks[0]["started"] < a_ended and json.loads(b_tasks[0]["targets"]) == ["127.0.0.1"]
+    assert sorted(t for row in b_tasks for t in json.loads(row["targets"])) == ["127.0.0.1", "127.0.0.2"]

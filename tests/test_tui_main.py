@@ -7,6 +7,7 @@ through a second Store connection, exactly as the CLI makes them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,7 +140,9 @@ async def test_s_on_an_ended_run_does_not_ask(console_db: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.selected_run() is not None)
         await pilot.press("down", "down")
-        await wait_for(pilot, lambda: app.watcher.selected_run == RUN_DONE)
+        table = app.query_one(RunsTable)
+        await wait_for(pilot, lambda: app.watcher.selected_run == RUN_DONE,
+                       why=lambda: f"{app.watcher.selected_run} {table.cursor_row} {app.focused}")
         await pilot.press("s")
         await pilot.pause(0.2)
         assert not isinstance(app.screen, ConfirmScreen)
@@ -167,8 +170,11 @@ async def test_q_quits_and_leaves_the_run_resumable(console_db: Path) -> None:
     app = make_app(console_db)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.views_drawn > 0)
-        await pilot.press("q")
-        await wait_for(pilot, lambda: app.return_value is not None)
+        app.simulate_key("q")  # pilot.press/pause would wait on a screen that is closing
+        for _ in range(400):
+            if app.return_value is not None:
+                break
+            await asyncio.sleep(0.05)
     assert app.return_value == 0
     assert run_state(console_db, RUN_RECON) == "running"
 

@@ -125,7 +125,7 @@ async def test_fixing_the_input_submits_and_selects_the_new_run(console_db: Path
         await pilot.click("#submit")
         await wait_for(pilot, lambda: bool(error_of(screen, "targets")) and not screen.submitting)
         fill(screen, workflow="quick", targets="127.0.0.1-3", scope="127.0.0.0/24", priority="7")
-        await pilot.click("#submit")
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen),
                        why=lambda: f"{screen.submitting} {[error_of(screen, f) for f in ('targets', 'form')]}"
                        f" {app.screen} {list(app.workers)}")

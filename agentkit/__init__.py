@@ -15,9 +15,10 @@ Framing
 
 Start-up and bootstrap
     The master runs stage 0 (:mod:`agentkit.bootstrap`):
-    ``python3 -c STAGE0 SHA256 SIZE``. Stage 0 prints ``ERROR python too old
+    ``python3 -Sc STAGE0 SHA256 SIZE``. Stage 0 prints ``ERROR python too old
     X.Y`` (exit 3) on Python < 3.8; runs the cached
-    ``~/.cache/fleetscan/agent-<sha256>.pyz`` when its hash checks out;
+    ``~/.cache/fleetscan/agent-<sha256>.pyz`` when its hash checks out
+    (from a digest-checked code cache compiled from it once per interpreter);
     otherwise prints ``NEED``, reads exactly SIZE archive bytes from stdin,
     verifies them (``ERROR hash mismatch``, exit 4), caches them atomically
     (or, with a read-only home, runs them from memory) and starts the agent.

@@ -169,7 +169,8 @@ sys.exit(main(sha))
 
 
 def stage0_argv(python: str, sha256: str, size: int) -> List[str]:
-    """The argv that bootstraps an agent: ``[python, "-c", STAGE0, sha256, size]``."""
+    """The argv that bootstraps an agent: ``[python, "-Sc", STAGE0, sha256, size]`` (``-S``: no site;
+    one flag word, so that the argv keeps its shape: STAGE0 at index 2, the hash at 3)."""
     return [python, "-Sc", STAGE0, sha256, str(size)]
 
 

@@ -62,6 +62,19 @@ async def _login_times(spec: BoxSpec, count: int) -> list[float]:
     return times
 
 
+async def _box_python(spec: BoxSpec) -> str:
+    """The path `python3` resolves to in the box's SSH sessions (what stage-0 runs there)."""
+    conn = await ssh.connect_box(spec)
+    try:
+        result = await conn.run("command -v python3", check=True)
+    finally:
+        conn.close()
+        await conn.wait_closed()
+    stdout = result.stdout
+    path = (stdout.decode() if isinstance(stdout, bytes) else str(stdout or "")).strip()
+    return path or shutil.which("python3") or "python3"
+
+
 async def _noop_rate(links: list[AgentLink], archive: tuple[bytes, str], total: int) -> tuple[float, float]:
     """(tasks/s, master CPU s per task) with ``IN_FLIGHT_PER_LINK`` noop tasks in flight per link."""
     await asyncio.gather(*(link.start(*archive) for link in links))
@@ -123,8 +136,10 @@ async def _measure(fleet: SshdFleet, tmp: Path) -> list[dict[str, str]]:
     def clear_cache() -> None:
         shutil.rmtree(box.cache_dir, ignore_errors=True)
 
-    # the same interpreter the boxes run (their `python3`), so the difference is the SSH part
-    box_python = shutil.which("python3") or "python3"
+    # the same interpreter the boxes run (their `python3`), so the difference is the SSH part:
+    # asked of the box itself, since the master's PATH may resolve `python3` elsewhere (e.g. a
+    # pyenv shim, a bash script that alone costs ~60 ms per start)
+    box_python = await _box_python(specs[0])
     pushed: list[float] = []
     cached: list[float] = []
     logins: list[float] = []

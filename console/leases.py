@@ -222,6 +222,18 @@ class LeaseOps:
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def unbump_attempt(self, task_id: int, attempt: int) -> None:
+        """Give back a straggler attempt counted but never dispatched (the task ended during the count).
+
+        Only while it is still the task's latest attempt, so a number once sent on the wire is never reused.
+        """
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE tasks SET attempts = attempts - 1, max_attempts = max_attempts - 1"
+                " WHERE id = ? AND attempts = ?",
+                (task_id, attempt),
+            )
+
     def renew_leases(self, master_id: str, lease_s: float) -> int:
         return self.conn.execute(
             "UPDATE tasks SET lease_expires = ? WHERE lease_owner = ? AND state = ?",

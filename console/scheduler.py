@@ -364,7 +364,11 @@ class Master(OutcomeTracker):
             if ctx is None or ctx.stopping or ctx.state != RunState.RUNNING:
                 continue
             attempt = await self._db(self._require_db().bump_attempt, ex.task.task_id)
-            if ex.task.finished or not attempt:
+            if ex.task.finished or not attempt or handle.state != "up" or handle.busy:
+                # while the copy was being counted the task ended, or the idle box was lost or given
+                # work: no copy, and no attempt (an exec on a lost box would hold the run until its timeout)
+                if attempt:
+                    await self._db(self._require_db().unbump_attempt, ex.task.task_id, attempt)
                 continue
             task = ex.task
             task.copies += 1

@@ -300,12 +300,21 @@ def test_registry_names_without_importing_and_imports_on_first_use(
         registry["absent"]
 
 
-def test_a_tool_that_cannot_be_imported_fails_its_task_not_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def ghost_tool() -> Iterator[None]:
+    """A registered tool whose module does not exist (as a box without ``_ssl`` sees tls_cert)."""
+    tools_module.REGISTRY.add_module("ghost", "agentkit.tools.no_such_tool")
+    try:
+        yield
+    finally:
+        del tools_module.REGISTRY["ghost"]
+
+
+@pytest.mark.usefixtures("ghost_tool")
+def test_a_tool_that_cannot_be_imported_fails_its_task_not_the_agent() -> None:
     import io
     import json
     import time
-
-    monkeypatch.setitem(tools_module.REGISTRY._entries, "ghost", "agentkit.tools.no_such_tool")
 
     class Capture(io.BytesIO):
         def close(self) -> None:

@@ -63,7 +63,7 @@ class FleetscanApp(App[int]):
         self.clock = clock
         self.watcher = StoreWatcher(self.db_path, interval=poll_interval)
         self.view: ConsoleView | None = None
-        self._closing = False
+        self._leaving = False
         self.master: Any = None
         #: how many views were drawn (tests and the benchmark wait on it)
         self.views_drawn = 0
@@ -126,7 +126,7 @@ class FleetscanApp(App[int]):
 
     @on(StoreChanged)
     def show_view(self, message: StoreChanged) -> None:
-        if self._closing:
+        if self._leaving:
             return
         view = message.view
         self.view = view
@@ -140,7 +140,7 @@ class FleetscanApp(App[int]):
 
     def _tick(self) -> None:
         """Durations, ETAs and heartbeat ages move with the clock, not with the store."""
-        if self.view is None or self._closing or not self.main.ready:
+        if self.view is None or self._leaving or not self.main.ready:
             return
         with self.batch_update():
             self.main.tick(self.view, self.clock())
@@ -241,7 +241,7 @@ class FleetscanApp(App[int]):
 
     async def action_quit(self) -> None:
         """Leave: the master hands its leases back (so runs resume at once next time), then exit."""
-        self._closing = True
+        self._leaving = True
         self.watcher.stop()
         master = self.master
         if master is not None:

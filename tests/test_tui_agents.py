@@ -1,0 +1,115 @@
+"""Pilot tests of the agents screen (a): live rows, check a box (c), trust a host key (t).
+
+The local check spawns a real local agent; the SSH tests use the suite's real sshd
+boxes on loopback (``tests/fixtures/sshd.py``) and a private known_hosts file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from console.tui.agents_screen import AgentsScreen
+from console.tui.app import FleetscanApp
+from console.tui.dialogs import ConfirmScreen
+from console.tui.keyed_table import KeyedTable
+from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db
+from tests.test_tui_main import SIZE, wait_for
+
+
+@pytest.fixture
+def console_db(tmp_path: Path) -> Path:
+    return fill_console_db(tmp_path / "console.db")
+
+
+def make_app(db: Path, agents: str) -> FleetscanApp:
+    return FleetscanApp(db, None, agents, start_master=False, clock=lambda: FROZEN_NOW, poll_interval=0.05)
+
+
+def cell(screen: AgentsScreen, name: str, column: str) -> str:
+    value = screen.query_one("#agents-table", KeyedTable).get_cell(name, column)
+    return str(getattr(value, "plain", value))
+
+
+def detail(screen: AgentsScreen) -> str:
+    return str(screen.query_one("#agent-detail").render())
+
+
+async def open_agents(app: FleetscanApp, pilot) -> AgentsScreen:  # type: ignore[no-untyped-def]
+    await wait_for(pilot, lambda: app.views_drawn > 0)
+    await pilot.press("a")
+    await wait_for(pilot, lambda: isinstance(app.screen, AgentsScreen) and bool(app.screen.entries))
+    await pilot.pause(0.1)
+    return app.screen  # type: ignore[return-value]
+
+
+async def test_a_lists_the_boxes_with_their_live_state(console_db: Path) -> None:
+    app = make_app(console_db, "local:2")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_agents(app, pilot)
+        table = screen.query_one("#agents-table", KeyedTable)
+        await wait_for(pilot, lambda: table.row_keys == ["local-1", "local-2"])
+        assert cell(screen, "local-1", "state") == "busy"
+        assert cell(screen, "local-1", "slots") == "3/4"
+        assert cell(screen, "local-2", "state") == "down"
+        assert cell(screen, "local-2", "heartbeat") == "1m35s ago"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, AgentsScreen))
+
+
+async def test_c_checks_a_local_agent_for_real(console_db: Path) -> None:
+    app = make_app(console_db, "local:2")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_agents(app, pilot)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: "local-1" in screen.checks, timeout=60)
+        assert screen.checks["local-1"].ok, screen.checks["local-1"].summary
+        assert cell(screen, "local-1", "check") == "ok"
+        assert "python" in detail(screen)
+
+
+async def test_t_on_a_local_agent_explains_there_is_no_key(console_db: Path) -> None:
+    app = make_app(console_db, "local")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_agents(app, pilot)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: "no SSH host key" in detail(screen))
+        assert not isinstance(app.screen, ConfirmScreen)
+
+
+@pytest.mark.ssh
+async def test_t_shows_the_fingerprint_then_trusts_and_c_passes(
+    console_db: Path, sshd_boxes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    monkeypatch.setenv("FLEETSCAN_KNOWN_HOSTS", str(known_hosts))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts of the operator's to trust it already
+    box = sshd_boxes.boxes[0]
+    expected = asyncssh.read_public_key(str(box.host_key.with_suffix(".pub"))).get_fingerprint("sha256")
+    inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", boxes=[box])
+    app = make_app(console_db, str(inventory))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_agents(app, pilot)
+        assert cell(screen, box.name, "host_key") == "unknown"
+        # an unknown key: the check is refused, with the command that trusts it
+        await pilot.press("c")
+        await wait_for(pilot, lambda: box.name in screen.checks, timeout=60)
+        assert not screen.checks[box.name].ok
+        # trust: the fingerprint is shown first; "Cancel" records nothing
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+        assert expected in app.screen.question  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "not trusted" in detail(screen))
+        assert not known_hosts.exists()
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: known_hosts.exists() and cell(screen, box.name, "host_key") == "trusted")
+        assert expected in detail(screen)
+        del screen.checks[box.name]
+        await pilot.press("c")
+        await wait_for(pilot, lambda: box.name in screen.checks, timeout=60)
+        assert screen.checks[box.name].ok, screen.checks[box.name].summary

@@ -1,0 +1,103 @@
+"""Snapshot tests (pytest-textual-snapshot): the console's screens at 120x40.
+
+The database is deterministic (fixed ids, times and results), the clock is frozen
+and the master is off, so the pictures only change when the console's look does.
+Update on purpose with ``pytest tests/test_tui_snapshots.py --snapshot-update``
+and look at the SVGs in ``tests/__snapshots__/`` before committing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from console.tui.agents_screen import AgentsScreen
+from console.tui.app import FleetscanApp
+from console.tui.new_run import NewRunScreen
+from console.tui.panels import StageProgress
+from console.tui.results_browser import ResultsScreen
+from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db
+from tests.test_tui_new_run import WORKFLOWS
+
+SIZE = (120, 40)
+
+
+async def settle(pilot: Pilot[Any], predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            break
+        await pilot.pause(0.05)
+    assert predicate(), "the screen did not settle"
+    await pilot.pause(0.2)
+
+
+@pytest.fixture
+def snapshot_app(tmp_path: Path) -> FleetscanApp:
+    (tmp_path / "snap").mkdir()
+    db = fill_console_db(tmp_path / "snap" / "console.db", results=250)
+    workflows = tmp_path / "snap" / "workflows.yaml"
+    workflows.write_text(WORKFLOWS)
+    return FleetscanApp(db, workflows, "local:2", start_master=False, clock=lambda: FROZEN_NOW,
+                        poll_interval=0.05)
+
+
+def main_ready(app: FleetscanApp) -> Callable[[], bool]:
+    return lambda: app.views_drawn > 0 and len(app.query(StageProgress)) == 3
+
+
+def test_main_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(snapshot_app))
+
+    assert snap_compare(snapshot_app, terminal_size=SIZE, run_before=ready)
+
+
+def test_new_run_modal_with_an_inline_error(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+    app = snapshot_app
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        await pilot.press("n")
+        await settle(pilot, lambda: isinstance(app.screen, NewRunScreen) and bool(app.screen.workflows))
+        screen = app.screen
+        assert isinstance(screen, NewRunScreen)
+        screen.query_one("#in-targets").value = "127.0.0.1, not a target"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: screen.query_one("#err-targets").display and not screen.submitting)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_results_browser(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+    app = snapshot_app
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        await pilot.press("r")
+        await settle(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.pages_loaded > 0)
+        await pilot.press("pagedown")
+        await settle(pilot, lambda: app.screen.pages_loaded > 1)  # type: ignore[attr-defined]
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_agents_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+    app = snapshot_app
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        await pilot.press("a")
+        await settle(pilot, lambda: isinstance(app.screen, AgentsScreen) and bool(app.screen.entries))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_help_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(snapshot_app))
+
+    assert snap_compare(snapshot_app, press=["question_mark"], terminal_size=SIZE, run_before=ready)

@@ -12,10 +12,13 @@ killed; intents are timed from their own event in the store (when the CLI wrote 
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from tests.fixtures.chaos import (
     ChaosWorkflow,
@@ -26,6 +29,7 @@ from tests.fixtures.chaos import (
     only_run,
     query,
     run_state,
+    seen_running,
     tool_processes,
     wait_until,
 )
@@ -159,10 +163,66 @@ def _event_ts(db: Path, run_id: str, kind: str) -> float:
     return float(rows[0]["ts"])
 
 
+def _silent_rows(tmp: Path) -> list[dict[str, str]]:
+    """SIGSTOP one agent while every agent is busy (no straggler copies): only the heartbeat can move its tasks."""
+    workflow = ChaosWorkflow(tmp / "silent", sleep=20.0, ports_stage=False)
+    workflow.write()
+    db = workflow.dir / "db"
+    with _run(workflow, KILL_TARGETS, db, "local:3") as run:
+        victim, tools = wait_until(lambda: busiest_agent(workflow.marker, 2), 60, "tasks on an agent")
+        stopped_at = time.monotonic()
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            wait_until(seen_running(workflow.marker, set(tools.values()), lambda _, agent: agent not in (victim, None)),
+                       60, "the re-dispatch", every=0.002)
+            moved = time.monotonic() - stopped_at
+        finally:
+            kill_quietly([victim], signal.SIGCONT)
+        fleetscan("stop", wait_until(lambda: only_run(db), 10, "the run"), db=db)
+        run.wait(60)
+    return [_row("agent SIGSTOPped (silent, all agents busy) -> its tasks start on another agent",
+                 f"{moved * 1000:.0f} ms", "~ heartbeat: 3 s of silence + 1 s ping period")]
+
+
+def _sshd_rows(tmp: Path) -> list[dict[str, str]]:
+    """A box's sshd and everything it forked SIGKILLed: when do its tasks start on the other box?"""
+    from tests.fixtures.sshd import sshd_missing_reason, start_fleet
+
+    figure = "box's sshd killed (2 SSH boxes, 4 slots each) -> its tasks start on the other box"
+    reason = sshd_missing_reason()
+    if reason:
+        return [_row(figure, f"skipped: {reason}", "< 2 s")]
+    fleet = start_fleet()  # its own root, removed on close
+    try:
+        inventory = tmp / "agents.yaml"
+        inventory.write_text(yaml.safe_dump({"agents": fleet.inventory_entries(slots=4)}, sort_keys=False))
+        workflow = ChaosWorkflow(tmp / "sshd-run", sleep=3.0, ports_stage=False)
+        workflow.write()
+        box1, box2 = fleet.box("box1"), fleet.box("box2")
+        env = {"FLEETSCAN_KNOWN_HOSTS": str(fleet.known_hosts)}
+        with FleetscanProcess("run", workflow.name, "--targets", "127.0.0.1-4", "--workflows", str(workflow.path),
+                              "--agents", str(inventory), db=workflow.dir / "db", env=env) as run:
+            def on_box1() -> set[str] | None:
+                below = set(box1.descendants())
+                found = {t for pid, (t, _) in tool_processes(workflow.marker).items() if pid in below}
+                return found if len(found) == 2 else None
+
+            lost = wait_until(on_box1, 60, "two tasks on box1")
+            killed_at = time.monotonic()
+            box1.kill()
+            wait_until(seen_running(workflow.marker, lost, lambda pid, _: pid in set(box2.descendants())), 60,
+                       "the re-dispatch", every=0.002)
+            moved = time.monotonic() - killed_at
+            run.wait(120)
+    finally:
+        fleet.close()
+    return [_row(figure, f"{moved * 1000:.0f} ms", "< 2 s")]
+
+
 def run() -> list[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="bench-chaos-") as name:
         tmp = Path(name)
-        return _kill_rows(tmp) + _pause_rows(tmp) + _stop_rows(tmp)
+        return _kill_rows(tmp) + _silent_rows(tmp) + _sshd_rows(tmp) + _pause_rows(tmp) + _stop_rows(tmp)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ class TaskRun:
     task_id: int
     run_id: str
     stage_id: str
-    targets: list[str]
+    #: the task's targets as the JSON list text the planner stored (spliced into the task line as is)
+    targets: str
     attempt: int
     max_attempts: int
     priority: int
@@ -38,9 +39,9 @@ class TaskRun:
     def from_claim(cls, row: dict[str, Any]) -> TaskRun:
         return cls(
             task_id=int(row["id"]), run_id=row["run_id"], stage_id=row["stage_id"],
-            targets=json.loads(row["targets"]), attempt=int(row["attempts"]),
+            targets=row["targets"], attempt=int(row["attempts"]),
             max_attempts=int(row["max_attempts"]), priority=int(row["priority"]), pinned=row["pinned"],
-            tried=json.loads(row["tried"] or "[]"),
+            tried=json.loads(row["tried"]) if row["tried"] and row["tried"] != "[]" else [],
         )
 
 
@@ -80,8 +81,11 @@ class TaskTemplate:
         )
         self._dumps = dumps
 
-    def line(self, exec_id: str, targets: list[str]) -> bytes:
-        return f'{{"op":"task","id":{self._dumps(exec_id)}{self._middle}{self._dumps(targets)}}}\n'.encode("ascii")
+    def line(self, exec_id: str, targets_json: str) -> bytes:
+        """``targets_json`` is the stored JSON list (written by the planner with json.dumps: one line)."""
+        if "\n" in targets_json or not targets_json.startswith("["):
+            targets_json = self._dumps([str(t) for t in json.loads(targets_json)])
+        return f'{{"op":"task","id":{self._dumps(exec_id)}{self._middle}{targets_json}}}\n'.encode()
 
 
 @dataclass
@@ -118,7 +122,7 @@ class RunContext:
             return bool(record.target) and self.planner.scope.contains(record.target)
         return verdict
 
-    def task_line(self, stage_id: str, exec_id: str, targets: list[str]) -> bytes:
+    def task_line(self, stage_id: str, exec_id: str, targets: str) -> bytes:
         template = self.templates.get(stage_id)
         if template is None:
             template = self.templates[stage_id] = TaskTemplate(self.specs[stage_id], self.scope)

@@ -1,7 +1,7 @@
 """Untrusted agent output: a real misbehaving agent process next to a real one, under the real master.
 
 The only test seam is which agents the master's fleet gets (``console.scheduler.handles_for``):
-one ``LocalLink`` whose "python" is the misbehaving program from tests/fixtures/chaos.py,
+one ``LocalLink`` whose "python" is the misbehaving program of tests/fixtures/chaos_agent.py,
 one ordinary local agent. Everything after the hello — framing, validation, task
 bookkeeping, retries, the store — is the path users run. Whatever the bad agent sends, the
 master keeps going, the run ends with exactly the fault-free record set, and the bad line
@@ -22,16 +22,8 @@ from console.status import RunState
 from console.store import Store
 from console.submit import prepare_run
 from console.transport import LocalLink
-from tests.fixtures.chaos import (
-    MISBEHAVIOURS,
-    ChaosWorkflow,
-    RecordId,
-    events,
-    fault_free,
-    record_set,
-    tasks,
-    write_misbehaving_agent,
-)
+from tests.fixtures.chaos import ChaosWorkflow, RecordId, events, fault_free, record_set, tasks
+from tests.fixtures.chaos_agent import MISBEHAVIOURS, write_misbehaving_agent
 
 pytestmark = pytest.mark.slow
 

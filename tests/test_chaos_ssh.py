@@ -9,6 +9,7 @@ judged against a fault-free run of the same workflow.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -240,3 +241,24 @@ def test_a_hung_agent_on_a_box_is_dropped_and_waking_it_later_changes_nothing(
             assert task["agent"] == "box2" and task["tried"] in ([], ["box1"])
             assert task["attempts"] == 1 + len(task["tried"]) + straggler_copies(run_events, task["id"])
     assert not tool_processes(workflow.marker)
+
+
+def test_stop_kills_the_tools_on_the_boxes_and_leaves_no_agent_there(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    """`fleetscan stop` of a run over SSH: the tools die on the boxes, the run ends stopped, no agent stays."""
+    workflow = ChaosWorkflow(tmp_path, sleep=60.0)
+    workflow.write()
+    inventory = _inventory(tmp_path / "agents.yaml", sshd_boxes)
+    db = tmp_path / "stop.db"
+    with _run(workflow, "127.0.0.1-4", db, inventory) as run:
+        run_id = wait_until(lambda: only_run(db), 60, "the run")
+        for box in sshd_boxes.boxes:
+            wait_until(functools.partial(_on_box, box, workflow.marker, 2), 60, f"two tasks running on {box.name}")
+        stopped = fleetscan("stop", run_id, db=db)
+        assert stopped.returncode == 0, stopped.stderr
+        assert run.wait(60) == 1, run.stderr()
+        assert json.loads(run.stdout())["state"] == "stopped"
+    assert {t["state"] for t in tasks(db, run_id)} == {"cancelled"}
+    wait_until(lambda: not tool_processes(workflow.marker), 15, "no tool process left on the boxes")
+    wait_until(lambda: not [p for box in sshd_boxes.boxes for p in _agents_on(box)], 15, "no agent left on the boxes")

@@ -208,3 +208,29 @@ async def test_killing_a_local_agent_kills_its_tool_processes_too() -> None:
         await asyncio.sleep(0.05)
     await link.close(grace=0.5)
     assert not processes_with(marker)
+
+
+def test_a_box_failing_in_a_row_is_set_aside_only_when_others_can_work() -> None:
+    from console.fleet import SET_ASIDE_AFTER
+
+    handles = handles_for("local:2")
+    fleet = Fleet(handles, on_message=lambda h, m: None, on_lost=lambda h, r: None)
+    for handle in handles:
+        handle.state = "up"
+    bad, good = handles
+    for _ in range(SET_ASIDE_AFTER - 1):
+        fleet.task_failed(bad)
+    fleet.task_ok(bad)  # a success resets the streak
+    for _ in range(SET_ASIDE_AFTER - 1):
+        fleet.task_failed(bad)
+    assert bad.state == "up"
+    fleet.task_failed(bad)
+    assert bad.state == "set_aside" and fleet.pick() is good
+    assert any("set aside" in message for _, _, message in fleet.drain_events())
+    # the last box standing is never set aside: a failing tool would otherwise stall the run
+    alone = handles_for("local")
+    solo = Fleet(alone, on_message=lambda h, m: None, on_lost=lambda h, r: None)
+    alone[0].state = "up"
+    for _ in range(SET_ASIDE_AFTER * 2):
+        solo.task_failed(alone[0])
+    assert alone[0].state == "up"

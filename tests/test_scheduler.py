@@ -350,3 +350,21 @@ async def test_a_stream_stage_starts_before_its_source_ends(tmp_path: Path) -> N
     b_tasks = store.query("SELECT started, targets FROM tasks WHERE stage_id = 'b' ORDER BY id")
     assert b_tasks[0]["started"] < a_ended and json.loads(b_tasks[0]["targets"]) == ["127.0.0.1"]
     assert sorted(t for row in b_tasks for t in json.loads(row["targets"])) == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_task_line_template_encodes_exactly_the_wire_task() -> None:
+    from agentkit import wire
+    from console.executions import TaskTemplate
+    from console.planner import StageSpec
+    from console.protocol import decode_master_line
+
+    spec = StageSpec.from_definition(stage("ports", tool="tcp_connect", params={"ports": "1-1024", "timeout": 0.5}), 0)
+    template = TaskTemplate(spec, ["127.0.0.0/8", "localhost"])
+    targets = ["127.0.0.1", "127.0.0.2"]
+    for stored in (json.dumps(targets), json.dumps(targets, indent=1)):  # a multi-line JSON text is re-encoded
+        line = template.line("12.3", stored)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert decode_master_line(line) == wire.Task(
+            op="task", id="12.3", tool="tcp_connect", params={"ports": "1-1024", "timeout": 0.5}, targets=targets,
+            timeout=60.0, scope=["127.0.0.0/8", "localhost"],
+        )

@@ -261,3 +261,16 @@ def test_busy_database_is_waited_for(tmp_path: Path) -> None:
     threading.Timer(0.3, lambda: locker.execute("COMMIT")).start()
     run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)  # waits, then succeeds
     assert store.get_run(run_id)["state"] == RunState.PENDING
+
+
+def test_pinned_tasks_of_an_unusable_box_are_failed(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    run_id = store.create_run("baseline", DEFINITION, "", None, None, 0, None)
+    store.adopt_runs("m")
+    first, second = _add_tasks(store, run_id, 2)
+    store.conn.execute("UPDATE tasks SET pinned = 'gone' WHERE id = ?", (first,))
+    store.conn.execute("UPDATE tasks SET pinned = 'box1' WHERE id = ?", (second,))
+    assert store.fail_pinned("m", ["box1"], "failed: box unreachable") == 1
+    states = dict(store.conn.execute("SELECT id, state FROM tasks").fetchall())
+    assert states == {first: "failed", second: "queued"}
+    assert store.run_summary(run_id)["stages"][0]["tasks_failed"] == 1

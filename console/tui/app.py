@@ -149,6 +149,9 @@ class FleetscanApp(App[int]):
         """The operator moved the runs table's cursor: read that run's stages now."""
         if run_id != self.watcher.selected_run:
             self.watcher.selected_run = run_id
+            if self.view is not None and self.main.ready:  # draw at once from what we have
+                with self.batch_update():
+                    self.main.show_stages(self.view, run_id, self.selected_run(), self.clock())
             self.watcher.poke()
 
     def selected_run(self) -> RunRow | None:

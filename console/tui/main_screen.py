@@ -59,15 +59,18 @@ class MainScreen(Screen[None]):
         if self.cursor_to is not None and self.cursor_to in runs.row_keys:
             runs.move_to(self.cursor_to)
             self.cursor_to = None
-        stages = self.query_one(StagesPanel)
-        if view.selected_run == selected_id:
-            stages.show(view.selected_run, view.stages, now)
-        stages.border_title = f"Stages · {selected.workflow} {selected.id}" if selected else "Stages"
+        self.show_stages(view, selected_id, selected, now)
         self.query_one(AgentsTable).show(view.agents, now)
         feed = self.query_one("#feed", FeedLog)
         feed.feed(view.results)
         feed.border_subtitle = f"{view.total_results:,} results"
         self.query_one("#events", FeedLog).feed(view.events)
+
+    def show_stages(self, view: ConsoleView, selected_id: str | None, selected: RunRow | None,
+                    now: float) -> None:
+        stages = self.query_one(StagesPanel)
+        stages.show(selected_id, view.stages_by_run.get(selected_id or "", ()), now)
+        stages.border_title = f"Stages · {selected.workflow} {selected.id}" if selected else "Stages"
 
     def tick(self, view: ConsoleView, now: float) -> None:
         self.query_one(RunsTable).show(view.runs, now)

@@ -121,9 +121,10 @@ class StageProgress(Horizontal):
     StageProgress > .stage-stats { width: 1fr; }
     """
 
-    def __init__(self, stage: StageRow, **kwargs: Any) -> None:
+    def __init__(self, stage: StageRow, now: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.stage = stage
+        self._now = now
 
     def compose(self) -> ComposeResult:
         yield Label(classes="stage-name")
@@ -131,10 +132,13 @@ class StageProgress(Horizontal):
         yield Label(classes="stage-stats")
 
     def on_mount(self) -> None:
-        self.update_stage(self.stage, now=None)
+        self.update_stage(self.stage, now=self._now)
 
-    def update_stage(self, stage: StageRow, now: float | None) -> None:
+    def update_stage(self, stage: StageRow, now: float) -> None:
         self.stage = stage
+        self._now = now
+        if not self.children:  # not composed yet: on_mount draws self.stage
+            return
         name = Text()
         name.append(f"{stage.idx + 1}. {stage.id}", style="bold")
         name.append(f" {stage.tool} ", style="dim")
@@ -146,51 +150,53 @@ class StageProgress(Horizontal):
             bar.update(total=stage.tasks_total, progress=stage.tasks_done + stage.tasks_failed)
         else:
             bar.update(total=1, progress=1 if stage.state in ("completed", "failed") else 0)
-        self.query_one(".stage-stats", Label).update(stage_stats(stage, now if now is not None else 0.0))
+        self.query_one(".stage-stats", Label).update(stage_stats(stage, now))
 
 
 class StagesPanel(VerticalScroll):
-    """The selected run's stages, one StageProgress each, keyed by stage id."""
+    """The selected run's stages, one StageProgress each.
+
+    Stage rows are reused by position: switching runs updates the bars in place and
+    only mounts or removes the difference in count, so moving the cursor is instant.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._run: str | None = None
-        self._shown: dict[str, StageProgress] = {}
+        self._bars: list[StageProgress] = []
 
     def compose(self) -> ComposeResult:
         yield Static("No run selected.", id="stages-empty")
 
+    @property
+    def stage_ids(self) -> list[str]:
+        return [bar.stage.id for bar in self._bars]
+
     def show(self, run_id: str | None, stages: Sequence[StageRow], now: float) -> None:
-        if run_id != self._run:
-            for widget in self._shown.values():
-                widget.remove()
-            self._shown.clear()
-            self._run = run_id
         empty = self.query_one("#stages-empty", Static)
         empty.display = not stages
         if run_id is None:
             empty.update("No runs yet. Press [b]n[/b] to start one.")
         elif not stages:
             empty.update("Waiting for the master to plan this run...")
-        wanted = {stage.id for stage in stages}
-        for stage_id in [k for k in self._shown if k not in wanted]:
-            self._shown.pop(stage_id).remove()
-        for stage in stages:
-            shown = self._shown.get(stage.id)
-            if shown is None:
-                shown = StageProgress(stage)
-                self._shown[stage.id] = shown
-                self.mount(shown)
-            elif shown.is_mounted:
-                shown.update_stage(stage, now)
+        for bar, stage in zip(self._bars, stages, strict=False):
+            if bar.is_mounted:
+                bar.update_stage(stage, now)
             else:
-                shown.stage = stage
+                bar.stage = stage
+        if len(stages) > len(self._bars):
+            fresh = [StageProgress(stage, now) for stage in stages[len(self._bars):]]
+            self._bars.extend(fresh)
+            self.mount_all(fresh)
+        elif len(stages) < len(self._bars):
+            for bar in self._bars[len(stages):]:
+                bar.remove()
+            del self._bars[len(stages):]
 
     def tick(self, now: float) -> None:
         """Times move even when the store does not: redraw ETAs."""
-        for widget in self._shown.values():
-            if widget.is_mounted:
-                widget.update_stage(widget.stage, now)
+        for bar in self._bars:
+            if bar.is_mounted:
+                bar.update_stage(bar.stage, now)
 
 
 def result_line(row: ResultRow) -> Text:

@@ -8,6 +8,9 @@ connection; the page comes back as a message and only the handler draws it.
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,8 @@ class ResultsScreen(Screen[None]):
         self.page: rq.ResultPage | None = None
         self.filter = rq.ResultFilter(run_id)
         self.pages_loaded = 0
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
         yield Static(f"[b]Results[/b] · run {self.run_id} {self.workflow}", id="results-title")
@@ -95,26 +100,33 @@ class ResultsScreen(Screen[None]):
 
     # -- reading -------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        from console.store import Store
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """The screen's own connection, opened on first use, used by one worker at a time."""
+        with self._lock:
+            if self._conn is None:
+                from console.store import Store
 
-        return Store.open(self.db_path).conn
+                self._conn = Store.open(self.db_path).conn
+            yield self._conn
+
+    def on_unmount(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     @work(thread=True, group="results-filters", name="results filters")
     def load_filters(self) -> None:
-        conn = self._connect()
-        try:
+        with self._reader() as conn:
             stages = [r[0] for r in conn.execute(
                 "SELECT id FROM stages WHERE run_id = ? ORDER BY idx", (self.run_id,)).fetchall()]
             types = rq.result_types(conn, self.run_id)
-        finally:
-            conn.close()
         self.post_message(FiltersLoaded(stages, types))
 
     @work(thread=True, exclusive=True, group="results-page", name="results page")
     def load(self, where: str) -> None:
-        conn = self._connect()
-        try:
+        with self._reader() as conn:
             page, flt = self.page, self.filter
             if where == "next" and page is not None and page.filter == flt:
                 new = rq.next_page(conn, page)
@@ -124,8 +136,6 @@ class ResultsScreen(Screen[None]):
                 new = rq.last_page(conn, flt)
             else:
                 new = rq.first_page(conn, flt)
-        finally:
-            conn.close()
         self.post_message(PageLoaded(new))
 
     @on(FiltersLoaded)

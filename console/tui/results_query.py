@@ -7,13 +7,14 @@ and free text over key, target and the JSON data (LIKE, escaped).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from console.tui.viewdata import ResultRow, fetch_dicts, result_from_row
 
-PAGE_SIZE = 100
+PAGE_SIZE = 50
 
 
 @dataclass(frozen=True)
@@ -96,25 +97,36 @@ def last_page(conn: sqlite3.Connection, flt: ResultFilter, limit: int = PAGE_SIZ
 
 
 def next_page(conn: sqlite3.Connection, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
+    """The page after ``page`` (the total is carried over: counting is the costly part of a text filter)."""
     if page.last_id is None:
         return first_page(conn, page.filter, limit)
-    total = count_matching(conn, page.filter)
+    total = page.total
     rows = _page(conn, page.filter, " AND id > ?", [page.last_id], "ASC", limit)
     if not rows:
         return ResultPage(page.rows, page.offset, total, page.filter)
-    return ResultPage(tuple(rows), page.offset + len(page.rows), total, page.filter)
+    offset = page.offset + len(page.rows)
+    return ResultPage(tuple(rows), offset, max(total, offset + len(rows)), page.filter)
 
 
 def prev_page(conn: sqlite3.Connection, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
     if page.first_id is None or page.offset == 0:
         return first_page(conn, page.filter, limit)
-    total = count_matching(conn, page.filter)
+    total = page.total
     rows = _page(conn, page.filter, " AND id < ?", [page.first_id], "DESC", limit)
     return ResultPage(tuple(rows), max(0, page.offset - len(rows)), total, page.filter)
 
 
 def result_types(conn: sqlite3.Connection, run_id: str) -> list[str]:
-    """The types present in a run (walks the (run_id, stage_id, type, key) index, not the rows)."""
+    """The types a run's stages produce, from its stored definition (``output`` of each stage);
+    for a definition without them, the types present (an index walk)."""
+    row = conn.execute("SELECT definition FROM runs WHERE id = ?", (run_id,)).fetchone()
+    try:
+        stages = json.loads(row[0]).get("stages", []) if row and row[0] else []
+    except (TypeError, ValueError, AttributeError):
+        stages = []
+    declared = {str(t) for stage in stages if isinstance(stage, dict) for t in stage.get("output") or ()}
+    if declared:
+        return sorted(declared)
     rows = conn.execute(
         "SELECT DISTINCT type FROM results WHERE run_id = ? ORDER BY type", (run_id,)
     ).fetchall()

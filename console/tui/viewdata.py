@@ -112,6 +112,8 @@ class ConsoleView:
     runs: tuple[RunRow, ...] = ()
     selected_run: str | None = None
     stages: tuple[StageRow, ...] = ()
+    #: every listed run's stages, so moving the cursor redraws at once without a store read
+    stages_by_run: dict[str, tuple[StageRow, ...]] = field(default_factory=dict)
     agents: tuple[AgentRow, ...] = ()
     results: tuple[ResultRow, ...] = ()
     events: tuple[EventRow, ...] = ()
@@ -167,7 +169,26 @@ def read_runs(conn: sqlite3.Connection, limit: int = MAX_RUNS) -> list[RunRow]:
 
 def read_stages(conn: sqlite3.Connection, run_id: str) -> list[StageRow]:
     rows = fetch_dicts(conn, "SELECT * FROM stages WHERE run_id = ? ORDER BY idx", (run_id,))
-    return [
+    return [stage_from_row(r) for r in rows]
+
+
+def read_stages_of(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, tuple[StageRow, ...]]:
+    """Stages of many runs in one query (the runs table's runs: a few hundred rows at most)."""
+    found: dict[str, list[StageRow]] = {run_id: [] for run_id in run_ids}
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start:start + 500]
+        rows = fetch_dicts(
+            conn,
+            f"SELECT * FROM stages WHERE run_id IN ({','.join('?' * len(chunk))}) ORDER BY run_id, idx",
+            chunk,
+        )
+        for row in rows:
+            found[row["run_id"]].append(stage_from_row(row))
+    return {run_id: tuple(stages) for run_id, stages in found.items()}
+
+
+def stage_from_row(r: dict[str, Any]) -> StageRow:
+    return (
         StageRow(
             run_id=r["run_id"],
             id=r["id"],
@@ -183,8 +204,7 @@ def read_stages(conn: sqlite3.Connection, run_id: str) -> list[StageRow]:
             started=r.get("started"),
             ended=r.get("ended"),
         )
-        for r in rows
-    ]
+    )
 
 
 def read_agents(conn: sqlite3.Connection) -> list[AgentRow]:
@@ -249,12 +269,14 @@ def read_view(conn: sqlite3.Connection, version: int, selected_run: str | None) 
         runs = read_runs(conn)
         if selected_run is None or all(r.id != selected_run for r in runs):
             selected_run = runs[0].id if runs else None
-        stages = read_stages(conn, selected_run) if selected_run else []
+        stages_by_run = read_stages_of(conn, [r.id for r in runs])
+        stages = stages_by_run.get(selected_run, ()) if selected_run else ()
         return ConsoleView(
             version=version,
             runs=tuple(runs),
             selected_run=selected_run,
             stages=tuple(stages),
+            stages_by_run=stages_by_run,
             agents=tuple(read_agents(conn)),
             results=tuple(read_latest_results(conn)),
             events=tuple(read_latest_events(conn)),

@@ -1,27 +1,30 @@
-"""The agent's JSON-lines loop: tasks in threads, batched results, cancel, ping, shutdown.
+"""The agent's JSON-lines loop: tasks on pooled threads, batched results, cancel, ping, shutdown.
 
 Read :mod:`agentkit` (the package docstring) for the protocol. The shape here:
-the main thread reads stdin line by line and never blocks on a task; each task
-gets a supervisor thread that starts the tool in a worker thread and watches
-for completion, cancel, and the task's timeout; one flusher thread turns every
-task's queued records into ``results`` messages every ~100 ms; every line
-written goes through one locked writer on a private copy of the real stdout
-(fd 1 itself points at /dev/null, so a child process or a stray print can
-never corrupt the stream).
+the main thread reads stdin a chunk at a time and never blocks on a task; a task's
+tool runs on a reused worker thread (:mod:`agentkit.workers`; a ``noop`` of a few
+records runs inline, it takes microseconds), and one watchdog thread enforces every
+task's cancel and timeout; one flusher thread turns every task's queued records into
+``results`` messages every ~100 ms; every line written goes through one ordered,
+batching writer (:mod:`agentkit.outbound`) on a private copy of the real stdout
+(fd 1 itself points at /dev/null, so a child process or a stray print can never
+corrupt the stream). The answers to one chunk of input leave in one write.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Dict, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 from agentkit import wire
+from agentkit.outbound import ProtocolWriter, as_payload, encode_line
+
+__all__ = ["Agent", "ProtocolWriter", "as_payload", "encode_line", "hello", "main"]
 
 if TYPE_CHECKING:
     from agentkit.context import TaskContext
@@ -46,63 +49,14 @@ PROGRAMS = (
     "dpkg",
 )
 FLUSH_INTERVAL = 0.1
+#: the reader holds its own answers at most this long while it works through a chunk of input
+HOLD_MAX_S = 0.002
+#: a noop with at most this many records (and no sleep) runs inline on the reader thread
+INLINE_MAX_RECORDS = 64
+#: bytes read from stdin at once (many task lines per read when the master sends a batch)
+READ_CHUNK = 256 * 1024
 #: After cancel/timeout, how long the tool thread may take to notice before ``done`` goes out anyway.
 STOP_GRACE = 0.5
-
-
-class ProtocolWriter:
-    """The one way to write a protocol line: serialized by a lock, flushed per line."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-        self.broken = threading.Event()
-
-    def send(self, message: Any) -> None:
-        """Write one message as one line; a batch too big for ``wire.MAX_LINE`` is split, a single
-        record that cannot be written (too big, NaN) is replaced by an ``error`` naming the task."""
-        try:
-            line = encode_line(message)
-        except ValueError:
-            line = b""
-        if not line or len(line) >= wire.MAX_LINE:
-            if isinstance(message, wire.Results) and len(message.records) > 1:
-                half = len(message.records) // 2
-                for part in (message.records[:half], message.records[half:]):
-                    self.send(wire.Results(op="results", id=message.id, records=part))
-                return
-            reason = "%s message dropped: not encodable within %d bytes" % (
-                getattr(message, "op", "?"),
-                wire.MAX_LINE,
-            )
-            line = encode_line(wire.Error(op="error", error=reason, id=getattr(message, "id", None)))
-        with self._lock:
-            if self.broken.is_set():
-                return
-            try:
-                self._stream.write(line)
-                self._stream.flush()
-            except (OSError, ValueError):
-                self.broken.set()  # the master is gone: the read loop ends at EOF
-
-
-def encode_line(message: Any) -> bytes:
-    """Compact JSON + newline; NaN/Infinity are refused (ValueError): they are not JSON."""
-    text = json.dumps(
-        as_payload(message), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
-    )
-    return text.encode("utf-8", "replace") + b"\n"
-
-
-def as_payload(message: Any) -> Any:
-    """A message as plain JSON data. ``results`` skip ``dataclasses.asdict``: its recursive deep
-    copy made batching ~10x slower than the JSON encoding itself."""
-    if isinstance(message, wire.Results):
-        records = [{"type": r.type, "target": r.target, "data": r.data} for r in message.records]
-        return {"op": message.op, "id": message.id, "records": records}
-    if dataclasses.is_dataclass(message) and not isinstance(message, type):
-        return dataclasses.asdict(message)
-    return message
 
 
 def take_stdout() -> IO[bytes]:
@@ -174,49 +128,80 @@ class RunningTask:
         self.task = task
         self.ctx = ctx
         self.cancel_requested = threading.Event()
-        self.thread: Optional[threading.Thread] = None
+        #: why the watchdog stopped it ("cancelled", "timeout after ...") and when (monotonic)
+        self.stop_reason: Optional[str] = None
+        self.stop_at = 0.0
+        #: ``done`` was sent (by its worker, or by the watchdog for a tool that would not stop)
+        self.finished = False
 
 
 class Agent:
     """Serves one master over a byte stream pair until shutdown or EOF."""
 
     def __init__(self, writer: ProtocolWriter) -> None:
+        from agentkit.workers import Watchdog, WorkerPool
+
         self.writer = writer
         self._lock = threading.Lock()
         self._tasks: Dict[str, RunningTask] = {}
         self._stopping = threading.Event()
+        self._pool = WorkerPool()
+        self._watchdog = Watchdog(self._watch, self._stopping)
 
     # -- the read loop -----------------------------------------------------------
 
     def serve(self, stdin: IO[bytes]) -> int:
+        """Read input a chunk at a time, handle every complete line in it, then write the answers
+        (quick tasks run right here, so a chunk of them is answered with one write)."""
         flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
         flusher.start()
+        read: Callable[[int], bytes] = getattr(stdin, "read1", None) or stdin.readline
+        partial = bytearray()
+        skipping = False  # inside a line longer than wire.MAX_LINE (already reported)
         try:
             while not self.writer.broken.is_set():
-                line = stdin.readline(wire.MAX_LINE + 1)
-                if not line:
+                self.writer.flush()
+                chunk = read(READ_CHUNK)
+                if not chunk:
+                    if partial and not skipping and bytes(partial).strip():
+                        self.handle_line(bytes(partial))  # a last line without its newline
                     break
-                if len(line) > wire.MAX_LINE and not line.endswith(b"\n"):
-                    self._error("line longer than %d bytes" % wire.MAX_LINE)
-                    if not self._skip_rest_of_line(stdin):
+                self.writer.hold()
+                held_since = time.monotonic()
+                start = 0
+                while True:
+                    end = chunk.find(b"\n", start)
+                    if end < 0:
+                        if not skipping:
+                            partial += chunk[start:]
+                            if len(partial) > wire.MAX_LINE:
+                                partial = bytearray()
+                                skipping = True
+                                self._error("line longer than %d bytes" % wire.MAX_LINE)
                         break
-                    continue
-                if not line.strip():
-                    continue
-                if not self.handle_line(line):
-                    break
+                    line = chunk[start:end]
+                    start = end + 1
+                    if skipping:
+                        skipping = False
+                        continue
+                    if partial:
+                        partial += line
+                        line, partial = bytes(partial), bytearray()
+                    if len(line) > wire.MAX_LINE:
+                        self._error("line longer than %d bytes" % wire.MAX_LINE)
+                        continue
+                    if not line.strip():
+                        continue
+                    if not self.handle_line(line):
+                        return 0
+                    if time.monotonic() - held_since >= HOLD_MAX_S:
+                        self.writer.flush()
+                        self.writer.hold()
+                        held_since = time.monotonic()
         finally:
+            self.writer.flush()
             self.shutdown()
         return 0
-
-    @staticmethod
-    def _skip_rest_of_line(stdin: IO[bytes]) -> bool:
-        while True:
-            chunk = stdin.readline(wire.MAX_LINE + 1)
-            if not chunk:
-                return False
-            if chunk.endswith(b"\n"):
-                return True
 
     def handle_line(self, line: bytes) -> bool:
         """Handle one message; False means stop serving (shutdown)."""
@@ -274,6 +259,15 @@ class Agent:
             timeout=float(message.get("timeout", 600.0)),
             scope=list(message.get("scope") or []),
         )
+        send = self.writer.send
+        ctx = TaskContext(
+            task_id,
+            task.timeout,
+            task.scope,
+            lambda records: send(wire.Results(op="results", id=task_id, records=records)),
+            lambda done, total: send(wire.Progress(op="progress", id=task_id, done=done, total=total)),
+        )
+        running = RunningTask(task, ctx)
         with self._lock:
             if task_id in self._tasks:
                 self._error("task: id %r is already running" % task_id, task_id)
@@ -281,73 +275,84 @@ class Agent:
             if self._stopping.is_set():
                 self.writer.send(wire.Done(op="done", id=task_id, ok=False, error="agent is shutting down"))
                 return
-            ctx = TaskContext(
-                task_id,
-                task.timeout,
-                task.scope,
-                lambda records: self.writer.send(wire.Results(op="results", id=task_id, records=records)),
-                lambda done, total: self.writer.send(
-                    wire.Progress(op="progress", id=task_id, done=done, total=total)
-                ),
-            )
-            running = RunningTask(task, ctx)
             self._tasks[task_id] = running
         if task.tool not in REGISTRY:
             self._finish(running, "unknown tool: %s" % task.tool[:64])
-            return
-        running.thread = threading.Thread(
-            target=self._supervise, args=(running,), name="task-" + task_id, daemon=True
-        )
-        running.thread.start()
+        elif _runs_inline(task.tool, task.params):
+            self._work(running)  # microseconds of work: a thread hand-off would cost more than the task
+        else:
+            self._pool.submit(self._work, running)
+            self._watchdog.poke()
 
-    def _supervise(self, running: RunningTask) -> None:
+    def _work(self, running: RunningTask) -> None:
+        """Run the tool (on a pooled thread, or inline for a quick one) and send ``done``."""
         from agentkit.context import TaskStopped, ToolError
         from agentkit.tools import REGISTRY
 
         task, ctx = running.task, running.ctx
-        finished = threading.Event()
-        outcome: Dict[str, Optional[str]] = {"error": "tool ended without a result"}
-
-        def work() -> None:
+        error: Optional[str] = "tool ended without a result"
+        try:
             try:
-                try:
-                    tool = REGISTRY[task.tool]  # the tool's module is imported on its first task
-                except ImportError as err:
-                    raise ToolError("tool %s is not available on this box: %s" % (task.tool, err)) from err
-                tool(ctx, task.targets, task.params)
-                outcome["error"] = None
-            except TaskStopped as err:
-                outcome["error"] = str(err)
-            except ToolError as err:
-                outcome["error"] = str(err) or type(err).__name__
-            except Exception as err:  # a tool bug is the task's failure, never the agent's crash
-                import traceback
+                tool = REGISTRY[task.tool]  # the tool's module is imported on its first task
+            except ImportError as err:
+                raise ToolError("tool %s is not available on this box: %s" % (task.tool, err)) from err
+            tool(ctx, task.targets, task.params)
+            error = None
+        except TaskStopped as err:
+            error = str(err)
+        except ToolError as err:
+            error = str(err) or type(err).__name__
+        except Exception as err:  # a tool bug is the task's failure, never the agent's crash
+            import traceback
 
-                where = traceback.extract_tb(err.__traceback__)[-1:]
-                place = " (%s:%s)" % (os.path.basename(where[0].filename), where[0].lineno) if where else ""
-                outcome["error"] = "%s: %s%s" % (type(err).__name__, err, place)
-            finally:
-                finished.set()
-
-        worker = threading.Thread(target=work, name="tool-" + task.id, daemon=True)
-        worker.start()
-        reason: Optional[str] = None
-        while not finished.wait(0.05):
-            if running.cancel_requested.is_set():
-                reason = "cancelled"
-            elif time.monotonic() >= ctx.deadline:
-                reason = "timeout after %gs" % task.timeout
-            if reason:
-                ctx.stop()
-                finished.wait(STOP_GRACE)
-                break
-        ctx.kill_processes()
-        if reason is None and outcome["error"] is not None and ctx.cancelled.is_set():
+            where = traceback.extract_tb(err.__traceback__)[-1:]
+            place = " (%s:%s)" % (os.path.basename(where[0].filename), where[0].lineno) if where else ""
+            error = "%s: %s%s" % (type(err).__name__, err, place)
+        except BaseException:  # noqa: B036 - SystemExit & co. in a tool: still exactly one ``done``
+            error = "tool ended without a result"
+        if ctx.has_processes():
+            ctx.kill_processes()
+        reason = running.stop_reason
+        if reason is None and error is not None and ctx.cancelled.is_set():
             # the tool failed BECAUSE it was stopped (e.g. its killed child exited -9): say why
             reason = "cancelled" if running.cancel_requested.is_set() else "timeout after %gs" % task.timeout
-        self._finish(running, reason or outcome["error"])
+        self._finish(running, reason or error)
+
+    def _watch(self, now: float) -> Optional[float]:
+        """The watchdog's look at every running task: stop the cancelled and the overdue; end
+        (``done`` anyway) those whose tool has not stopped ``STOP_GRACE`` after being told to.
+        Returns seconds until the next thing to check, None when nothing runs."""
+        with self._lock:
+            running = list(self._tasks.values())
+        if not running:
+            return None
+        soonest = STOP_GRACE
+        for item in running:
+            if item.finished:
+                continue
+            if item.stop_reason is None:
+                if item.cancel_requested.is_set():
+                    item.stop_reason = "cancelled"
+                elif now >= item.ctx.deadline:
+                    item.stop_reason = "timeout after %gs" % item.task.timeout
+                else:
+                    soonest = min(soonest, item.ctx.deadline - now)
+                    continue
+                item.stop_at = now
+                item.ctx.stop()
+                soonest = min(soonest, STOP_GRACE)
+            elif now - item.stop_at >= STOP_GRACE:
+                item.ctx.kill_processes()
+                self._finish(item, item.stop_reason)
+            else:
+                soonest = min(soonest, item.stop_at + STOP_GRACE - now)
+        return soonest
 
     def _finish(self, running: RunningTask, error: Optional[str]) -> None:
+        with self._lock:
+            if running.finished:
+                return  # the watchdog ended it already (its tool would not stop)
+            running.finished = True
         running.ctx.close()
         with self._lock:
             self._tasks.pop(running.task.id, None)
@@ -364,7 +369,8 @@ class Agent:
             self._error("cancel: no running task %r" % task_id[:64], task_id)
             return
         running.cancel_requested.set()
-        running.ctx.stop()  # kill child processes now, not at the supervisor's next tick
+        running.ctx.stop()  # kill child processes now, not at the watchdog's next look
+        self._watchdog.poke()
 
     def _flush_loop(self) -> None:
         while not self._stopping.wait(FLUSH_INTERVAL):
@@ -381,17 +387,42 @@ class Agent:
             item.ctx.stop()
 
     def shutdown(self) -> None:
-        """Cancel everything, let the supervisors write their ``done`` lines, stop flushing."""
+        """Cancel everything, let the tasks (or the watchdog) write their ``done`` lines, stop flushing."""
         with self._lock:
             self._stopping.set()
             running = list(self._tasks.values())
         for item in running:
             item.cancel_requested.set()
             item.ctx.stop()
+        self._watchdog.poke()
         ends = time.monotonic() + 2 * STOP_GRACE + 0.5
-        for item in running:
-            if item.thread is not None:
-                item.thread.join(max(0.0, ends - time.monotonic()))
+        while time.monotonic() < ends:
+            with self._lock:
+                if not self._tasks:
+                    break
+            time.sleep(0.01)
+        self.writer.wait_written(max(0.0, ends - time.monotonic()) + 0.5)
+
+
+def _runs_inline(tool: str, params: Dict[str, Any]) -> bool:
+    """Whether a task is so short that it runs on the reading thread itself.
+
+    Only the built-in ``noop`` without ``sleep`` and with a few records qualifies:
+    it finishes in microseconds, and it is what the master's throughput is measured
+    with. Everything else runs on a pooled thread under the watchdog.
+    """
+    if tool != "noop" or params.get("sleep"):
+        return False
+    records = params.get("records", 0)
+    if not isinstance(records, int) or records > INLINE_MAX_RECORDS:
+        return False
+    from agentkit.tools import REGISTRY
+
+    try:
+        function = REGISTRY[tool]
+    except ImportError:
+        return False
+    return getattr(function, "__module__", "") == "agentkit.tools.noop"
 
 
 def _task_problem(message: Dict[str, Any]) -> Optional[str]:

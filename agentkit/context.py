@@ -133,6 +133,10 @@ class TaskContext:
             self.kill_processes()
         return proc
 
+    def has_processes(self) -> bool:
+        """Whether the tool started any child (most tasks never do: no kill pass needed)."""
+        return bool(self._procs)
+
     def kill_processes(self) -> None:
         with self._lock:
             procs = list(self._procs)

@@ -35,7 +35,7 @@ from console.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.leases import IngestBatch
 from console.notify import StoreWatcher
 from console.outcomes import FLUSH_RECORDS, OutcomeTracker
-from console.planner import RunPlanner, stage_specs
+from console.planner import WINDOW_TASKS, RunPlanner, stage_specs
 from console.status import RUN_TERMINAL, STOP_REQUESTED, RunState
 from console.store import Store
 
@@ -54,6 +54,9 @@ STOP_GRACE_S = 3.0
 STRAGGLER_AFTER_S = 2.0
 #: reconnect attempts after which a down box's pinned tasks are failed
 GIVE_UP_AFTER = 3
+#: plan again once this many tasks were claimed since the last planning step (a quarter of the
+#: planner's window, so the queue never runs dry between steps), or when a claim came back short
+PLAN_AFTER_CLAIMED = WINDOW_TASKS // 4
 #: a dispatch round waits this long after a wakeup to batch more tasks into one write per box
 DISPATCH_COALESCE_S = 0.001
 
@@ -84,6 +87,7 @@ class Master(OutcomeTracker):
         self._executor: ThreadPoolExecutor | None = None
         self._claim_dirty = True
         self._plan_dirty = True
+        self._claimed_since_plan = 0
         self._queue_empty = False
         self._idle = False
         self._dropped_lines = 0
@@ -208,6 +212,7 @@ class Master(OutcomeTracker):
         )
 
     async def _plan(self) -> None:
+        self._claimed_since_plan = 0
         for ctx in list(self.runs.values()):
             if ctx.state != RunState.RUNNING or ctx.stopping:
                 continue
@@ -236,7 +241,11 @@ class Master(OutcomeTracker):
             self.tasks[task.task_id] = task
             self.ready.append(task)
         self.ready.sort(key=lambda t: (-t.priority, t.task_id))
-        self._plan_dirty = True  # the window drained: plan more
+        self._claimed_since_plan += len(rows)
+        if self._claimed_since_plan >= PLAN_AFTER_CLAIMED or len(rows) < want:
+            # the planned window drained by a good part (or ran short): plan more. Not after every
+            # claim: a planner step per dispatch round was a fifth of the master's store time
+            self._plan_dirty = True
         self.dispatch_wake.set()
 
     async def _flush(self, force: bool = False) -> None:

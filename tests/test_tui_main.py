@@ -187,3 +187,17 @@ async def test_empty_database_invites_a_new_run(tmp_path: Path) -> None:
         await pilot.pause(0.1)
         empty = app.query_one("#stages-empty")
         assert "Press n" in str(empty.render())
+
+
+async def test_a_failing_worker_is_reported_once_in_the_events_log(console_db: Path) -> None:
+    """The one Worker.StateChanged handler turns a worker's error into a notification and a log line."""
+    app = make_app(console_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.views_drawn > 0)
+        events = app.query_one("#events", FeedLog)
+        lines_before = len(events.lines)
+        app._toggle_pause("nosuchrun")  # a run deleted under the operator's feet
+        await wait_for(pilot, lambda: len(events.lines) > lines_before)
+        text = "".join(segment.text for segment in events.lines[-1])
+        assert "pause/resume" in text and "nosuchrun" in text
+        assert app.is_running  # an error in a worker never closes the console

@@ -60,6 +60,7 @@ async def open_modal(app: FleetscanApp, pilot) -> NewRunScreen:  # type: ignore[
     await wait_for(pilot, lambda: app.views_drawn > 0)
     await pilot.press("n")
     await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and bool(app.screen.workflows))
+    await pilot.pause()  # let the layout settle before clicking
     return app.screen  # type: ignore[return-value]
 
 

@@ -148,3 +148,19 @@ def test_keyset_pages_never_read_more_than_a_page(big_db: Path) -> None:
         assert back.offset == 200
     finally:
         conn.close()
+
+
+async def test_a_screen_workers_failure_reaches_the_one_error_handler(
+    big_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(conn: object, run_id: str) -> list[str]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(rq, "result_types", broken)
+    app = make_app(big_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_browser(app, pilot)
+        events = app.screen_stack[0].query_one("#events")
+        await wait_for(pilot, lambda: any("disk on fire" in "".join(s.text for s in line)
+                                          for line in events.lines))  # type: ignore[attr-defined]
+        assert isinstance(app.screen, ResultsScreen)  # the browser stays usable

@@ -1,0 +1,11 @@
+"""The Textual operator console: the only package of fleetscan that imports Textual.
+
+Entry point: ``console.tui.app.run_console(db_path, workflows_file, agents_source)``
+(``fleetscan`` / ``fleetscan tui``), or ``python -m console.tui.app --db PATH``.
+
+Modules: ``app`` (the App: workers, master, actions), ``main_screen`` and ``panels``
+(what the main screen draws), ``watcher`` (the refresh loop) and ``viewdata`` (what it
+reads), ``keyed_table`` (tables diffed by key), ``new_run``, ``results_browser`` with
+``results_query``, ``agents_screen`` with ``agent_ops``, ``dialogs``, ``intents`` (the
+console's writes), ``formatting`` and ``app.tcss``.
+"""

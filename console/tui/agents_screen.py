@@ -27,6 +27,7 @@ from console.tui import formatting as fmt
 from console.tui.dialogs import ConfirmScreen
 from console.tui.keyed_table import KeyedTable
 from console.tui.viewdata import AgentRow
+from console.tui.worker_errors import ForwardWorkerErrors
 
 COLUMNS = [
     ("name", "Box"),
@@ -96,7 +97,7 @@ def agent_row_cells(
     )
 
 
-class AgentsScreen(Screen[None]):
+class AgentsScreen(ForwardWorkerErrors, Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Back"),
         Binding("c", "check", "Check box"),
@@ -125,7 +126,7 @@ class AgentsScreen(Screen[None]):
         self.load_entries()
         self.set_interval(0.5, self.refresh_rows)
 
-    @work(thread=True, name="agents inventory")
+    @work(thread=True, name="agents inventory", exit_on_error=False)
     def load_entries(self) -> None:
         try:
             self.post_message(EntriesLoaded(agent_ops.list_entries(self.agents_source)))
@@ -175,7 +176,7 @@ class AgentsScreen(Screen[None]):
         self._detail(f"Checking {entry.name} ({entry.address}): connect, bootstrap, ping...")
         self.check(entry)
 
-    @work(group="agent-check", name="check box")
+    @work(group="agent-check", name="check box", exit_on_error=False)
     async def check(self, entry: agent_ops.BoxEntry) -> None:
         try:
             outcome = await agent_ops.check_entry(entry)
@@ -204,7 +205,7 @@ class AgentsScreen(Screen[None]):
         self._detail(f"Asking {entry.name} ({entry.address}) for its host key...")
         self.fetch_key(entry)
 
-    @work(group="agent-trust", name="fetch host key")
+    @work(group="agent-trust", name="fetch host key", exit_on_error=False)
     async def fetch_key(self, entry: agent_ops.BoxEntry) -> None:
         try:
             offer = await agent_ops.offered_key(entry)
@@ -239,7 +240,7 @@ class AgentsScreen(Screen[None]):
 
         self.app.push_screen(ConfirmScreen(question, confirm_label="Trust", id="confirm-trust"), answered)
 
-    @work(thread=True, group="agent-trust", name="record host key")
+    @work(thread=True, group="agent-trust", name="record host key", exit_on_error=False)
     def record(self, offer: agent_ops.OfferedKey) -> None:
         try:
             done = agent_ops.record_trust(offer)

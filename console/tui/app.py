@@ -29,7 +29,7 @@ from console.tui import intents
 from console.tui.dialogs import ConfirmScreen, HelpScreen
 from console.tui.main_screen import MainScreen
 from console.tui.viewdata import ConsoleView, RunRow
-from console.tui.watcher import StoreChanged, StoreWatcher
+from console.tui.watcher import StoreChanged, StoreTrouble, StoreWatcher
 
 Clock = Callable[[], float]
 
@@ -85,16 +85,19 @@ class FleetscanApp(App[int]):
 
     # -- workers -------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="watch", name="store watcher")
+    @work(thread=True, exclusive=True, group="watch", name="store watcher", exit_on_error=False)
     def watch_store(self) -> None:
         worker = get_current_worker()
 
         def post(view: ConsoleView) -> None:
             self.post_message(StoreChanged(view))
 
-        self.watcher.loop(post, lambda: worker.is_cancelled)
+        def trouble(message: str | None) -> None:
+            self.post_message(StoreTrouble(message))
 
-    @work(exclusive=True, group="master", name="master")
+        self.watcher.loop(post, lambda: worker.is_cancelled, trouble)
+
+    @work(exclusive=True, group="master", name="master", exit_on_error=False)
     async def run_master(self) -> None:
         """The embedded master: serves pending and orphaned runs for as long as the console is open."""
         from console.scheduler import Master
@@ -124,16 +127,21 @@ class FleetscanApp(App[int]):
 
     # -- live updates --------------------------------------------------------------
 
+    @on(StoreTrouble)
+    def store_trouble(self, message: StoreTrouble) -> None:
+        if message.message is None:
+            self.notify("The store can be read again.", title="Store")
+        else:
+            self.notify(message.message, title="Store", severity="error", timeout=10)
+
     @on(StoreChanged)
     def show_view(self, message: StoreChanged) -> None:
-        if self._leaving:
-            return
+        if self._leaving or not self.main.ready:
+            return  # the main screen pokes the watcher once it is composed
         view = message.view
-        self.view = view
+        self.view = view  # only a view that is on screen: actions act on what the operator sees
         if self.watcher.selected_run is None and view.selected_run is not None:
             self.watcher.selected_run = view.selected_run
-        if not self.main.ready:
-            return
         with self.batch_update():
             self.main.show_view(view, self.watcher.selected_run, self.selected_run(), self.clock())
         self.views_drawn += 1
@@ -185,7 +193,7 @@ class FleetscanApp(App[int]):
         if run is not None:
             self._toggle_pause(run.id)
 
-    @work(thread=True, group="intent", name="pause/resume")
+    @work(thread=True, group="intent", name="pause/resume", exit_on_error=False)
     def _toggle_pause(self, run_id: str) -> None:
         before, after = intents.toggle_pause(self.db_path, run_id)
         self.watcher.poke()
@@ -210,7 +218,7 @@ class FleetscanApp(App[int]):
                     "and the run ends [b]stopped[/b]. It cannot be resumed.")
         self.push_screen(ConfirmScreen(question, confirm_label="Stop run", id="confirm-stop"), confirmed)
 
-    @work(thread=True, group="intent", name="stop")
+    @work(thread=True, group="intent", name="stop", exit_on_error=False)
     def _stop(self, run_id: str) -> None:
         state = intents.request_stop(self.db_path, run_id)
         self.watcher.poke()
@@ -220,8 +228,18 @@ class FleetscanApp(App[int]):
         from console.tui.results_browser import ResultsScreen
 
         run = self._need_run()
-        if run is not None:
-            self.push_screen(ResultsScreen(self.db_path, run.id, run.workflow))
+        if run is None:
+            return
+        # The last run's browser stays installed: reopening it is instant and keeps its page.
+        name = f"results-{run.id}"
+        if not self.is_screen_installed(name):
+            for old in [n for n in self._installed_screens if n.startswith("results-")]:
+                previous = self._installed_screens[old]
+                self.uninstall_screen(old)
+                if isinstance(previous, Screen) and previous.is_mounted:
+                    previous.remove()  # closes its reader connection
+            self.install_screen(ResultsScreen(self.db_path, run.id, run.workflow), name)
+        self.push_screen(name)
 
     def action_agents(self) -> None:
         from console.tui.agents_screen import AgentsScreen

@@ -23,10 +23,12 @@ STATE_STYLES: dict[str, str] = {
     "done": "#5fd75f",
     "cancelled": "#d75fd7",
     # agents
+    "up": "bold #5fd75f",
     "idle": "bold #5fd75f",
     "ready": "bold #5fd75f",
     "busy": "bold #5fafff",
     "connecting": "bold #ffaf00",
+    "starting": "bold #ffaf00",
     "bootstrapping": "bold #ffaf00",
     "down": "bold #ff5f5f",
     "set_aside": "bold #ff5f5f",

@@ -23,6 +23,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from console.errors import BadInput, FleetscanError
 from console.tui import intents
+from console.tui.worker_errors import ForwardWorkerErrors
 
 FIELDS = ("workflow", "targets", "scope", "agents", "priority")
 
@@ -60,7 +61,7 @@ def field_of(error: BadInput) -> str | None:
     return name if name in FIELDS else None
 
 
-class NewRunScreen(ModalScreen[str | None]):
+class NewRunScreen(ForwardWorkerErrors, ModalScreen[str | None]):
     """Returns the new run's id, or None when cancelled."""
 
     BINDINGS = [
@@ -86,7 +87,7 @@ class NewRunScreen(ModalScreen[str | None]):
                     value = {"agents": self.agents_source, "priority": "0"}.get(name, "")
                     yield Input(value=value, placeholder=PLACEHOLDERS[name], id=f"in-{name}")
                 yield Static("", id=f"err-{name}", classes="field-error")
-            yield Static("", id="workflow-list", classes="hint")
+            yield Static("Loading the workflows file...", id="workflow-list", classes="hint")
             yield Static("", id="err-form", classes="field-error")
             with Horizontal(classes="buttons"):
                 yield Button("Submit", variant="primary", id="submit")
@@ -99,7 +100,7 @@ class NewRunScreen(ModalScreen[str | None]):
         self.query_one("#in-workflow", Input).focus()
         self.load_workflows()
 
-    @work(thread=True, name="load workflows")
+    @work(thread=True, name="load workflows", exit_on_error=False)
     def load_workflows(self) -> None:
         try:
             self.post_message(WorkflowsLoaded(intents.workflow_names(self.workflows_file)))
@@ -112,6 +113,7 @@ class NewRunScreen(ModalScreen[str | None]):
         box = self.query_one("#in-workflow", Input)
         box.suggester = SuggestFromList(message.names, case_sensitive=True)
         if message.error:
+            self.query_one("#workflow-list", Static).update("No workflows: the file has an error.")
             self.show_error(None, message.error)
         elif message.names:
             self.query_one("#workflow-list", Static).update("Workflows: " + ", ".join(message.names))
@@ -153,7 +155,7 @@ class NewRunScreen(ModalScreen[str | None]):
         self.submitting = True
         self.submit(form)
 
-    @work(thread=True, exclusive=True, name="submit run")
+    @work(thread=True, exclusive=True, name="submit run", exit_on_error=False)
     def submit(self, form: intents.NewRunForm) -> None:
         try:
             run_id = intents.submit_run(self.db_path, self.workflows_file, form)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.actions import SkipAction
 from textual.app import ComposeResult
@@ -28,6 +29,8 @@ from console.errors import FleetscanError
 from console.tui import formatting as fmt
 from console.tui import results_query as rq
 from console.tui.intents import opened_store
+from console.tui.viewdata import ResultRow
+from console.tui.worker_errors import ForwardWorkerErrors
 
 EXPORT_FORMATS = ("jsonl", "csv", "json")
 
@@ -50,12 +53,37 @@ class Exported(Message):
     error: str | None = None
 
 
-def data_summary(row: Any) -> str:
+#: fixed widths: the table never measures cells, and a page draws in one pass
+COLUMNS = [("id", "#", 6), ("stage", "Stage", 9), ("type", "Type", 9), ("key", "Key", 26),
+           ("target", "Target", 15), ("data", "Data", 48), ("agent", "Agent", 9), ("ts", "Time", 20)]
+_WIDTHS = {key: width for key, _, width in COLUMNS}
+
+
+def data_summary(row: ResultRow) -> str:
     data = row.data_dict()
     return ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("host",))
 
 
-class ResultsScreen(Screen[None]):
+def _cell(value: str, column: str, style: str = "") -> Text:
+    """Text, not str: no markup parsing of what a scanned machine sent, and cut to the column."""
+    width = _WIDTHS[column]
+    return Text(value if len(value) <= width else value[: width - 1] + "…", style=style, no_wrap=True)
+
+
+def page_cells(row: ResultRow) -> tuple[Text, ...]:
+    return (
+        _cell(str(row.id), "id", "dim"),
+        _cell(row.stage_id, "stage", "#87afd7"),
+        _cell(row.type, "type", "#5fd75f"),
+        _cell(row.key, "key"),
+        _cell(row.target, "target"),
+        _cell(data_summary(row), "data", "#a0a0a0"),
+        _cell(row.agent, "agent", "dim"),
+        _cell(row.ts, "ts", "dim"),
+    )
+
+
+class ResultsScreen(ForwardWorkerErrors, Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Back"),
         # priority: the table would otherwise scroll on these keys instead of paging
@@ -75,6 +103,7 @@ class ResultsScreen(Screen[None]):
         self.page: rq.ResultPage | None = None
         self.filter = rq.ResultFilter(run_id)
         self.pages_loaded = 0
+        self.filters_loaded = False
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -91,12 +120,15 @@ class ResultsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#results-table", DataTable)
-        for key, label in (("id", "#"), ("stage", "Stage"), ("type", "Type"), ("key", "Key"),
-                           ("target", "Target"), ("agent", "Agent"), ("ts", "Time"), ("data", "Data")):
-            table.add_column(label, key=key)
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=width)
         table.focus()
-        self.load_filters()
         self.load("first")
+
+    def on_screen_resume(self) -> None:
+        """Shown again (the app keeps the last run's browser): re-read the page it was on."""
+        if self.page is not None:
+            self.load("refresh")
 
     # -- reading -------------------------------------------------------------------
 
@@ -116,7 +148,7 @@ class ResultsScreen(Screen[None]):
                 self._conn.close()
                 self._conn = None
 
-    @work(thread=True, group="results-filters", name="results filters")
+    @work(thread=True, group="results-filters", name="results filters", exit_on_error=False)
     def load_filters(self) -> None:
         with self._reader() as conn:
             stages = [r[0] for r in conn.execute(
@@ -124,7 +156,7 @@ class ResultsScreen(Screen[None]):
             types = rq.result_types(conn, self.run_id)
         self.post_message(FiltersLoaded(stages, types))
 
-    @work(thread=True, exclusive=True, group="results-page", name="results page")
+    @work(thread=True, exclusive=True, group="results-page", name="results page", exit_on_error=False)
     def load(self, where: str) -> None:
         with self._reader() as conn:
             page, flt = self.page, self.filter
@@ -134,9 +166,14 @@ class ResultsScreen(Screen[None]):
                 new = rq.prev_page(conn, page)
             elif where == "last":
                 new = rq.last_page(conn, flt)
+            elif where == "refresh" and page is not None and page.filter == flt:
+                new = rq.same_page(conn, page)
             else:
                 new = rq.first_page(conn, flt)
         self.post_message(PageLoaded(new))
+        if not self.filters_loaded:  # after the first page: the page is what the operator waits for
+            self.filters_loaded = True
+            self.load_filters()
 
     @on(FiltersLoaded)
     def show_filters(self, message: FiltersLoaded) -> None:
@@ -151,8 +188,7 @@ class ResultsScreen(Screen[None]):
         with self.app.batch_update():
             table.clear()  # a new page is new rows: the live tables elsewhere diff, a page is replaced
             for row in page.rows:
-                table.add_row(str(row.id), row.stage_id, row.type, row.key, row.target, row.agent,
-                              row.ts, data_summary(row), key=str(row.id))
+                table.add_row(*page_cells(row), key=str(row.id))
         if page.total == 0:
             status = "no results match" if self._filtered() else "no results yet"
         else:
@@ -237,7 +273,7 @@ class ResultsScreen(Screen[None]):
 
         self.app.push_screen(ExportScreen(default, filtered_by_text=bool(flt.text.strip())), chosen)
 
-    @work(thread=True, exclusive=True, group="export", name="export")
+    @work(thread=True, exclusive=True, group="export", name="export", exit_on_error=False)
     def export(self, path: str, fmt_name: str, flt: rq.ResultFilter) -> None:
         from console.export import export_results
 

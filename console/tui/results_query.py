@@ -116,6 +116,15 @@ def prev_page(conn: sqlite3.Connection, page: ResultPage, limit: int = PAGE_SIZE
     return ResultPage(tuple(rows), max(0, page.offset - len(rows)), total, page.filter)
 
 
+def same_page(conn: sqlite3.Connection, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
+    """The page starting where ``page`` starts, re-read (new records may have filled it)."""
+    if page.first_id is None:
+        return first_page(conn, page.filter, limit)
+    total = count_matching(conn, page.filter)
+    rows = _page(conn, page.filter, " AND id >= ?", [page.first_id], "ASC", limit)
+    return ResultPage(tuple(rows), page.offset, total, page.filter)
+
+
 def result_types(conn: sqlite3.Connection, run_id: str) -> list[str]:
     """The types a run's stages produce, from its stored definition (``output`` of each stage);
     for a definition without them, the types present (an index walk)."""

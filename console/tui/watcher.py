@@ -25,6 +25,13 @@ POLL_INTERVAL = 0.25
 
 
 @dataclass
+class StoreTrouble(Message):
+    """Reading the store failed (``message``), or works again (``None``)."""
+
+    message: str | None
+
+
+@dataclass
 class StoreChanged(Message):
     """A fresh picture of the store for the main screen."""
 
@@ -62,20 +69,43 @@ class StoreWatcher:
         self._stop.set()
         self._wake.set()
 
-    def loop(self, post: Callable[[ConsoleView], None], cancelled: Callable[[], bool]) -> None:
-        """Poll until cancelled; call ``post`` with a new view whenever the store changed."""
+    def loop(
+        self,
+        post: Callable[[ConsoleView], None],
+        cancelled: Callable[[], bool],
+        trouble: Callable[[str | None], None] = lambda _message: None,
+    ) -> None:
+        """Poll until cancelled; call ``post`` with a new view whenever the store changed.
+
+        A read that fails (the database locked past its timeout, a disk error) is reported
+        through ``trouble`` once and retried every second; ``trouble(None)`` says it is over.
+        The console keeps showing the last good picture meanwhile.
+        """
         conn = open_reader(self.db_path)
         try:
             last_version: int | None = None
             last_selected: str | None = None
+            failing = False
             forced = True
             while not (cancelled() or self._stop.is_set()):
-                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-                selected = self.selected_run
-                if forced or version != last_version or selected != last_selected:
-                    view = read_view(conn, version, selected)
-                    last_version, last_selected = version, selected
-                    post(view)
+                try:
+                    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                    selected = self.selected_run
+                    if forced or failing or version != last_version or selected != last_selected:
+                        view = read_view(conn, version, selected)
+                        last_version, last_selected = version, selected
+                        post(view)
+                    if failing:
+                        failing = False
+                        trouble(None)
+                except sqlite3.Error as err:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if not failing:
+                        failing = True
+                        trouble(f"cannot read {self.db_path}: {err}")
+                    forced = self._stop.wait(1.0)
+                    continue
                 forced = self._wake.wait(self.interval)
                 self._wake.clear()
         finally:

@@ -121,6 +121,18 @@ class FrameClock:
         await _until(lambda: self.last >= t_state)
         return self.last - t0
 
+    async def key_to_paints(self, app: Any, key: str, steps: list[Callable[[], bool]]) -> list[float]:
+        """Like ``key_to_paint`` for a key whose answer comes in steps (a screen, then its data)."""
+        t0 = time.perf_counter()
+        app.simulate_key(key)
+        times = []
+        for reached in steps:
+            await _until(reached)
+            t_state = time.perf_counter()
+            await _until(lambda t=t_state: self.last >= t)  # type: ignore[misc]
+            times.append(self.last - t0)
+        return times
+
     async def change_to_paint(self, change: Callable[[], None], reached: Callable[[], bool]) -> float:
         t0 = time.perf_counter()
         change()
@@ -137,7 +149,7 @@ async def _measure(db: Path) -> dict[str, Any]:
     from console.tui.results_browser import ResultsScreen
 
     app = FleetscanApp(db, start_master=False)
-    figures: dict[str, Any] = {"select": [], "page": [], "open": [], "intent": []}
+    figures: dict[str, Any] = {"select": [], "page": [], "open": [], "open_shown": [], "intent": []}
     async with app.run_test(size=(160, 48)) as pilot:
         await _until(lambda: app.views_drawn > 0)
         frames = FrameClock(app)
@@ -167,9 +179,13 @@ async def _measure(db: Path) -> dict[str, Any]:
             for run_id, away in ((RUN_B, "down"), (RUN_A, "up")):
                 await pilot.press(away)
                 await _until(lambda r=run_id: app.watcher.selected_run == r)  # type: ignore[misc]
-                figures["open"].append(await frames.key_to_paint(
-                    app, "r", lambda r=run_id: isinstance(app.screen, ResultsScreen)  # type: ignore[misc]
-                    and app.screen.run_id == r and app.screen.pages_loaded > 0))
+                shown, filled = await frames.key_to_paints(app, "r", [
+                    lambda r=run_id: isinstance(app.screen, ResultsScreen)  # type: ignore[misc]
+                    and app.screen.run_id == r,
+                    lambda: isinstance(app.screen, ResultsScreen) and app.screen.pages_loaded > 0,
+                ])
+                figures["open_shown"].append(shown)
+                figures["open"].append(filled)
                 await pilot.pause()
                 screen = app.screen
                 assert isinstance(screen, ResultsScreen)
@@ -213,7 +229,9 @@ def run() -> list[dict[str, str]]:
          "value": _ms(f["select"]), "goal": "<= 100 ms", "command": COMMAND},
         {"figure": "console: results browser page key over 100,000 results (pgdn/end/pgup/home)",
          "value": _ms(f["page"]), "goal": "<= 100 ms", "command": COMMAND},
-        {"figure": "console: r -> results browser open with its first page drawn (fresh screen)",
+        {"figure": "console: r -> results browser on screen (fresh screen, page still loading)",
+         "value": _ms(f["open_shown"]), "goal": "<= 100 ms", "command": COMMAND},
+        {"figure": "console: r -> results browser with its first page drawn (fresh screen)",
          "value": _ms(f["open"]), "goal": "<= 100 ms", "command": COMMAND},
         {"figure": "console: CLI pause/resume in another connection -> shown",
          "value": _ms(f["intent"]), "goal": "<= 1 s", "command": COMMAND},

@@ -107,6 +107,10 @@ def _ssh_factory(spec: Any) -> Callable[[], AgentLink]:
     return build
 
 
+#: once one box is up, how long start() waits for the others before the master dispatches
+START_GRACE_S = 1.0
+
+
 class Fleet:
     """The set of links. ``on_message``/``on_lost`` are the master's synchronous callbacks."""
 
@@ -125,9 +129,22 @@ class Fleet:
     # -- start / stop -------------------------------------------------------------------
 
     async def start(self, archive: bytes, sha256: str) -> None:
-        """Start every link concurrently; TransportError (with every reason) if none came up."""
+        """Start every link concurrently. Return once all have answered, or START_GRACE_S after
+        the first one is up: the boxes of a healthy fleet come up together and share the first
+        tasks, while a box that hangs in its SSH login never holds the runs (it joins when it comes
+        up). TransportError (with every reason) if none came up."""
         self._archive = (archive, sha256)
-        await asyncio.gather(*(self._connect(h) for h in self.handles.values()))
+        pending: set[asyncio.Future[bool]] = set()
+        for handle in self.handles.values():
+            task = asyncio.ensure_future(self._connect(handle))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            pending.add(task)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if pending and any(not t.cancelled() and t.exception() is None and t.result() for t in done):
+                await asyncio.wait(pending, timeout=START_GRACE_S)
+                return
         if not any(h.state == "up" for h in self.handles.values()):
             reasons = "; ".join(f"{h.name}: {h.error}" for h in self.handles.values())
             raise TransportError(f"no agent came up ({reasons})")

@@ -151,6 +151,11 @@ class Master(OutcomeTracker):
                 next_control = now + (0.1 if woken else CONTROL_EVERY_S)
                 if stop_when_idle and self._idle and not self.execs:
                     return
+            if self._claim_dirty and self.fleet is not None and len(self.ready) < self.fleet.total_slots():
+                # the dispatcher runs short: claim before this round's flush and planning (the
+                # store thread is serial; behind them, free slots waited ~15% of a no-op run)
+                last_claim = now
+                await self._refill()
             await self._flush()
             await self._finish_stopping()
             if self._plan_dirty or now - last_plan >= REPLAN_EVERY_S:
@@ -204,7 +209,9 @@ class Master(OutcomeTracker):
         """Runs on the store thread: parsing targets and scope may take a moment."""
         definition = json.loads(row["definition"])
         assert self.fleet is not None and self.db is not None
-        planner = RunPlanner(self.db, row, self.fleet.up_names())
+        # `from: boxes` covers every box of the fleet, up or not: a box that is down gets its pinned
+        # task anyway, which runs when it comes back or fails visibly (never silently left out)
+        planner = RunPlanner(self.db, row, sorted(self.fleet.handles))
         return RunContext(
             run_id=row["id"], priority=int(row["priority"] or 0), state=row["state"],
             specs={s.id: s for s in stage_specs(definition)}, planner=planner,

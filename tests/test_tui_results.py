@@ -82,9 +82,9 @@ async def test_filters_by_type_stage_and_text(big_db: Path) -> None:
         assert isinstance(app.focused, Input)
         await pilot.press(*"127.0.0.5:")
         await wait_for(pilot, lambda: screen.filter.text == "127.0.0.5:" and "of 20" in status(screen))
-        keys = [str(screen.query_one("#results-table", DataTable).get_row(k)[3])
-                for k in screen.query_one("#results-table", DataTable).rows]
-        assert keys and all(k.startswith("127.0.0.5:") for k in keys)
+        table = screen.query_one("#results-table", DataTable)
+        keys = [str(table.get_row(k)[0]).split()[3] for k in table.rows]  # id stage type KEY ...
+        assert len(keys) == 20 and all(k.startswith("127.0.0.5:") for k in keys)
         # LIKE wildcards in the text are literal
         screen.query_one("#filter-text", Input).value = "%_"
         await wait_for(pilot, lambda: screen.filter.text == "%_" and "no results match" in status(screen))
@@ -164,3 +164,17 @@ async def test_a_screen_workers_failure_reaches_the_one_error_handler(
         await wait_for(pilot, lambda: any("disk on fire" in "".join(s.text for s in line)
                                           for line in events.lines))  # type: ignore[attr-defined]
         assert isinstance(app.screen, ResultsScreen)  # the browser stays usable
+
+
+async def test_enter_shows_the_whole_record(big_db: Path) -> None:
+    from console.tui.results_browser import RecordScreen
+
+    app = make_app(big_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_browser(app, pilot)
+        await pilot.press("down", "enter")  # the second record
+        await wait_for(pilot, lambda: isinstance(app.screen, RecordScreen))
+        assert app.screen.row.id == 2  # type: ignore[attr-defined]
+        assert app.screen.row.data_dict() == {"host": "127.0.0.2", "via": "tcp/22", "rtt_ms": 0.5}  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen))

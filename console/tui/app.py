@@ -76,6 +76,10 @@ class FleetscanApp(App[int]):
         """The main screen (whatever screen is on top: updates go to it even under a modal)."""
         return self.screen_stack[0]  # type: ignore[return-value]
 
+    def _main_ready(self) -> bool:
+        stack = self.screen_stack
+        return bool(stack) and isinstance(stack[0], MainScreen) and stack[0].ready
+
     def on_mount(self) -> None:
         self.sub_title = f"{self.db_path.name} · master {'on' if self.start_master else 'off'}"
         self.watch_store()
@@ -123,7 +127,8 @@ class FleetscanApp(App[int]):
         line = Text()
         line.append("ERROR ", style="bold #ff5f5f")
         line.append(f"{event.worker.name}: {message}")
-        self.main.log_line(line)
+        if self._main_ready():
+            self.main.log_line(line)
 
     # -- live updates --------------------------------------------------------------
 
@@ -136,7 +141,7 @@ class FleetscanApp(App[int]):
 
     @on(StoreChanged)
     def show_view(self, message: StoreChanged) -> None:
-        if self._leaving or not self.main.ready:
+        if self._leaving or not self._main_ready():
             return  # the main screen pokes the watcher once it is composed
         view = message.view
         self.view = view  # only a view that is on screen: actions act on what the operator sees
@@ -148,7 +153,7 @@ class FleetscanApp(App[int]):
 
     def _tick(self) -> None:
         """Durations, ETAs and heartbeat ages move with the clock, not with the store."""
-        if self.view is None or self._leaving or not self.main.ready:
+        if self.view is None or self._leaving or not self._main_ready():
             return
         with self.batch_update():
             self.main.tick(self.view, self.clock())
@@ -157,7 +162,7 @@ class FleetscanApp(App[int]):
         """The operator moved the runs table's cursor: read that run's stages now."""
         if run_id != self.watcher.selected_run:
             self.watcher.selected_run = run_id
-            if self.view is not None and self.main.ready:  # draw at once from what we have
+            if self.view is not None and self._main_ready():  # draw at once from what we have
                 with self.batch_update():
                     self.main.show_stages(self.view, run_id, self.selected_run(), self.clock())
             self.watcher.poke()

@@ -26,6 +26,7 @@ HELP_KEYS = [
     ("pgdn / ]", "next page"),
     ("pgup / [", "previous page"),
     ("home / end", "first / last page"),
+    ("enter", "the selected record in full"),
     ("f", "filter by text"),
     ("e", "export what the filters select (jsonl, csv, json)"),
     ("Agents screen", ""),

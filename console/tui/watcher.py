@@ -88,6 +88,10 @@ class StoreWatcher:
             failing = False
             forced = True
             while not (cancelled() or self._stop.is_set()):
+                # clear the poke BEFORE reading: a poke that comes during the read is kept
+                # for the next round, never lost
+                forced = forced or self._wake.is_set()
+                self._wake.clear()
                 try:
                     version = int(conn.execute("PRAGMA data_version").fetchone()[0])
                     selected = self.selected_run
@@ -104,9 +108,9 @@ class StoreWatcher:
                     if not failing:
                         failing = True
                         trouble(f"cannot read {self.db_path}: {err}")
-                    forced = self._stop.wait(1.0)
+                    self._stop.wait(1.0)
                     continue
-                forced = self._wake.wait(self.interval)
-                self._wake.clear()
+                forced = False
+                self._wake.wait(self.interval)
         finally:
             conn.close()

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
+from agentkit.tools import BUILTIN_TOOLS
 from console import records, yamlsrc
 from console.errors import BadInput
 from console.stagegraph import check_workflow
@@ -173,17 +174,8 @@ Stage = Annotated[
     | NoopStage,
     Field(discriminator="tool"),
 ]
-TOOLS: tuple[str, ...] = (
-    "tcp_ping",
-    "tcp_connect",
-    "banner",
-    "http_probe",
-    "tls_cert",
-    "dns",
-    "baseline",
-    "exec",
-    "noop",
-)
+#: the built-in tools, from the agent's own list (one list: a tool the agent lacks cannot be named)
+TOOLS: tuple[str, ...] = tuple(sorted(BUILTIN_TOOLS))
 
 
 class Workflow(StrictModel):

@@ -404,3 +404,15 @@ def test_generated_workflows_round_trip_through_yaml_and_json(tmp_path_factory: 
     assert load_workflows(path).get("gen") == loaded
     for stage in loaded.stages:
         assert json.loads(json.dumps(loaded.stage_params(stage))) == loaded.stage_params(stage)
+
+
+def test_every_agent_tool_has_a_stage_model_and_no_other() -> None:
+    """The workflow file accepts exactly the tools the agent has (one list, agentkit.tools.BUILTIN_TOOLS)."""
+    import typing
+
+    from agentkit.tools import BUILTIN_TOOLS
+    from console import workflow
+
+    models = typing.get_args(typing.get_args(workflow.Stage)[0])
+    names = {typing.get_args(m.model_fields["tool"].annotation)[0] for m in models}
+    assert names == set(BUILTIN_TOOLS) == set(workflow.TOOLS)

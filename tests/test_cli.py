@@ -5,14 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import signal
 import socket
-import sqlite3
-import subprocess
-import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,18 +16,11 @@ from pathlib import Path
 import pytest
 
 from console.workflow import load_workflows
+from tests.fixtures.chaos import FleetscanProcess, fleetscan, query, record_set, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 #: an address of our own inside 127/8: no other test or service listens here
 SCAN_ADDR = "127.0.0.9"
-
-
-def fleetscan(*args: str, db: Path, timeout: float = 180, cwd: Path = ROOT, **kw: object) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLEETSCAN_DB": str(db)}
-    return subprocess.run(
-        [sys.executable, "-m", "console.cli", *args], capture_output=True, text=True, timeout=timeout,
-        cwd=cwd, env=env, **kw,  # type: ignore[call-overload]
-    )
 
 
 def recon_ports() -> set[int]:
@@ -47,10 +36,7 @@ def recon_ports() -> set[int]:
 
 
 def runs_in(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+    return len(query(db, "SELECT id FROM runs")) if db.exists() else 0
 
 
 # -- listeners ---------------------------------------------------------------------------
@@ -247,12 +233,6 @@ workflows:
 """
 
 
-def _record_set(db: Path, run_id: str) -> list[tuple[str, str, str]]:
-    out = fleetscan("results", run_id, "--format", "jsonl", db=db)
-    assert out.returncode == 0, out.stderr
-    return sorted((r["stage"], r["type"], r["key"]) for r in map(json.loads, out.stdout.splitlines()))
-
-
 @pytest.mark.slow
 def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
     """kill -9 of `fleetscan run` mid-run, then `resume`: same set, no duplicate, done tasks not re-run."""
@@ -270,50 +250,28 @@ def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
         clean = fleetscan("run", "sweep", "--targets", targets, "--workflows", str(wf), "--agents", "local:2",
                           "--json", db=clean_db, timeout=300)
         assert clean.returncode == 0, clean.stderr
-        expected = _record_set(clean_db, json.loads(clean.stdout)["run"])
+        expected = record_set(clean_db, json.loads(clean.stdout)["run"])
         assert len(expected) == 48
 
         db = tmp_path / "crash.db"
-        env = {**os.environ, "FLEETSCAN_DB": str(db)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "console.cli", "run", "sweep", "--targets", targets, "--workflows", str(wf),
-             "--agents", "local:2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 120
-        done_before: dict[int, tuple[int, float]] = {}
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            if not db.exists():
-                continue
-            try:
-                with sqlite3.connect(db, timeout=5) as conn:
-                    rows = conn.execute("SELECT id, attempts, ended FROM tasks WHERE state = 'done'").fetchall()
-            except sqlite3.OperationalError:
-                continue
-            if rows:
-                break
-        proc.kill()
-        proc.wait(timeout=30)
-        with sqlite3.connect(db) as conn:
-            run_id = conn.execute("SELECT id FROM runs").fetchone()[0]
-            done_before = {r[0]: (r[1], r[2]) for r in conn.execute(
-                "SELECT id, attempts, ended FROM tasks WHERE state = 'done'")}
-            total = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+        with FleetscanProcess("run", "sweep", "--targets", targets, "--workflows", str(wf), "--agents", "local:2",
+                              db=db) as proc:
+            wait_until(lambda: db.exists() and query(db, "SELECT id FROM tasks WHERE state = 'done'"), 120,
+                       "a first task done")
+            proc.proc.kill()
+            proc.proc.wait(timeout=30)
+        run_id = query(db, "SELECT id FROM runs")[0]["id"]
+        done_sql = "SELECT id, attempts, ended FROM tasks WHERE state = 'done'"
+        done_before = {r["id"]: (r["attempts"], r["ended"]) for r in query(db, done_sql)}
+        total = len(query(db, "SELECT id FROM tasks"))
         assert 0 < len(done_before) < total, "the kill should land mid-run"
-        assert total >= len(done_before)
 
         resumed = fleetscan("resume", run_id, "--json", "--workflows", str(wf), db=db, timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         assert json.loads(resumed.stdout)["state"] == "completed"
-        assert _record_set(db, run_id) == expected
-        with sqlite3.connect(db) as conn:
-            after = {r[0]: (r[1], r[2]) for r in conn.execute(
-                f"SELECT id, attempts, ended FROM tasks WHERE id IN ({','.join(map(str, done_before))})")}
-            dupes = conn.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM results GROUP BY run_id, stage_id, type, key HAVING count(*) > 1)"
-            ).fetchone()[0]
+        assert record_set(db, run_id) == expected  # record_set also checks that nothing came out twice
+        after = {r["id"]: (r["attempts"], r["ended"]) for r in query(db, done_sql) if r["id"] in done_before}
         assert after == done_before, "completed tasks must not be re-run"
-        assert dupes == 0
     finally:
         srv.close()
 
@@ -337,49 +295,28 @@ def test_submit_is_served_by_a_running_master_and_controlled_from_the_cli(tmp_pa
                 tool: noop
                 targets: {from: input, type: host}
     """))
-    env = {**os.environ, "FLEETSCAN_DB": str(db)}
-    master = subprocess.Popen([sys.executable, "-m", "console.cli", "master", "--agents", "local:2",
-                               "--workflows", str(wf)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with FleetscanProcess("master", "--agents", "local:2", "--workflows", str(wf), db=db):
         sub = fleetscan("submit", "quick", "--targets", "127.0.0.1", "--workflows", str(wf), db=db)
         assert sub.returncode == 0, sub.stderr
         quick = sub.stdout.strip()
         assert len(quick.splitlines()) == 1
 
-        def state(run: str) -> str:
-            out = fleetscan("status", run, "--json", db=db)
-            return str(json.loads(out.stdout)["state"])
+        def state_is(run: str, wanted: str) -> bool:
+            return bool(query(db, "SELECT id FROM runs WHERE id = ? AND state = ?", (run, wanted)))
 
-        def wait_for(run: str, wanted: str, limit: float = 60) -> None:
-            end = time.monotonic() + limit
-            while time.monotonic() < end:
-                if state(run) == wanted:
-                    return
-                time.sleep(0.2)
-            raise AssertionError(f"run {run} never reached {wanted}; it is {state(run)}")
-
-        wait_for(quick, "completed")
-
+        wait_until(lambda: state_is(quick, "completed"), 60, "the submitted run to complete")
         slow = fleetscan("submit", "idle", "--targets", "127.0.0.1-4", "--workflows", str(wf), db=db).stdout.strip()
-        wait_for(slow, "running")
+        wait_until(lambda: state_is(slow, "running"), 60, "the second run to start")
         assert fleetscan("pause", slow, db=db).returncode == 0
-        wait_for(slow, "paused", limit=5)
+        wait_until(lambda: state_is(slow, "paused"), 5, "paused")
         assert fleetscan("stop", slow, db=db).returncode == 0
-        wait_for(slow, "stopped", limit=10)
-        with sqlite3.connect(db) as conn:
-            live = conn.execute("SELECT count(*) FROM tasks WHERE run_id = ? AND state IN ('queued', 'leased')",
-                                (slow,)).fetchone()[0]
-        assert live == 0
-    finally:
-        master.terminate()
-        master.wait(timeout=30)
+        wait_until(lambda: state_is(slow, "stopped"), 10, "stopped")
+        live = query(db, "SELECT id FROM tasks WHERE run_id = ? AND state IN ('queued', 'leased')", (slow,))
+        assert live == []
 
 
 @pytest.mark.slow
 def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path: Path) -> None:
-    import signal
-
     db = tmp_path / "state.db"
     wf = tmp_path / "wf.yaml"
     wf.write_text(textwrap.dedent("""\
@@ -392,24 +329,13 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path: Path) -> None:
                 targets: {from: input, type: host}
                 chunk: 1
     """))
-    env = {**os.environ, "FLEETSCAN_DB": str(db)}
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "run", "idle", "--targets", "127.0.0.1-6",
-                             "--workflows", str(wf)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if db.exists():
-            try:
-                with sqlite3.connect(db, timeout=5) as conn:
-                    if conn.execute("SELECT count(*) FROM tasks WHERE state = 'leased'").fetchone()[0]:
-                        break
-            except sqlite3.OperationalError:
-                pass
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "resum" in err.splitlines()[-1]
-    run_id = json.loads(fleetscan("status", "--json", db=db).stdout)["runs"][0]["run"]
+    with FleetscanProcess("run", "idle", "--targets", "127.0.0.1-6", "--workflows", str(wf), db=db) as run:
+        wait_until(lambda: db.exists() and query(db, "SELECT id FROM tasks WHERE state = 'leased'"), 60,
+                   "tasks running")
+        run.proc.send_signal(signal.SIGINT)
+        assert run.wait(60) == 130, run.stderr()
+        assert "resum" in run.stderr().splitlines()[-1]
+    run_id = query(db, "SELECT id FROM runs")[0]["id"]
     assert json.loads(fleetscan("status", run_id, "--json", db=db).stdout)["state"] not in ("completed", "failed", "stopped")
     resumed = fleetscan("resume", run_id, "--json", db=db)
     assert resumed.returncode == 0, resumed.stderr

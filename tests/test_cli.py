@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from console.workflow import load_workflows
-from tests.fixtures.chaos import FleetscanProcess, fleetscan, query, record_set, wait_until
+from tests.fixtures.chaos import FleetscanProcess, fleetscan, query, record_set, wait_until, write_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 #: an address of our own inside 127/8: no other test or service listens here
@@ -33,6 +33,13 @@ def recon_ports() -> set[int]:
         lo, _, hi = str(item).partition("-")
         ports.update(range(int(lo), int(hi or lo) + 1))
     return ports
+
+
+def noop_stage(path: Path, name: str, sleep: float) -> Path:
+    """A one-stage workflow of noop tasks (one target each) sleeping ``sleep`` seconds."""
+    stage = {"id": "wait", "tool": "noop", "with": {"sleep": sleep}, "targets": {"from": "input", "type": "host"},
+             "chunk": 1}
+    return write_workflow(path, name, [stage])
 
 
 def runs_in(db: Path) -> int:
@@ -280,23 +287,11 @@ def test_kill9_then_resume_gives_the_same_records(tmp_path: Path) -> None:
 def test_submit_is_served_by_a_running_master_and_controlled_from_the_cli(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     wf = tmp_path / "wf.yaml"
-    wf.write_text(textwrap.dedent("""\
-        workflows:
-          idle:
-            stages:
-              - id: wait
-                tool: noop
-                with: {sleep: 30}
-                targets: {from: input, type: host}
-                chunk: 1
-          quick:
-            stages:
-              - id: one
-                tool: noop
-                targets: {from: input, type: host}
-    """))
+    noop_stage(wf, "idle", sleep=30)
+    noop_stage(tmp_path / "quick.yaml", "quick", sleep=0)
     with FleetscanProcess("master", "--agents", "local:2", "--workflows", str(wf), db=db):
-        sub = fleetscan("submit", "quick", "--targets", "127.0.0.1", "--workflows", str(wf), db=db)
+        sub = fleetscan("submit", "quick", "--targets", "127.0.0.1", "--workflows", str(tmp_path / "quick.yaml"),
+                        db=db)
         assert sub.returncode == 0, sub.stderr
         quick = sub.stdout.strip()
         assert len(quick.splitlines()) == 1
@@ -319,16 +314,7 @@ def test_submit_is_served_by_a_running_master_and_controlled_from_the_cli(tmp_pa
 def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     wf = tmp_path / "wf.yaml"
-    wf.write_text(textwrap.dedent("""\
-        workflows:
-          idle:
-            stages:
-              - id: wait
-                tool: noop
-                with: {sleep: 2}
-                targets: {from: input, type: host}
-                chunk: 1
-    """))
+    noop_stage(wf, "idle", sleep=2)
     with FleetscanProcess("run", "idle", "--targets", "127.0.0.1-6", "--workflows", str(wf), db=db) as run:
         wait_until(lambda: db.exists() and query(db, "SELECT id FROM tasks WHERE state = 'leased'"), 60,
                    "tasks running")

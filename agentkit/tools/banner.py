@@ -16,10 +16,10 @@ import socket
 import time
 from typing import Any, Dict, List
 
-from agentkit.context import TaskContext, ToolError
+from agentkit.context import TaskContext
 from agentkit.params import get_float, get_int
-from agentkit.targets import TargetError, host_port
-from agentkit.tools.fanout import for_each
+from agentkit.targets import host_port
+from agentkit.tools.fanout import for_each, parse_each
 from agentkit.tools.text import printable
 
 
@@ -57,12 +57,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     timeout = get_float(params, "timeout", 3.0, 0.01, 600.0)
     max_bytes = get_int(params, "max_bytes", 1024, 1, 65536)
     concurrency = get_int(params, "concurrency", 64, 1, 4096)
-    parsed = {}
-    for target in targets:
-        try:
-            parsed[target] = host_port(target)
-        except TargetError as err:
-            raise ToolError("target %s" % err) from None
+    parsed = parse_each(targets, host_port)
 
     def work(target: str) -> None:
         host, port = parsed[target]

@@ -8,9 +8,24 @@ cancelled task stops handing out new targets at once.
 from __future__ import annotations
 
 import threading
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, TypeVar
 
-from agentkit.context import TaskContext
+from agentkit.context import TaskContext, ToolError
+from agentkit.targets import TargetError
+
+T = TypeVar("T")
+
+
+def parse_each(targets: Sequence[str], parse: Callable[[str], T]) -> Dict[str, T]:
+    """Every target through ``parse`` (e.g. host_port): a task's targets are all valid, or the
+    task fails whole with a ToolError naming the bad one (the master validated them already)."""
+    parsed = {}  # type: Dict[str, T]
+    for target in targets:
+        try:
+            parsed[target] = parse(target)
+        except TargetError as err:
+            raise ToolError("target %s" % err) from None
+    return parsed
 
 
 def for_each(

@@ -24,7 +24,7 @@ from urllib.parse import urljoin, urlsplit
 from agentkit.context import TaskContext, ToolError
 from agentkit.params import get_bool, get_float, get_int
 from agentkit.targets import Scope, TargetError, host_port, url_host_port
-from agentkit.tools.fanout import for_each
+from agentkit.tools.fanout import for_each, parse_each
 from agentkit.tools.text import collapse
 
 MAX_BODY = 256 * 1024
@@ -129,12 +129,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     verify = get_bool(params, "verify_tls", False)
     max_redirects = get_int(params, "max_redirects", 3, 0, 20)
     concurrency = get_int(params, "concurrency", 32, 1, 1024)
-    urls = {}
-    for target in targets:
-        try:
-            urls[target] = target_url(target)
-        except TargetError as err:
-            raise ToolError("target %s" % err) from None
+    urls = parse_each(targets, target_url)
     try:
         scope = Scope(ctx.scope or targets)
     except TargetError as err:

@@ -19,12 +19,12 @@ import socket
 import ssl
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from agentkit.context import TaskContext, ToolError
+from agentkit.context import TaskContext
 from agentkit.params import get_float, get_int
-from agentkit.targets import TargetError, host_port, parse_ip
-from agentkit.tools.fanout import for_each
+from agentkit.targets import host_port, parse_ip
+from agentkit.tools.fanout import for_each, parse_each
 from agentkit.tools.text import collapse
 
 
@@ -106,12 +106,7 @@ def describe(host: str, port: int, der: bytes) -> Dict[str, Any]:
 def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     timeout = get_float(params, "timeout", 5.0, 0.01, 600.0)
     concurrency = get_int(params, "concurrency", 32, 1, 1024)
-    parsed: Dict[str, Tuple[str, int]] = {}
-    for target in targets:
-        try:
-            parsed[target] = host_port(target)
-        except TargetError as err:
-            raise ToolError("target %s" % err) from None
+    parsed = parse_each(targets, host_port)
 
     def work(target: str) -> None:
         host, port = parsed[target]

@@ -104,7 +104,10 @@ class Master(OutcomeTracker):
         self.wake.set()
 
     async def run_until_done(self, run_id: str) -> RunState:
-        """Serve only this run until it ends (or is paused); return its state."""
+        """Serve only this run until it ends (completed, failed or stopped); return its state.
+
+        A paused run is resumed first; one paused later by another process keeps this waiting.
+        """
         if self.store.get_run(run_id)["state"] == RunState.PAUSED:
             self.store.request_resume(run_id)
         await self.serve(run_ids=[run_id], stop_when_idle=True)
@@ -201,7 +204,9 @@ class Master(OutcomeTracker):
             states = await self._db(
                 lambda: [db.get_run(r)["state"] for r in run_ids]
             )
-            self._idle = all(s in RUN_TERMINAL or s == RunState.PAUSED for s in states)
+            # `run` / `resume` wait for the END: a run paused from elsewhere keeps them waiting (and
+            # holding it) until it is resumed or stopped; Ctrl-C leaves it resumable
+            self._idle = all(s in RUN_TERMINAL for s in states)
         else:
             self._idle = not rows
 

@@ -59,20 +59,24 @@ def test_pause_stops_dispatch_and_resume_finishes_with_the_same_records(tmp_path
         paused = fleetscan("pause", run_id, db=db)
         assert paused.returncode == 0, paused.stderr
         assert run_state(db, run_id) == "paused"
-        # the running tasks finish; `fleetscan run` then returns, the run paused and resumable
-        code = run.wait(60)
-        assert json.loads(run.stdout())["state"] == "paused" and code == 1, run.stderr()
-    wait_until(lambda: not tool_processes(workflow.marker), 30, "the running tasks to end")
-    before = _done(db, run_id)
-    time.sleep(1.5)  # nothing may start while paused
-    assert not tool_processes(workflow.marker)
-    assert _done(db, run_id) == before
-    assert query(db, "SELECT count(*) AS n FROM tasks WHERE run_id = ? AND state = 'leased'", (run_id,))[0]["n"] == 0
-    assert 4 <= len(before) < 64
+        # the running tasks finish, nothing new starts; `fleetscan run` waits for the END, not the pause
+        leased = "SELECT id FROM tasks WHERE run_id = ? AND state = 'leased'"
+        wait_until(lambda: not tool_processes(workflow.marker) and not query(db, leased, (run_id,)), 30,
+                   "the running tasks to end and be recorded")
+        before = _done(db, run_id)
+        time.sleep(1.5)  # nothing may start while paused
+        assert not tool_processes(workflow.marker)
+        assert _done(db, run_id) == before
+        assert query(db, "SELECT count(*) AS n FROM tasks WHERE run_id = ? AND state = 'leased'", (run_id,))[0]["n"] == 0
+        assert 4 <= len(before) < 64
+        assert run.proc.poll() is None, "`fleetscan run` must wait while its run is paused"
 
-    resumed = fleetscan("resume", run_id, "--json", db=db, timeout=180)
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["state"] == "completed"
+        # `resume` from another process: the waiting `run` serves the run to its end
+        resumed = fleetscan("resume", run_id, "--json", db=db, timeout=180)
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["state"] == "completed"
+        assert run.wait(60) == 0, run.stderr()
+        assert json.loads(run.stdout())["state"] == "completed"
     assert record_set(db, run_id) == expected
     after = _done(db, run_id)
     assert {i: after[i] for i in before} == before, "a task done before the pause was run again"

@@ -121,9 +121,10 @@ def _pause_rows(tmp: Path) -> list[dict[str, str]]:
             for pid in tool_processes(workflow.marker):
                 seen.setdefault(pid, time.time())
             time.sleep(0.002)
-        run.wait(60)
         written = _event_ts(db, run_id, "pause")
+        # `fleetscan run` waits for the run's end, not its pause: stop it so the run ends
         fleetscan("stop", run_id, db=db)
+        run.wait(60)
     last = max((t - written for t in seen.values()), default=0.0)
     return [_row(f"pause written (`fleetscan pause`, itself {command * 1000:.0f} ms) -> last new task seen starting",
                  f"{max(last, 0.0) * 1000:.0f} ms" + (" (none after)" if last <= 0 else ""), "< 1 s")]

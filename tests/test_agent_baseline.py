@@ -14,7 +14,7 @@ import yaml
 
 from tests.fixtures.agent_process import AgentProcess
 
-ELKEID = Path("/work/shared/data/elkeid-baseline")
+ELKEID = Path(__file__).parent / "data" / "elkeid-baseline"
 RULE_FILES = ["1200.yaml", "1300.yaml", "1400.yaml", "5000.yaml"]
 _ids = iter(range(1, 1_000_000))
 

@@ -15,7 +15,7 @@ from tests.fixtures.servers import TlsService, closed_port, http_site, page, red
 
 protocol = pytest.importorskip("console.protocol")
 records_module = pytest.importorskip("console.records")
-ELKEID = Path("/work/shared/data/elkeid-baseline/1300.yaml")
+ELKEID = Path(__file__).parent / "data" / "elkeid-baseline" / "1300.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from console.workflow import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "samples" / "workflows"
-ELKEID = Path("/work/shared/data/elkeid-baseline")
+ELKEID = Path(__file__).parent / "data" / "elkeid-baseline"
 ELKEID_FILES = sorted(ELKEID.glob("*.yaml")) if ELKEID.is_dir() else []
 
 

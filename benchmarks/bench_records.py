@@ -77,10 +77,10 @@ def run() -> list[dict[str, str]]:
     )
 
     stored = [
-        {"type": "port_open", "data": {"host": f"10.0.{i // 256 % 256}.{i % 256}", "port": 443}}
+        {"type": "port_open", "data": {"host": f"127.0.{i // 256 % 256}.{i % 256}", "port": 443}}
         for i in range(n)
     ]
-    scope = parse_scope("10.0.0.0/16,192.168.0.0/16,app.example")
+    scope = parse_scope("127.0.0.0/16,127.168.0.0/16,app.example")
 
     def derive_all() -> None:
         for record in stored:
@@ -96,7 +96,7 @@ def run() -> list[dict[str, str]]:
         }
     )
 
-    targets = parse_targets("10.0.0.0/8")
+    targets = parse_targets("127.0.0.0/8")
 
     def plan() -> None:
         planned = 0

@@ -54,7 +54,7 @@ def test_key_never_comes_from_the_box() -> None:
 
 
 def test_baseline_host_is_the_box() -> None:
-    checked = validate(rec("baseline", {"host": "10.9.9.9", "rule": "1", "status": "pass"}, "whatever"),
+    checked = validate(rec("baseline", {"host": "198.51.100.9", "rule": "1", "status": "pass"}, "whatever"),
                        "baseline", box="scan_box.1")
     assert checked.data["host"] == "scan_box.1" and checked.key == "scan_box.1:1"
     with pytest.raises(AgentError, match="no host"):

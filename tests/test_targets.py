@@ -42,15 +42,15 @@ def test_spec_kinds_and_order() -> None:
 
 
 def test_ranges_short_and_full_forms_agree() -> None:
-    assert parse_targets("10.0.0.1-20") == parse_targets("10.0.0.1-10.0.0.20")
-    assert len(parse_targets("10.0.0.1-20")) == 20
+    assert parse_targets("198.51.100.1-20") == parse_targets("198.51.100.1-198.51.100.20")
+    assert len(parse_targets("198.51.100.1-20")) == 20
     assert len(parse_targets("2001:db8::1-2001:db8::ff")) == 255
 
 
 def test_overlaps_are_merged_and_duplicates_dropped() -> None:
-    ts = parse_targets("10.0.0.0/24,10.0.0.5,10.0.0.200-10.0.1.10,host.example,HOST.example")
+    ts = parse_targets("127.0.0.0/24,127.0.0.5,127.0.0.200-127.0.1.10,host.example,HOST.example")
     assert len(ts) == 256 + 11 + 1
-    assert ts.format() == "10.0.0.0-10.0.1.10,host.example"
+    assert ts.format() == "127.0.0.0-127.0.1.10,host.example"
 
 
 def test_cidr_with_host_bits_is_its_network() -> None:
@@ -60,9 +60,9 @@ def test_cidr_with_host_bits_is_its_network() -> None:
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [
-        ("10.0.0.5-1", "ends before it starts"),
-        ("10.0.0.1-300", "not"),
-        ("10.0.0.256", "not"),
+        ("127.0.0.5-1", "ends before it starts"),
+        ("127.0.0.1-300", "not"),
+        ("127.0.0.256", "not"),
         ("host:0", "not"),
         ("host:65536", "not"),
         ("ftp://a.example/", "http(s)"),
@@ -128,20 +128,20 @@ def test_at_file_missing_and_nested(tmp_path: Path) -> None:
 def test_slash8_is_planned_chunk_by_chunk_in_constant_memory() -> None:
     tracemalloc.start()
     try:
-        ts = parse_targets("10.0.0.0/8")
+        ts = parse_targets("127.0.0.0/8")
         assert len(ts) == 2**24
         chunks = ts.chunks(256)
         first = next(chunks)
         second = next(chunks)
-        assert first[0] == "10.0.0.0" and first[-1] == "10.0.0.255"
-        assert second[0] == "10.0.1.0"
+        assert first[0] == "127.0.0.0" and first[-1] == "127.0.0.255"
+        assert second[0] == "127.0.1.0"
         # seek to the last chunk by arithmetic: chunk k starts at k * 256
         last = list(ts.chunks(256, start=(2**24 // 256 - 1) * 256))
-        assert len(last) == 1 and last[0][0] == "10.255.255.0" and last[0][-1] == "10.255.255.255"
+        assert len(last) == 1 and last[0][0] == "127.255.255.0" and last[0][-1] == "127.255.255.255"
         middle = next(ts.chunks(1000, start=5_000_000))
-        assert middle[0] == str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("10.0.0.0")) + 5_000_000))
+        assert middle[0] == str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("127.0.0.0")) + 5_000_000))
         assert len(middle) == 1000
-        assert ts[-1] == "10.255.255.255"
+        assert ts[-1] == "127.255.255.255"
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

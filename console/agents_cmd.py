@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from console.errors import BadInput, FleetscanError
+from console.inventory import local_agent_names
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
 
@@ -49,8 +50,7 @@ async def _check_local(count: int) -> list[dict[str, Any]]:
                 await link.close()
         return row
 
-    names = ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
-    return list(await asyncio.gather(*(one(n) for n in names)))
+    return list(await asyncio.gather(*(one(n) for n in local_agent_names(count))))
 
 
 def _print_check(rows: list[dict[str, Any]]) -> None:
@@ -109,9 +109,7 @@ def agents_command(args: argparse.Namespace, source: str) -> int:
         _print_check(rows)
         return EXIT_OK if all(r["ok"] for r in rows) else EXIT_SOME_FAILED
     if kind == "local":
-        count = specs[0]
-        names = ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
-        for n in names:
+        for n in local_agent_names(specs[0]):
             print(f"{n:<16} local  localhost")
         return EXIT_OK
     from console.ssh import list_boxes

@@ -128,11 +128,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return run_console(db_path=args.db, workflows_file=args.workflows, agents_source=_agents_source(args)) or 0
 
 
-def _create_run(args: argparse.Namespace) -> tuple[Any, str]:
+def _create_run(args: argparse.Namespace, agents: str) -> tuple[Any, str]:
     """Validate everything, then write the run in one transaction (nothing half-written on bad input)."""
     from console.submit import prepare_run
 
-    agents = _agents_source(args)
     prepared = prepare_run(
         workflows_file=_workflows_path(args), workflow=args.workflow, targets=args.targets,
         scope=args.scope, priority=args.priority, agents=agents,
@@ -142,7 +141,7 @@ def _create_run(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    store, run_id = _create_run(args)
+    store, run_id = _create_run(args, _agents_source(args))
     store.close()
     print(run_id)
     return EXIT_OK
@@ -170,9 +169,10 @@ def _drive(store: Any, run_id: str, agents: str, as_json: bool) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    store, run_id = _create_run(args)
+    agents = _agents_source(args)
+    store, run_id = _create_run(args, agents)
     print(f"run {run_id}", file=sys.stderr)
-    return _drive(store, run_id, _agents_source(args), args.json)
+    return _drive(store, run_id, agents, args.json)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

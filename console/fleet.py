@@ -82,15 +82,13 @@ LostHandler = Callable[[AgentHandle, str], None]
 
 def handles_for(source: str) -> list[AgentHandle]:
     """``local`` / ``local:N`` / an inventory file -> one handle per box (links built lazily)."""
-    from console.inventory import load_inventory, parse_agents_source
+    from console.inventory import load_inventory, local_agent_names, parse_agents_source
 
     kind, value = parse_agents_source(source)
     if kind == "local":
-        count = int(value)
-        names = ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
         return [
             AgentHandle(name=n, kind="local", slots=LOCAL_SLOTS, factory=lambda n=n: LocalLink(n))  # type: ignore[misc]
-            for n in names
+            for n in local_agent_names(int(value))
         ]
     handles = []
     for spec in load_inventory(value):

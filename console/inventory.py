@@ -123,6 +123,11 @@ def load_inventory(path: str | Path) -> list[BoxSpec]:
     return parse_inventory(data, smap, file.resolve().parent)
 
 
+def local_agent_names(count: int) -> list[str]:
+    """The names ``local:N`` agents get: ``local`` alone, else ``local-1`` .. ``local-N``."""
+    return ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
+
+
 def parse_agents_source(src: str | None) -> tuple[str, Any]:
     """``--agents``: ``local`` -> ("local", 1), ``local:N`` -> ("local", N), FILE -> ("inventory", path)."""
     if src is None or src == "" or src == "local":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -78,22 +78,22 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _host(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    try:
-        return targets.validate_value("host", value)
-    except BadInput as exc:
-        raise ValueError(exc.message) from None
+def _target_value(kind: str) -> Callable[[Any], Any]:
+    """A pydantic before-validator: a string that ``targets.validate_value(kind, ...)`` accepts."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        try:
+            return targets.validate_value(kind, value)
+        except BadInput as exc:
+            raise ValueError(exc.message) from None
+
+    return check
 
 
-def _url(value: Any) -> Any:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    try:
-        return targets.validate_value("url", value)
-    except BadInput as exc:
-        raise ValueError(exc.message) from None
+_host = _target_value("host")
+_url = _target_value("url")
 
 
 _BOX = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,127}\Z")

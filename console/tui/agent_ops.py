@@ -45,19 +45,14 @@ class OfferedKey:
     key: Any = field(compare=False, default=None)
 
 
-def local_names(count: int) -> list[str]:
-    """The names local agents get (as in ``fleetscan agents``): ``local``, or ``local-1``..``local-N``."""
-    return ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
-
-
 def list_entries(agents_source: str) -> list[BoxEntry]:
     """The boxes of the agents source with whether their host key is trusted (no network)."""
     from console import ssh
-    from console.inventory import load_inventory, parse_agents_source
+    from console.inventory import load_inventory, local_agent_names, parse_agents_source
 
     kind, value = parse_agents_source(agents_source)
     if kind == "local":
-        return [BoxEntry(name, "localhost", "local", "-") for name in local_names(int(value))]
+        return [BoxEntry(name, "localhost", "local", "-") for name in local_agent_names(int(value))]
     specs = list(load_inventory(value))
     rows = {row["name"]: row for row in ssh.list_boxes(specs)}
     return [

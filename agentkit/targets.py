@@ -1,6 +1,6 @@
 """The little target/scope parsing the agent needs, stdlib only.
 
-The master owns the full target SPEC (``console/targets.py``); the agent needs
+The master owns the full target SPEC (``console/targets/sets.py``); the agent needs
 just enough to (a) split the targets a task carries (host, ``host:port``, URL;
 small CIDRs and ``a.b.c.d-e`` ranges are expanded), and (b) decide whether a
 redirect or a derived address stays inside the task's scope. A scope entry is

@@ -4,7 +4,7 @@ Both sides speak JSON lines (one JSON object per line, UTF-8, ``\\n``
 terminated) over the agent's stdin (master -> agent) and stdout
 (agent -> master). The agent builds these dataclasses and writes
 ``dataclasses.asdict(msg)``; the master validates every line it reads with
-pydantic over these very classes (``console/protocol.py``), never trusting
+pydantic over these very classes (``console/fleet/protocol.py``), never trusting
 a box. Stdlib only, Python 3.8 syntax: this file runs on the scan boxes.
 """
 

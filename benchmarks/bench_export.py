@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from console.leases import IngestBatch
-from console.store import Store
+from console.store.sqlite.leases import IngestBatch
+from console.store.sqlite.store import Store
 
 N = 1_000_000
 BATCH = 20_000

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from agentkit.archive import build_archive
-from console.leases import IngestBatch
-from console.scheduler import Master
-from console.store import Store
+from console.master.scheduler import Master
+from console.store.sqlite.leases import IngestBatch
+from console.store.sqlite.store import Store
 
 COMMAND = "python -m benchmarks.bench_master"
 NOOP_TASKS = int(os.environ.get("BENCH_MASTER_TASKS", "20000"))
@@ -80,7 +80,7 @@ async def _pickup_latency(tmp: Path, rounds: int = 5) -> list[dict[str, str]]:
     master = Master(store, "local")
     serve = asyncio.create_task(master.serve())
     code = (
-        "import sys, time; from console.store import Store; s = Store.open(sys.argv[1]); "
+        "import sys, time; from console.store.sqlite.store import Store; s = Store.open(sys.argv[1]); "
         "r = s.create_run('b', dict(stages=[dict(id='a', tool='noop', params=dict(), targets=dict(type='host'),"
         " chunk=1)]), '127.0.0.1', None, 'local', 0, None); print(r, time.time())"
     )

@@ -1,6 +1,6 @@
 """What the master pays per record and per target: validation, agent lines, target planning, scope checks.
 
-Every record a box sends is parsed (console.protocol) and validated (console.records); every derived
+Every record a box sends is parsed (console.fleet.protocol) and validated (console.targets.records); every derived
 target goes through derive_target + Scope.contains; input targets are cut into chunks lazily. These
 rates bound the master's ingest and planning throughput, independent of the network.
 """
@@ -13,9 +13,9 @@ import tracemalloc
 from collections.abc import Callable
 
 from agentkit import wire
-from console.protocol import parse_agent_line
-from console.records import derive_target, validate
-from console.targets import parse_scope, parse_targets
+from console.fleet.protocol import parse_agent_line
+from console.targets.records import derive_target, validate
+from console.targets.sets import parse_scope, parse_targets
 
 COMMAND = "python -m benchmarks.bench_records"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from agentkit import wire
 from agentkit.archive import build_archive
-from console import ssh
-from console.inventory import BoxSpec, load_inventory
-from console.transport import AgentLink, LocalLink
+from console.fleet.inventory import BoxSpec, load_inventory
+from console.fleet.links import AgentLink, LocalLink
+from console.fleet.ssh import link as ssh
 from tests.fixtures.sshd import SshdFleet, start_fleet
 
 COMMAND = "python -m benchmarks.bench_ssh"

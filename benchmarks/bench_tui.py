@@ -29,7 +29,7 @@ RUN_A, RUN_B = "benchrun", "otherrun"
 
 
 def _seed(db: Path) -> None:
-    from console.store import Store
+    from console.store.sqlite.store import Store
 
     store = Store.open(db)
     try:
@@ -53,7 +53,7 @@ def _seed(db: Path) -> None:
 
 def _stream(db: Path, done: threading.Event) -> None:
     """Write RESULTS port_open records in committed batches, with stage counters, like the master's ingest."""
-    from console.store import Store
+    from console.store.sqlite.store import Store
 
     store = Store.open(db)
     try:
@@ -143,7 +143,7 @@ class FrameClock:
 
 
 async def _measure(db: Path) -> dict[str, Any]:
-    from console.store import Store
+    from console.store.sqlite.store import Store
     from console.tui.app import FleetscanApp
     from console.tui.panels import StagesPanel
     from console.tui.results_browser import ResultsScreen

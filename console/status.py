@@ -7,7 +7,17 @@ a ``StrEnum`` with ACTIVE and TERMINAL sets).
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
+
+
+class StrEnum(str, Enum):
+    """``enum.StrEnum`` for Python 3.10 too: members are their values, in str() and f-strings alike."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 class RunState(StrEnum):

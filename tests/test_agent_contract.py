@@ -1,5 +1,5 @@
-"""What the agent writes is what the master accepts: every line through console.protocol,
-every record through console.records, for each built-in tool against loopback servers."""
+"""What the agent writes is what the master accepts: every line through console.fleet.protocol,
+every record through console.targets.records, for each built-in tool against loopback servers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from agentkit import wire
 from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.servers import TlsService, closed_port, http_site, page, redirect, tcp_listeners
 
-protocol = pytest.importorskip("console.protocol")
-records_module = pytest.importorskip("console.records")
+protocol = pytest.importorskip("console.fleet.protocol")
+records_module = pytest.importorskip("console.targets.records")
 ELKEID = Path(__file__).parent / "data" / "elkeid-baseline" / "1300.yaml"
 
 

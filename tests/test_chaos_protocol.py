@@ -1,6 +1,6 @@
 """Untrusted agent output: a real misbehaving agent process next to a real one, under the real master.
 
-The only test seam is which agents the master's fleet gets (``console.scheduler.handles_for``):
+The only test seam is which agents the master's fleet gets (``console.master.scheduler.handles_for``):
 one ``LocalLink`` whose "python" is the misbehaving program of tests/fixtures/chaos_agent.py,
 one ordinary local agent. Everything after the hello — framing, validation, task
 bookkeeping, retries, the store — is the path users run. Whatever the bad agent sends, the
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from console.fleet import AgentHandle
-from console.scheduler import Master
+from console.fleet.fleet import AgentHandle
+from console.fleet.links import LocalLink
+from console.master.scheduler import Master
 from console.status import RunState
-from console.store import Store
-from console.submit import prepare_run
-from console.transport import LocalLink
+from console.store.sqlite.store import Store
+from console.workflow.submit import prepare_run
 from tests.fixtures.chaos import ChaosWorkflow, RecordId, events, fault_free, record_set, tasks
 from tests.fixtures.chaos_agent import MISBEHAVIOURS, write_misbehaving_agent
 
@@ -68,7 +68,7 @@ async def test_a_misbehaving_agent_never_corrupts_the_run(
 ) -> None:
     workflow = ChaosWorkflow(tmp_path, sleep=0.1)
     workflow.write()
-    monkeypatch.setattr("console.scheduler.handles_for", _fleet(write_misbehaving_agent(tmp_path, mode)))
+    monkeypatch.setattr("console.master.scheduler.handles_for", _fleet(write_misbehaving_agent(tmp_path, mode)))
     db = tmp_path / "chaos.db"
     store = Store.open(db)
     try:

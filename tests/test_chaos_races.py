@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from console.scheduler import STRAGGLER_AFTER_S, Master
+from console.master.scheduler import STRAGGLER_AFTER_S, Master
 from console.status import RunState
-from console.store import Store
+from console.store.sqlite.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from console.workflow import load_workflows
+from console.workflow.models import load_workflows
 from tests.fixtures.chaos import FleetscanProcess, fleetscan, query, record_set, wait_until, write_workflow
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ import pytest
 from agentkit import wire
 from agentkit.archive import build_archive
 from console.errors import AgentError, TransportError
-from console.fleet import AgentHandle, Fleet, handles_for
-from console.transport import AgentLink, ByteReader, ByteWriter, LocalLink
+from console.fleet.fleet import AgentHandle, Fleet, handles_for
+from console.fleet.links import AgentLink, ByteReader, ByteWriter, LocalLink
 
 
 class _Sink:
@@ -211,7 +211,7 @@ async def test_killing_a_local_agent_kills_its_tool_processes_too() -> None:
 
 
 def test_a_box_failing_in_a_row_is_set_aside_only_when_others_can_work() -> None:
-    from console.fleet import SET_ASIDE_AFTER
+    from console.fleet.fleet import SET_ASIDE_AFTER
 
     handles = handles_for("local:2")
     fleet = Fleet(handles, on_message=lambda h, m: None, on_lost=lambda h, r: None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from console.errors import BadInput
-from console.inventory import BoxSpec, load_inventory, parse_agents_source
+from console.fleet.inventory import BoxSpec, load_inventory, parse_agents_source
 
 
 def _write(tmp_path: Path, text: str) -> Path:

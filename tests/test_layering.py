@@ -7,17 +7,17 @@ import sys
 
 CORE = [
     "console.errors",
-    "console.targets",
-    "console.workflow",
-    "console.records",
-    "console.protocol",
-    "console.store",
-    "console.planner",
-    "console.scheduler",
-    "console.fleet",
-    "console.transport",
-    "console.ssh",
-    "console.export",
+    "console.targets.sets",
+    "console.workflow.models",
+    "console.targets.records",
+    "console.fleet.protocol",
+    "console.store.sqlite.store",
+    "console.master.planner",
+    "console.master.scheduler",
+    "console.fleet.fleet",
+    "console.fleet.links",
+    "console.fleet.ssh.link",
+    "console.store.export",
     "console.cli",
 ]
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from console.leases import Completion, IngestBatch
-from console.planner import RunPlanner
+from console.master.planner import RunPlanner
 from console.status import RunState, StageState, TaskState
-from console.store import Store
+from console.store.sqlite.leases import Completion, IngestBatch
+from console.store.sqlite.store import Store
 
 
 def stage(sid: str, source: str = "input", **extra: Any) -> dict[str, Any]:
@@ -179,7 +179,7 @@ def test_empty_input_completes_at_once(tmp_path: Path) -> None:
 
 
 def test_input_values_match_the_target_sets_own_conversion() -> None:
-    from console.targets import parse_targets
+    from console.targets.sets import parse_targets
 
     targets = parse_targets("127.0.0.1-3,localhost,127.0.0.5:8080,http://127.0.0.9:81/x")
     for kind in ("host", "ip", "port", "url", None):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from agentkit import wire
 from console.errors import AgentError
-from console.protocol import decode_master_line, encode, parse_agent_line
+from console.fleet.protocol import decode_master_line, encode, parse_agent_line
 
 
 def line(obj: object) -> bytes:

@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 
 from agentkit import wire
 from console.errors import AgentError
-from console.records import (
+from console.targets.records import (
     MAX_TEXT,
     derive_target,
     escape_text,
     matches_where,
     validate,
 )
-from console.targets import validate_value
+from console.targets.sets import validate_value
 
 
 def rec(rtype: str, data: dict[str, object], target: str = "127.0.0.1") -> wire.Record:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from console.scheduler import Master
+from console.master.scheduler import Master
 from console.status import RunState
-from console.store import Store
+from console.store.sqlite.store import Store
 
 TOOL_SCRIPT = (
     "import sys, json, time; time.sleep(float(sys.argv[1])); "
@@ -195,7 +195,7 @@ async def test_run_submitted_from_another_process_is_picked_up(tmp_path: Path) -
     store = Store.open(db)
     master = Master(store, "local")
     code = (
-        "import sys; from console.store import Store; s = Store.open(sys.argv[1]); "
+        "import sys; from console.store.sqlite.store import Store; s = Store.open(sys.argv[1]); "
         "print(s.create_run('t', dict(stages=[dict(id='a', tool='noop', params=dict(), "
         "targets=dict(type='host'), chunk=1)]), '127.0.0.1-3', None, 'local', 0, None))"
     )
@@ -217,7 +217,7 @@ async def test_master_killed_then_resumed_loses_and_duplicates_nothing(tmp_path:
     store = Store.open(db)
     run_id = submit(store, [stage("a", tool="exec", params=exec_params(0.5))], "127.0.0.1-60")
     code = (
-        "import asyncio, sys; from console.store import Store; from console.scheduler import Master; "
+        "import asyncio, sys; from console.store.sqlite.store import Store; from console.master.scheduler import Master; "
         "asyncio.run(Master(Store.open(sys.argv[1]), 'local:2').run_until_done(sys.argv[2]))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(db), run_id])
@@ -292,8 +292,8 @@ async def test_cancelled_serve_leaves_the_run_resumable(tmp_path: Path) -> None:
 
 def test_lines_for_unknown_or_finished_executions_are_dropped_with_an_event(tmp_path: Path) -> None:
     from agentkit import wire
-    from console.fleet import AgentHandle
-    from console.transport import LocalLink
+    from console.fleet.fleet import AgentHandle
+    from console.fleet.links import LocalLink
 
     master = Master(Store.open(tmp_path / "s.db"), "local")
     box = AgentHandle(name="box", kind="local", slots=1, factory=lambda: LocalLink("box"))
@@ -354,9 +354,9 @@ async def test_a_stream_stage_starts_before_its_source_ends(tmp_path: Path) -> N
 
 def test_task_line_template_encodes_exactly_the_wire_task() -> None:
     from agentkit import wire
-    from console.executions import TaskTemplate
-    from console.planner import StageSpec
-    from console.protocol import decode_master_line
+    from console.fleet.protocol import decode_master_line
+    from console.master.executions import TaskTemplate
+    from console.master.planner import StageSpec
 
     spec = StageSpec.from_definition(stage("ports", tool="tcp_connect", params={"ports": "1-1024", "timeout": 0.5}), 0)
     template = TaskTemplate(spec, ["127.0.0.0/8", "localhost"])

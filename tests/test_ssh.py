@@ -13,9 +13,9 @@ import pytest
 
 from agentkit import wire
 from agentkit.archive import build_archive
-from console import ssh
 from console.errors import HostKeyError, TransportError, TransportTimeout
-from console.inventory import BoxSpec, load_inventory
+from console.fleet.inventory import BoxSpec, load_inventory
+from console.fleet.ssh import link as ssh
 from tests.fixtures.sshd import SshdBox, SshdFleet, current_user, free_port, read_only_dir
 
 pytestmark = pytest.mark.ssh

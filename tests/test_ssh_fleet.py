@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from console.scheduler import Master
+from console.master.scheduler import Master
 from console.status import RunState
-from console.store import Store
-from console.submit import prepare_run
+from console.store.sqlite.store import Store
+from console.workflow.submit import prepare_run
 from tests.fixtures.sshd import SshdFleet
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]

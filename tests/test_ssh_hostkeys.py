@@ -8,7 +8,7 @@ import asyncssh
 import paramiko
 import pytest
 
-from console import hostkeys
+from console.fleet.ssh import hostkeys
 
 
 def new_key() -> asyncssh.SSHKey:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from console.errors import RunNotFound
-from console.leases import Completion, IngestBatch, Requeue
 from console.status import STOP_REQUESTED, RunState, TaskState
-from console.store import Store, default_db_path
+from console.store.sqlite.leases import Completion, IngestBatch, Requeue
+from console.store.sqlite.store import Store, default_db_path
 
 DEFINITION = {"stages": [{"id": "a", "tool": "noop"}, {"id": "b", "tool": "noop"}]}
 

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from console.errors import BadInput
-from console.targets import (
+from console.targets.sets import (
     Scope,
     TargetSet,
     as_kind,
@@ -450,7 +450,7 @@ def test_v6_scope_never_admits_an_address_outside(cidrs: list[str], probes: list
 
 
 def test_kind_of() -> None:
-    from console.targets import kind_of
+    from console.targets.sets import kind_of
 
     assert [kind_of(v) for v in ("192.0.2.1", "::1", "a.example", "a.example:80", "[::1]:22",
                                  "https://a.example/", "a b", "-x", "ftp://a/")] == [

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from console.store import Store
+from console.store.sqlite.store import Store
 from console.tui.app import FleetscanApp
 from console.tui.dialogs import ConfirmScreen, HelpScreen
 from console.tui.panels import FeedLog, RunsTable, StageProgress, StagesPanel

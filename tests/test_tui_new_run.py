@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Static
 
-from console.store import Store
+from console.store.sqlite.store import Store
 from console.tui.app import FleetscanApp
 from console.tui.new_run import NewRunScreen
 from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from console.store import Store
+from console.store.sqlite.store import Store
 
 pytestmark = [
     pytest.mark.slow,

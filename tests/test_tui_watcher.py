@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from console.store import Store
+from console.store.sqlite.store import Store
 from console.tui.viewdata import ConsoleView
 from console.tui.watcher import StoreWatcher
 from tests.fixtures.tui_data import RUN_DONE, RUN_RECON, RUN_WEB, fill_console_db

@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from console.errors import BadInput
-from console.toolparams import PLACEHOLDERS, ExecParams, TcpConnectParams, load_rules_file
-from console.workflow import (
+from console.workflow.models import (
     Workflow,
     default_workflows_path,
     describe,
     load_workflows,
 )
+from console.workflow.params import PLACEHOLDERS, ExecParams, TcpConnectParams, load_rules_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "samples" / "workflows"
@@ -332,7 +332,9 @@ def test_random_stage_graphs_fail_on_the_first_bad_reference(tmp_path_factory: p
 def test_every_file_format_field_is_documented() -> None:
     from pydantic import BaseModel
 
-    from console import inventory, toolparams, workflow
+    from console.fleet import inventory
+    from console.workflow import models as workflow
+    from console.workflow import params as toolparams
 
     models = [m for mod in (workflow, toolparams, inventory) for m in vars(mod).values()
               if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == mod.__name__]
@@ -411,7 +413,7 @@ def test_every_agent_tool_has_a_stage_model_and_no_other() -> None:
     import typing
 
     from agentkit.tools import BUILTIN_TOOLS
-    from console import workflow
+    from console.workflow import models as workflow
 
     models = typing.get_args(typing.get_args(workflow.Stage)[0])
     names = {typing.get_args(m.model_fields["tool"].annotation)[0] for m in models}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentkit.tools.baseline import evaluate_check
-from console.workflow import load_workflows
+from console.workflow.models import load_workflows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,8 @@
 """What the agents screen does to boxes: list them, check one, trust a host key. No Textual.
 
 Everything goes through the same functions as ``fleetscan agents``: the inventory
-parser, ``console.ssh.check`` (connect, bootstrap, ping), ``console.ssh.fetch_host_key``
-and ``console.hostkeys.record_host_key``. Trusting is two steps on purpose: first the
+parser, ``console.fleet.ssh.link.check`` (connect, bootstrap, ping), ``console.fleet.ssh.link.fetch_host_key``
+and ``console.fleet.ssh.hostkeys.record_host_key``. Trusting is two steps on purpose: first the
 fingerprint is fetched and shown, and only the operator's yes records it.
 """
 
@@ -47,8 +47,8 @@ class OfferedKey:
 
 def list_entries(agents_source: str) -> list[BoxEntry]:
     """The boxes of the agents source with whether their host key is trusted (no network)."""
-    from console import ssh
-    from console.inventory import load_inventory, local_agent_names, parse_agents_source
+    from console.fleet.inventory import load_inventory, local_agent_names, parse_agents_source
+    from console.fleet.ssh import link as ssh
 
     kind, value = parse_agents_source(agents_source)
     if kind == "local":
@@ -78,11 +78,11 @@ def _report_summary(report: Any) -> str:
 
 async def check_entry(entry: BoxEntry) -> CheckOutcome:
     """Connect (or spawn), bootstrap and ping one box; failures become the outcome's message."""
-    from console import ssh
+    from console.fleet.ssh import link as ssh
 
     if entry.kind == "local":
         from agentkit.archive import build_archive
-        from console.transport import LocalLink
+        from console.fleet.links import LocalLink
 
         archive, sha256 = build_archive()
         link = LocalLink(entry.name)
@@ -102,7 +102,8 @@ async def check_entry(entry: BoxEntry) -> CheckOutcome:
 
 async def offered_key(entry: BoxEntry) -> OfferedKey:
     """Step one of trusting: what key does the box present, and what did we trust before?"""
-    from console import hostkeys, ssh
+    from console.fleet.ssh import hostkeys
+    from console.fleet.ssh import link as ssh
 
     if entry.kind == "local":
         raise FleetscanError(f"{entry.name}: a local agent has no SSH host key")
@@ -114,7 +115,7 @@ async def offered_key(entry: BoxEntry) -> OfferedKey:
 
 def record_trust(offer: OfferedKey) -> str:
     """Step two, after the operator said yes: record the key; returns where."""
-    from console import hostkeys
+    from console.fleet.ssh import hostkeys
 
     record = hostkeys.record_host_key(offer.host, offer.port, offer.key)
     return f"{record.entry} {record.fingerprint} recorded in {record.path}"

@@ -54,7 +54,7 @@ class FleetscanApp(App[int]):
         poll_interval: float = 0.25,
     ) -> None:
         super().__init__()
-        from console.store import default_db_path
+        from console.store.sqlite.store import default_db_path
 
         self.db_path = Path(db_path).expanduser() if db_path is not None else default_db_path()
         self.workflows_file = workflows_file
@@ -104,8 +104,8 @@ class FleetscanApp(App[int]):
     @work(exclusive=True, group="master", name="master", exit_on_error=False)
     async def run_master(self) -> None:
         """The embedded master: serves pending and orphaned runs for as long as the console is open."""
-        from console.scheduler import Master
-        from console.store import Store
+        from console.master.scheduler import Master
+        from console.store.sqlite.store import Store
 
         store = Store.open(self.db_path)
         workflows = str(self.workflows_file) if self.workflows_file else None

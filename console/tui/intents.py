@@ -19,7 +19,7 @@ from console.status import RUN_TERMINAL, RunState
 
 @contextmanager
 def opened_store(db_path: str | Path) -> Iterator[Any]:
-    from console.store import Store
+    from console.store.sqlite.store import Store
 
     store = Store.open(db_path)
     try:
@@ -48,9 +48,9 @@ def parse_priority(text: str) -> int:
 
 def submit_run(db_path: str | Path, workflows_file: str | Path | None, form: NewRunForm) -> str:
     """Validate everything first (BadInput names the field), then write the run in one go."""
-    from console.inventory import parse_agents_source
-    from console.submit import prepare_run
-    from console.workflow import default_workflows_path
+    from console.fleet.inventory import parse_agents_source
+    from console.workflow.models import default_workflows_path
+    from console.workflow.submit import prepare_run
 
     if not form.workflow.strip():
         raise BadInput("pick a workflow", field="workflow")
@@ -91,7 +91,7 @@ def request_stop(db_path: str | Path, run_id: str) -> str:
 
 def workflow_names(workflows_file: str | Path | None) -> list[str]:
     """Names in the workflows file, in file order (BadInput if the file is wrong)."""
-    from console.workflow import default_workflows_path, load_workflows
+    from console.workflow.models import default_workflows_path, load_workflows
 
     path = Path(workflows_file) if workflows_file else default_workflows_path()
     return list(load_workflows(path).workflows)

@@ -1,6 +1,6 @@
 """The new-run modal: workflow, targets, scope, agents, priority, validated before any write.
 
-Validation is the CLI's own (``console.submit.prepare_run`` via ``intents.submit_run``):
+Validation is the CLI's own (``console.workflow.submit.prepare_run`` via ``intents.submit_run``):
 a bad target, an empty target list, an unknown workflow or a bad agents source comes
 back as a ``BadInput`` naming its field, and the error is shown under that field.
 Nothing is written unless everything is valid.

@@ -156,7 +156,7 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         """The screen's own connection, opened on first use, used by one worker at a time."""
         with self._lock:
             if self._conn is None:
-                from console.store import Store
+                from console.store.sqlite.store import Store
 
                 self._conn = Store.open(self.db_path).conn
             yield self._conn
@@ -304,7 +304,7 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
 
     @work(thread=True, exclusive=True, group="export", name="export", exit_on_error=False)
     def export(self, path: str, fmt_name: str, flt: rq.ResultFilter) -> None:
-        from console.export import export_results
+        from console.store.export import export_results
 
         out_path = Path(path).expanduser()
         try:

@@ -43,7 +43,7 @@ class StoreChanged(Message):
 
 def open_reader(db_path: str | Path) -> sqlite3.Connection:
     """A connection of the refresh thread's own (the store is one connection per thread)."""
-    from console.store import Store
+    from console.store.sqlite.store import Store
 
     return Store.open(db_path).conn
 

@@ -4,7 +4,7 @@
 handshake (answer ``NEED`` with the archive, wait for a valid ``hello`` carrying
 the archive's hash), bounded line framing, message validation — so a transport
 only supplies the pipe: ``LocalLink`` a subprocess's stdin/stdout here, and
-``console.ssh.SshLink`` one asyncssh channel. Nothing above this module knows
+``console.fleet.ssh.link.SshLink`` one asyncssh channel. Nothing above this module knows
 which one it has.
 """
 
@@ -226,7 +226,7 @@ class AgentLink(abc.ABC):
             self._lines.append(None)
 
     def _parse(self, line: bytes) -> Any:
-        from console.protocol import parse_agent_line
+        from console.fleet.protocol import parse_agent_line
 
         try:
             return parse_agent_line(line)
@@ -235,7 +235,7 @@ class AgentLink(abc.ABC):
 
 
 def _encode(message: Any) -> bytes:
-    from console.protocol import encode
+    from console.fleet.protocol import encode
 
     return encode(message)
 

@@ -4,7 +4,7 @@ The models *are* the file format (a docstring per field, unknown keys
 rejected). Each stage is discriminated by ``tool``, so its ``with`` block is
 validated by that tool's parameter model. What pydantic cannot see (stage
 references, cycles, where-filters that can never match, placeholders that need
-a port) is checked by :func:`console.stagegraph.check_workflow`, which reports the offending
+a port) is checked by :func:`console.workflow.graph.check_workflow`, which reports the offending
 field's path; the loader turns every problem into ONE line
 ``FILE:LINE:COL: path.to.field: message`` (:class:`~console.errors.BadInput`).
 
@@ -22,10 +22,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from agentkit.tools import BUILTIN_TOOLS
-from console import records, yamlsrc
+from console import yamlsrc
 from console.errors import BadInput
-from console.stagegraph import check_workflow
-from console.toolparams import (
+from console.targets import records
+from console.workflow.graph import check_workflow
+from console.workflow.params import (
     BannerParams,
     BaselineParams,
     DnsParams,
@@ -39,7 +40,7 @@ from console.toolparams import (
     TlsCertParams,
     load_rules_file,
 )
-from console.toolparams import Name as StageId
+from console.workflow.params import Name as StageId
 
 DEFAULT_FILE = "workflows.yaml"
 

@@ -1,6 +1,6 @@
 """An asyncssh channel as the byte pipe ``AgentLink`` speaks JSON lines over.
 
-``AgentLink`` (console.transport) only needs ``read`` / ``write`` / ``drain`` / ``close``; these
+``AgentLink`` (console.fleet.links) only needs ``read`` / ``write`` / ``drain`` / ``close``; these
 adapters give it the channel's stdout and stdin with asyncssh's exceptions turned into
 ``ConnectionError`` (which the base class reports as TransportError), so no asyncssh type
 escapes the SSH transport. ``ack_promptly`` is the one TCP tweak the channel's opening needs.

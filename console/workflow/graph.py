@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from console import records
-from console.toolparams import ExecParams
+from console.targets import records
+from console.workflow.params import ExecParams
 
 if TYPE_CHECKING:
-    from console.workflow import StageBase, Workflow
+    from console.workflow.models import StageBase, Workflow
 
 #: Where a stage with ``from: input`` / ``from: boxes`` reads its targets.
 SOURCES = ("input", "boxes")

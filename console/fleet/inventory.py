@@ -26,9 +26,10 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from console import targets, yamlsrc
+from console import yamlsrc
 from console.errors import BadInput
-from console.toolparams import StrictModel
+from console.targets import sets as targets
+from console.workflow.params import StrictModel
 
 #: Most local agents `local:N` may ask for.
 MAX_LOCAL_AGENTS = 256

@@ -4,7 +4,7 @@ Every value that may become a target goes through :func:`validate_value`:
 normalised, ASCII printable only, never starting with ``-``, no whitespace or
 shell metacharacters, so a banner, title or hostname sent by a scanned machine
 can never turn into a shell word, an option, or a malformed target.
-:mod:`console.targets` builds SPECs, target sets and scopes on top of these.
+:mod:`console.targets.sets` builds SPECs, target sets and scopes on top of these.
 """
 
 from __future__ import annotations

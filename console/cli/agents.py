@@ -13,13 +13,13 @@ import sys
 from typing import Any
 
 from console.errors import BadInput, FleetscanError
-from console.inventory import local_agent_names
+from console.fleet.inventory import local_agent_names
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
 
 
 def _specs(source: str) -> tuple[str, list[Any]]:
-    from console.inventory import load_inventory, parse_agents_source
+    from console.fleet.inventory import load_inventory, parse_agents_source
 
     kind, value = parse_agents_source(source)
     if kind == "local":
@@ -29,8 +29,8 @@ def _specs(source: str) -> tuple[str, list[Any]]:
 
 async def _check_local(count: int) -> list[dict[str, Any]]:
     from agentkit.archive import build_archive
-    from console.ssh import ping
-    from console.transport import LocalLink
+    from console.fleet.links import LocalLink
+    from console.fleet.ssh.link import ping
 
     archive, sha256 = build_archive()
 
@@ -65,7 +65,8 @@ def _print_check(rows: list[dict[str, Any]]) -> None:
 
 
 def _trust(specs: list[Any], name: str, assume_yes: bool) -> int:
-    from console import hostkeys, ssh
+    from console.fleet.ssh import hostkeys
+    from console.fleet.ssh import link as ssh
 
     spec = next((s for s in specs if s.name == name), None)
     if spec is None:
@@ -103,7 +104,7 @@ def agents_command(args: argparse.Namespace, source: str) -> int:
         if kind == "local":
             rows = asyncio.run(_check_local(specs[0]))
         else:
-            from console.ssh import check
+            from console.fleet.ssh.link import check
 
             rows = [r.as_dict() for r in asyncio.run(check(specs))]
         _print_check(rows)
@@ -112,7 +113,7 @@ def agents_command(args: argparse.Namespace, source: str) -> int:
         for n in local_agent_names(specs[0]):
             print(f"{n:<16} local  localhost")
         return EXIT_OK
-    from console.ssh import list_boxes
+    from console.fleet.ssh.link import list_boxes
 
     for row in list_boxes(specs):
         print(f"{row['name']:<16} ssh    {row['address']:<22} slots {row['slots']:<3} host key {row['host_key']}")

@@ -5,7 +5,7 @@ here pydantic ``TypeAdapter``s over those very classes check every line a box
 writes (discriminated by ``op``), with bounds on sizes, so a broken or hostile
 agent produces an :class:`~console.errors.AgentError` with a reason instead of
 a crash or an unbounded allocation. Record ``data`` is only shape-checked here;
-:mod:`console.records` validates it per result type.
+:mod:`console.targets.records` validates it per result type.
 """
 
 from __future__ import annotations

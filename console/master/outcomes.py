@@ -15,10 +15,10 @@ from typing import Any
 
 from agentkit import wire
 from console.errors import AgentError
-from console.executions import Execution, RunContext, TaskRun, iso_now
-from console.fleet import AgentHandle, Fleet
-from console.leases import Completion, IngestBatch, Requeue
+from console.fleet.fleet import AgentHandle, Fleet
+from console.master.executions import Execution, RunContext, TaskRun, iso_now
 from console.status import TaskState, can_retry, next_delay
+from console.store.sqlite.leases import Completion, IngestBatch, Requeue
 
 FLUSH_RECORDS = 2000
 #: after a cancel, how long an agent may take to answer ``done`` before the slot is taken back
@@ -54,7 +54,7 @@ class OutcomeTracker:
             self._event(None, "warning", "protocol", f"agent {handle.name}: unexpected {type(message).__name__}")
 
     def _on_results(self, handle: AgentHandle, message: wire.Results) -> None:
-        from console.records import validate
+        from console.targets.records import validate
 
         ex = self.execs.get(message.id)
         if ex is None or ex.agent is not handle:

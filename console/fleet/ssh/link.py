@@ -7,7 +7,7 @@ the channel carries the JSON-lines protocol for every task of the box, multiplex
 id (``AgentLink`` does the framing). No per-task channel or process: a box costs the master
 one TCP connection and one SSH session however many tasks it runs.
 
-Host keys are strict: only keys in known_hosts (``console.hostkeys``) are accepted; an
+Host keys are strict: only keys in known_hosts (``console.fleet.ssh.hostkeys``) are accepted; an
 unknown or changed key is refused with the box, the offered SHA256 fingerprint and the
 command that trusts it. asyncssh errors are mapped to ``console.errors`` here, at the
 boundary, so nothing above this module sees an asyncssh exception.
@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from agentkit import wire
-from console import hostkeys
 from console.errors import AgentError, FleetscanError, HostKeyError, TransportError, TransportTimeout
-from console.sshpipe import ChannelReader, ChannelWriter, ack_promptly, error_reason
-from console.transport import AgentLink, ByteReader, ByteWriter
+from console.fleet.links import AgentLink, ByteReader, ByteWriter
+from console.fleet.ssh import hostkeys
+from console.fleet.ssh.pipe import ChannelReader, ChannelWriter, ack_promptly, error_reason
 
 if TYPE_CHECKING:
-    from console.inventory import BoxSpec
+    from console.fleet.inventory import BoxSpec
 
 #: sshd drops unauthenticated connections beyond MaxStartups (default 10:30:100), so the master
 #: never has more than this many handshakes in flight at once, whatever the fleet size.

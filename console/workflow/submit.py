@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from console.errors import BadInput
-from console.targets import parse_scope, parse_targets
-from console.workflow import StageBase, Workflow, load_workflows
+from console.targets.sets import parse_scope, parse_targets
+from console.workflow.models import StageBase, Workflow, load_workflows
 
 
 def stage_definition(stage: StageBase) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from agentkit import wire
 from console.errors import AgentError, TransportError
-from console.transport import LOCAL_SLOTS, AgentLink, LocalLink
+from console.fleet.links import LOCAL_SLOTS, AgentLink, LocalLink
 
 PING_EVERY_S = 1.0
 DEAD_AFTER_S = 3.0
@@ -82,7 +82,7 @@ LostHandler = Callable[[AgentHandle, str], None]
 
 def handles_for(source: str) -> list[AgentHandle]:
     """``local`` / ``local:N`` / an inventory file -> one handle per box (links built lazily)."""
-    from console.inventory import load_inventory, local_agent_names, parse_agents_source
+    from console.fleet.inventory import load_inventory, local_agent_names, parse_agents_source
 
     kind, value = parse_agents_source(source)
     if kind == "local":
@@ -98,7 +98,7 @@ def handles_for(source: str) -> list[AgentHandle]:
 
 def _ssh_factory(spec: Any) -> Callable[[], AgentLink]:
     def build() -> AgentLink:
-        from console.ssh import SshLink
+        from console.fleet.ssh.link import SshLink
 
         return SshLink(spec)
 

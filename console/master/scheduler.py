@@ -30,14 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agentkit import wire
-from console.executions import Execution, RunContext, TaskRun
-from console.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
-from console.leases import IngestBatch
-from console.notify import StoreWatcher
-from console.outcomes import FLUSH_RECORDS, OutcomeTracker
-from console.planner import WINDOW_TASKS, RunPlanner, stage_specs
+from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
+from console.master.executions import Execution, RunContext, TaskRun
+from console.master.outcomes import FLUSH_RECORDS, OutcomeTracker
+from console.master.planner import WINDOW_TASKS, RunPlanner, stage_specs
 from console.status import RUN_TERMINAL, STOP_REQUESTED, RunState
-from console.store import Store
+from console.store.sqlite.leases import IngestBatch
+from console.store.sqlite.store import Store
+from console.store.sqlite.watcher import StoreWatcher
 
 T = TypeVar("T")
 

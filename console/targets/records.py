@@ -8,7 +8,7 @@ box, so a retried task or a resumed run can never duplicate or forge a record.
 
 The planner turns kept records into the next stage's targets with
 :func:`derive_target`; every derived value passes
-:func:`console.targets.validate_value` before the scope check.
+:func:`console.targets.sets.validate_value` before the scope check.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from agentkit import wire
-from console import targets
 from console.errors import AgentError, BadInput
+from console.targets import sets as targets
 
 #: Longest text field we store; longer text is cut (banners and titles are not trusted).
 MAX_TEXT = 4096
@@ -341,7 +341,7 @@ def derive_target(record: Any, kind: str) -> str | None:
 
     host: its host (an http record's url host). port: ``host:port``. url: the record's
     own url for http records, else ``http://host:port/`` (https for 443 and 8443).
-    Every value is checked with :func:`console.targets.validate_value`; a value that
+    Every value is checked with :func:`console.targets.sets.validate_value`; a value that
     fails it gives None (the planner counts it as dropped).
     """
     rtype, data = _type_and_data(record)

@@ -24,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from console import records, yamlsrc
+from console import yamlsrc
 from console.errors import BadInput
+from console.targets import records
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 

@@ -87,19 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from console.store import Store
+    from console.store.sqlite.store import Store
 
     return Store.open(args.db)
 
 
 def _workflows_path(args: argparse.Namespace) -> Path:
-    from console.workflow import default_workflows_path
+    from console.workflow.models import default_workflows_path
 
     return Path(args.workflows) if args.workflows else default_workflows_path()
 
 
 def _agents_source(args: argparse.Namespace) -> str:
-    from console.inventory import parse_agents_source
+    from console.fleet.inventory import parse_agents_source
 
     src = args.agents or os.environ.get("FLEETSCAN_AGENTS") or "local"
     parse_agents_source(src)  # validates (and loads an inventory file) before anything is written
@@ -110,7 +110,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary))
         return
-    from console.progress import format_summary
+    from console.cli.progress import format_summary
 
     print(format_summary(summary))
 
@@ -130,7 +130,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def _create_run(args: argparse.Namespace, agents: str) -> tuple[Any, str]:
     """Validate everything, then write the run in one transaction (nothing half-written on bad input)."""
-    from console.submit import prepare_run
+    from console.workflow.submit import prepare_run
 
     prepared = prepare_run(
         workflows_file=_workflows_path(args), workflow=args.workflow, targets=args.targets,
@@ -149,8 +149,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _drive(store: Any, run_id: str, agents: str, as_json: bool) -> int:
     """Run one run to its end on an embedded master, with progress on stderr."""
-    from console.progress import ProgressPrinter
-    from console.scheduler import Master
+    from console.cli.progress import ProgressPrinter
+    from console.master.scheduler import Master
 
     async def main() -> str:
         master = Master(store, agents)
@@ -187,7 +187,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_master(args: argparse.Namespace) -> int:
-    from console.scheduler import Master
+    from console.master.scheduler import Master
 
     store = _store(args)
     master = Master(store, _agents_source(args))
@@ -205,7 +205,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from console.progress import format_runs
+    from console.cli.progress import format_runs
 
     store = _store(args)
     if args.run:
@@ -220,7 +220,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from console.export import export_results
+    from console.store.export import export_results
 
     store = _store(args)
     store.get_run(args.run)
@@ -234,7 +234,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:
-    from console.workflow import describe, load_workflows
+    from console.workflow.models import describe, load_workflows
 
     path = _workflows_path(args)
     wf_file = load_workflows(path)
@@ -247,7 +247,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
 
 
 def cmd_agents(args: argparse.Namespace) -> int:
-    from console.agents_cmd import agents_command
+    from console.cli.agents import agents_command
 
     return agents_command(args, _agents_source(args))
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from agentkit import wire
 from console.status import STAGE_TERMINAL, RunState, StageState, TaskState, run_outcome
-from console.store import Store
+from console.store.sqlite.store import Store
 
 DEFAULT_CHUNK = 64
 DEFAULT_TIMEOUT = 600.0
@@ -102,7 +102,7 @@ class RunPlanner:
     @property
     def target_set(self) -> Any:
         if self._targets is None:
-            from console.targets import parse_targets
+            from console.targets.sets import parse_targets
 
             self._targets = parse_targets(self.targets_spec) if self.targets_spec else parse_targets_empty()
         return self._targets
@@ -110,7 +110,7 @@ class RunPlanner:
     @property
     def scope(self) -> Any:
         if self._scope is None:
-            from console.targets import Scope, parse_scope
+            from console.targets.sets import Scope, parse_scope
 
             if self.scope_spec:
                 self._scope = parse_scope(self.scope_spec)
@@ -198,7 +198,7 @@ class RunPlanner:
             return iter(targets.iter_from(cursor))
         if kind not in ("host", "ip"):
             return iter(targets.iter_from(cursor, kind))
-        from console.targets import as_kind
+        from console.targets.sets import as_kind
 
         addresses = sum(span.size for span in targets.spans)
         raw = targets.iter_from(cursor)
@@ -221,7 +221,7 @@ class RunPlanner:
     # -- derived ----------------------------------------------------------------------------
 
     def _plan_derived(self, spec: StageSpec, row: dict[str, Any], sources_done: bool) -> None:
-        from console.records import derive_target, matches_where
+        from console.targets.records import derive_target, matches_where
 
         source = spec.depends[0]
         cursor = int(row["cursor"])
@@ -375,7 +375,7 @@ class RunPlanner:
 
 
 def parse_targets_empty() -> Any:
-    from console.targets import TargetSet
+    from console.targets.sets import TargetSet
 
     return TargetSet([], [])
 

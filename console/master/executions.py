@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from console.fleet import AgentHandle
-from console.planner import RunPlanner, StageSpec
-from console.targets import host_of
+from console.fleet.fleet import AgentHandle
+from console.master.planner import RunPlanner, StageSpec
+from console.targets.sets import host_of
 
 
 @dataclass
@@ -62,13 +62,13 @@ class Execution:
 class TaskTemplate:
     """A stage's ``task`` line with only id and targets left to fill: dispatch is a string join.
 
-    The constant part is encoded (and checked once through ``console.protocol.encode``)
+    The constant part is encoded (and checked once through ``console.fleet.protocol.encode``)
     when the run is loaded, not per task.
     """
 
     def __init__(self, spec: StageSpec, scope: list[str]) -> None:
         from agentkit import wire
-        from console.protocol import encode
+        from console.fleet.protocol import encode
 
         sample = wire.Task(
             op="task", id="0.0", tool=spec.tool, params=spec.params, targets=[], timeout=spec.timeout, scope=scope

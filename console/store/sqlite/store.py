@@ -2,9 +2,9 @@
 
 Every process (CLI, TUI, masters) opens the same file; intents (submit, pause,
 resume, stop) are plain short writes, and the owning master notices them within
-a second (``console/notify.py``). The scheduler-only operations (claims, leases,
-ingest) live in ``console/leases.py`` as a mixin so this module stays the API
-the UI and CLI read. Schema: ``console/schema.py`` (mirrored in ARCHITECTURE.md).
+a second (``console/store/sqlite/watcher.py``). The scheduler-only operations (claims, leases,
+ingest) live in ``console/store/sqlite/leases.py`` as a mixin so this module stays the API
+the UI and CLI read. Schema: ``console/store/sqlite/schema.py`` (mirrored in ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import platformdirs
 import sqlite_utils
 
 from console.errors import RunNotFound, StoreError
-from console.leases import LeaseOps
-from console.schema import migrate
 from console.status import (
     MASTER_DEAD_AFTER_S,
     RUN_TERMINAL,
@@ -33,6 +31,8 @@ from console.status import (
     RunState,
     TaskState,
 )
+from console.store.sqlite.leases import LeaseOps
+from console.store.sqlite.schema import migrate
 
 BUSY_TIMEOUT_MS = 5000
 _RUN_COLUMNS = (

@@ -31,7 +31,7 @@ from pathlib import Path
 from socket import inet_ntoa
 
 from console.errors import BadInput
-from console.targetvalues import (
+from console.targets.values import (
     HTTPS_PORTS,
     KINDS,
     MAX_ENTRY,

@@ -1,0 +1,5 @@
+"""The `fleetscan` command line."""
+
+from console.cli.main import main
+
+__all__ = ["main"]

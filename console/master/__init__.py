@@ -1,0 +1,1 @@
+"""The embedded master: scheduler, planner, executions in flight, and their outcomes."""

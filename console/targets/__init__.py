@@ -1,0 +1,1 @@
+"""Target values, target sets and scopes, and the typed result records derived from them."""

@@ -10,17 +10,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from console.store.sqlite.leases import IngestBatch
-from console.store.sqlite.store import Store
+from console.store import open_store
+from console.store.writes import IngestBatch, NewRecord
 
 N = 1_000_000
 BATCH = 20_000
 
 
 def fill(db: Path, n: int = N) -> str:
-    store = Store.open(db)
+    store = open_store(db)
     definition = {"stages": [{"id": "ports", "tool": "tcp_connect", "params": {}, "targets": {"from": "input"}}]}
-    run_id = store.create_run("bench", definition, "127.0.0.0/8")
+    run_id = store.runs.create("bench", definition, "127.0.0.0/8")
     ts = "2026-11-25T00:00:00Z"
     for start in range(0, n, BATCH):
         rows = []
@@ -28,8 +28,8 @@ def fill(db: Path, n: int = N) -> str:
             host = f"127.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
             port = 1 + (i % 1024)
             data = json.dumps({"host": host, "port": port, "proto": "tcp"})
-            rows.append((run_id, "ports", "port_open", f"{host}:{port}/tcp", host, "local", 1, ts, data))
-        store.apply_batch(IngestBatch(records=rows))
+            rows.append(NewRecord(run_id, "ports", "port_open", f"{host}:{port}/tcp", host, "local", 1, ts, data))
+        store.queue.apply_batch(IngestBatch(records=rows))
     store.close()
     return run_id
 

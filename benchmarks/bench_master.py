@@ -24,8 +24,8 @@ from typing import Any
 
 from agentkit.archive import build_archive
 from console.master.scheduler import Master
-from console.store.sqlite.leases import IngestBatch
-from console.store.sqlite.store import Store
+from console.store import open_store
+from console.store.writes import IngestBatch, NewRecord
 
 COMMAND = "python -m benchmarks.bench_master"
 NOOP_TASKS = int(os.environ.get("BENCH_MASTER_TASKS", "20000"))
@@ -49,8 +49,8 @@ def _row(figure: str, value: str, goal: str) -> dict[str, str]:
 
 
 async def _throughput(tmp: Path) -> list[dict[str, str]]:
-    store = Store.open(tmp / "throughput.db")
-    run_id = store.create_run("bench", {"stages": [_stage("a")]}, _targets(NOOP_TASKS), None, "local:4", 0, None)
+    store = open_store(tmp / "throughput.db")
+    run_id = store.runs.create("bench", {"stages": [_stage("a")]}, _targets(NOOP_TASKS), None, "local:4", 0, None)
     build_archive()
     master = Master(store, "local:4")
     cpu = time.process_time()
@@ -58,9 +58,10 @@ async def _throughput(tmp: Path) -> list[dict[str, str]]:
     await master.run_until_done(run_id)
     cpu = time.process_time() - cpu
     children = _children_cpu() - children
-    run = store.get_run(run_id)
-    done = store.run_summary(run_id)["stages"][0]["tasks_done"]
-    rate = done / (run["ended"] - run["started"])
+    run = store.runs.get(run_id)
+    done = store.runs.summary(run_id)["stages"][0]["tasks_done"]
+    assert run.ended is not None and run.started is not None
+    rate = done / (run.ended - run.started)
     return [
         _row(f"no-op tasks/s through the master, 4 local agents ({done} tasks)", f"{rate:,.0f}", ">= 5,000"),
         _row("master CPU per task (process time incl. store thread)", f"{cpu / done * 1e6:,.0f} us", "small"),
@@ -76,17 +77,17 @@ def _children_cpu() -> float:
 
 async def _pickup_latency(tmp: Path, rounds: int = 5) -> list[dict[str, str]]:
     db = tmp / "latency.db"
-    store = Store.open(db)
+    store = open_store(db)
     master = Master(store, "local")
     serve = asyncio.create_task(master.serve())
     code = (
-        "import sys, time; from console.store.sqlite.store import Store; s = Store.open(sys.argv[1]); "
-        "r = s.create_run('b', dict(stages=[dict(id='a', tool='noop', params=dict(), targets=dict(type='host'),"
+        "import sys, time; from console.store import open_store; s = open_store(sys.argv[1]); "
+        "r = s.runs.create('b', dict(stages=[dict(id='a', tool='noop', params=dict(), targets=dict(type='host'),"
         " chunk=1)]), '127.0.0.1', None, 'local', 0, None); print(r, time.time())"
     )
     latencies = []
     try:
-        while not any(a["state"] == "up" for a in store.list_agents()):
+        while not any(a.state == "up" for a in store.agents.all()):
             await asyncio.sleep(0.05)
         for _ in range(rounds):
             out = await asyncio.to_thread(
@@ -107,33 +108,33 @@ async def _pickup_latency(tmp: Path, rounds: int = 5) -> list[dict[str, str]]:
 
 
 def _ingest(tmp: Path, total: int = 200_000, batch: int = 2000) -> list[dict[str, str]]:
-    """``Store.apply_batch`` alone (what the master calls), batches prepared beforehand."""
-    store = Store.open(tmp / "ingest.db")
-    run_id = store.create_run("bench", {"stages": [_stage("a")]}, "127.0.0.1", None, "local", 0, None)
+    """``store.queue.apply_batch`` alone (what the master calls), batches prepared beforehand."""
+    store = open_store(tmp / "ingest.db")
+    run_id = store.runs.create("bench", {"stages": [_stage("a")]}, "127.0.0.1", None, "local", 0, None)
     batches = [
         IngestBatch(records=[
-            (run_id, "a", "port_open", f"127.{i >> 16}.{(i >> 8) & 255}.{i & 255}:80/tcp", "127.0.0.1", "local", 1,
-             "2026-01-01T00:00:00.000Z",
-             json.dumps({"host": f"127.{i >> 16}.{(i >> 8) & 255}.{i & 255}", "port": 80, "proto": "tcp"}))
+            NewRecord(run_id, "a", "port_open", f"127.{i >> 16}.{(i >> 8) & 255}.{i & 255}:80/tcp", "127.0.0.1",
+                      "local", 1, "2026-01-01T00:00:00.000Z",
+                      json.dumps({"host": f"127.{i >> 16}.{(i >> 8) & 255}.{i & 255}", "port": 80, "proto": "tcp"}))
             for i in range(offset, offset + batch)
         ])
         for offset in range(0, total, batch)
     ]
     started = time.perf_counter()
     for prepared in batches:
-        store.apply_batch(prepared)
+        store.queue.apply_batch(prepared)
     elapsed = time.perf_counter() - started
-    assert store.count_results(run_id) == total
+    assert store.results.count(run_id) == total
     return [_row(f"result ingest into the store ({total:,} records, batches of {batch})",
                  f"{total / elapsed:,.0f} records/s", ">= 50,000/s")]
 
 
 async def _run_with_kill(tmp: Path, name: str, kill: bool) -> tuple[float, float | None]:
     """40 tasks of 0.25 s on 2 agents; optionally SIGKILL one agent mid-run. (wall, kill -> re-dispatch)"""
-    store = Store.open(tmp / f"{name}.db")
+    store = open_store(tmp / f"{name}.db")
     script = "import time; time.sleep(0.25); print('')"
     params = {"argv": [sys.executable, "-c", script], "parser": "jsonl"}
-    run_id = store.create_run("bench", {"stages": [_stage("a", "exec", params, retries=1)]}, _targets(40), None,
+    run_id = store.runs.create("bench", {"stages": [_stage("a", "exec", params, retries=1)]}, _targets(40), None,
                               "local:2", 0, None)
     master = Master(store, "local:2")
     serve = asyncio.create_task(master.serve(run_ids=[run_id], stop_when_idle=True))

@@ -29,11 +29,11 @@ RUN_A, RUN_B = "benchrun", "otherrun"
 
 
 def _seed(db: Path) -> None:
-    from console.store.sqlite.store import Store
+    from console.store import open_store
 
-    store = Store.open(db)
+    store = open_store(db)
     try:
-        with store.transaction() as conn:
+        with store.db.transaction() as conn:
             now = time.time()
             for run_id, stages, created in ((RUN_A, ("alive", "ports"), now), (RUN_B, ("probe",), now - 10)):
                 conn.execute(
@@ -53,9 +53,9 @@ def _seed(db: Path) -> None:
 
 def _stream(db: Path, done: threading.Event) -> None:
     """Write RESULTS port_open records in committed batches, with stage counters, like the master's ingest."""
-    from console.store.sqlite.store import Store
+    from console.store import open_store
 
-    store = Store.open(db)
+    store = open_store(db)
     try:
         for start in range(0, RESULTS, BATCH):
             rows = []
@@ -64,7 +64,7 @@ def _stream(db: Path, done: threading.Event) -> None:
                 data = json.dumps({"host": host, "port": port, "proto": "tcp"})
                 rows.append((RUN_A, "ports", "port_open", f"{host}:{port}/tcp", host, "local-1", "2026-01-01T00:00:00Z",
                              data))
-            with store.transaction() as conn:
+            with store.db.transaction() as conn:
                 conn.executemany(
                     "INSERT INTO results (run_id, stage_id, type, key, target, agent, ts, data)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -143,7 +143,7 @@ class FrameClock:
 
 
 async def _measure(db: Path) -> dict[str, Any]:
-    from console.store.sqlite.store import Store
+    from console.store import open_store
     from console.tui.app import FleetscanApp
     from console.tui.panels import StagesPanel
     from console.tui.results_browser import ResultsScreen
@@ -199,7 +199,7 @@ async def _measure(db: Path) -> dict[str, Any]:
                 await _until(lambda: not isinstance(app.screen, ResultsScreen))
 
         # an intent from "another process" (a CLI pause) -> the runs table shows it
-        other = Store.open(db)
+        other = open_store(db)
         try:
             for _ in range(3):
                 for intent, state in ((other.request_pause, "paused"), (other.request_resume, "pending")):

@@ -3,7 +3,8 @@
 * ``BadInput``: the operator fixes a file or an argument (exit code 2).
 * ``TransportError``: a box could not be reached or dropped; the task goes elsewhere.
 * ``AgentError``: a box answered, but wrongly (bad hello, invalid message, tool error).
-* ``StoreError``: the database is unusable (locked past the timeout, wrong schema).
+* ``StoreError``: the database is unusable (``StoreBusy``: locked past the timeout; ``StoreCorrupt``:
+  not a fleetscan store or a newer schema).
 
 Every timeout is also a builtin ``TimeoutError`` so ``except TimeoutError`` works.
 Third-party errors (asyncssh, sqlite3, yaml, pydantic) are mapped at the boundary
@@ -74,7 +75,17 @@ class AgentError(FleetscanError):
 
 
 class StoreError(FleetscanError):
-    """The SQLite store cannot be used."""
+    """The store cannot be used (opened, read or written). Backends map their driver's errors to this
+    class or a subclass at their boundary (``console/store/sqlite/database.py``); nothing above the store
+    ever sees ``sqlite3.Error``."""
+
+
+class StoreBusy(StoreError, TimeoutError):
+    """Another process held the store's write lock past the busy timeout; trying again may work."""
+
+
+class StoreCorrupt(StoreError):
+    """The file is not a fleetscan store (not a database, damaged, or from a newer fleetscan)."""
 
 
 class RunNotFound(BadInput):

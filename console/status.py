@@ -1,4 +1,4 @@
-"""Run, stage and task states, with the small predicates the master and the UI share.
+"""Run, stage, task and agent states, with the small predicates the master and the UI share.
 
 One definition of every state string the store holds, so a typo is a NameError
 rather than a run stuck forever in a state nothing looks for (saq/litequeue style:
@@ -44,15 +44,37 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class AgentState(StrEnum):
+    """A box as the master sees it (stored in ``agents.state``)."""
+
+    STARTING = "starting"
+    UP = "up"
+    DOWN = "down"
+    #: kept out of new work for a while after failing again and again
+    SET_ASIDE = "set_aside"
+
+
+class CancelReason(StrEnum):
+    """Why the master cancelled one execution of a task on an agent."""
+
+    #: the run is being stopped
+    STOP = "stop"
+    #: another copy of the same task finished first
+    LOSER = "loser"
+    #: the task ran past its stage's timeout
+    TIMEOUT = "timeout"
+    #: the agent sent a record that failed validation
+    INVALID = "invalid"
+
+
 RUN_TERMINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.STOPPED})
 #: runs a master may own and work on (paused ones keep their owner but get no new dispatch)
 RUN_ACTIVE = frozenset({RunState.PENDING, RunState.RUNNING, RunState.PAUSED})
 STAGE_TERMINAL = frozenset({StageState.COMPLETED, StageState.FAILED})
-TASK_ACTIVE = frozenset({TaskState.LEASED})
-TASK_TERMINAL = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
-
-#: ``runs.error`` value that carries a stop intent until the owner has cancelled its tasks
-STOP_REQUESTED = "stop requested"
+#: tasks that still have work ahead of them (a stage is complete when none is left)
+TASK_OPEN = frozenset({TaskState.QUEUED, TaskState.LEASED})
+#: agent states in which a box holds a live link (a set-aside box still runs its pinned tasks)
+AGENT_LINKED = frozenset({AgentState.UP, AgentState.SET_ASIDE})
 
 #: a master not seen for this long is dead; its runs are orphaned and may be taken over
 MASTER_DEAD_AFTER_S = 5.0
@@ -60,10 +82,6 @@ MASTER_DEAD_AFTER_S = 5.0
 #: retry backoff: first retry after BACKOFF_BASE_S, doubling, capped
 BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 10.0
-
-
-def is_terminal_run(state: str) -> bool:
-    return state in RUN_TERMINAL
 
 
 def can_retry(attempts: int, max_attempts: int) -> bool:
@@ -76,11 +94,6 @@ def next_delay(attempts: int) -> float:
     if attempts <= 0:
         return 0.0
     return min(BACKOFF_BASE_S * (2 ** (attempts - 1)), BACKOFF_MAX_S)
-
-
-def is_expired(lease_expires: float | None, now: float) -> bool:
-    """A lease with no expiry never expires on its own (only its master releases it)."""
-    return lease_expires is not None and lease_expires <= now
 
 
 def run_outcome(stage_states: list[str]) -> RunState | None:

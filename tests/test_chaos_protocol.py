@@ -20,7 +20,7 @@ from console.fleet.fleet import AgentHandle
 from console.fleet.links import LocalLink
 from console.master.scheduler import Master
 from console.status import RunState
-from console.store.sqlite.store import Store
+from console.store import open_store
 from console.workflow.submit import prepare_run
 from tests.fixtures.chaos import ChaosWorkflow, RecordId, events, fault_free, record_set, tasks
 from tests.fixtures.chaos_agent import MISBEHAVIOURS, write_misbehaving_agent
@@ -70,7 +70,7 @@ async def test_a_misbehaving_agent_never_corrupts_the_run(
     workflow.write()
     monkeypatch.setattr("console.master.scheduler.handles_for", _fleet(write_misbehaving_agent(tmp_path, mode)))
     db = tmp_path / "chaos.db"
-    store = Store.open(db)
+    store = open_store(db)
     try:
         prepared = prepare_run(workflows_file=workflow.path, workflow=workflow.name, targets=TARGETS, agents="local:2")
         run_id = prepared.create(store)

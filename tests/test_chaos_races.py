@@ -15,7 +15,8 @@ import pytest
 
 from console.master.scheduler import STRAGGLER_AFTER_S, Master
 from console.status import RunState
-from console.store.sqlite.store import Store
+from console.store import open_store
+from console.store.base import Store
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +35,14 @@ async def test_a_task_ending_while_its_straggler_copy_is_counted_keeps_one_attem
         return real_bump(self, task_id)
 
     monkeypatch.setattr(Store, "bump_attempt", slow_bump)
-    store = Store.open(tmp_path / "s.db")
+    store = open_store(tmp_path / "s.db")
     stage = {"id": "a", "tool": "noop", "params": {"sleep": STRAGGLER_AFTER_S + 0.3},
              "targets": {"from": "input", "type": "host"}, "chunk": 1, "retries": 0, "timeout": 60.0}
-    run_id = store.create_run("race", {"stages": [stage]}, "127.0.0.1", None, "local:2", 0, None)
+    run_id = store.runs.create("race", {"stages": [stage]}, "127.0.0.1", None, "local:2", 0, None)
     state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
     assert state == RunState.COMPLETED
     assert bumps, "the straggler path was not taken: the race did not happen"
-    (task,) = store.query("SELECT state, attempts, max_attempts FROM tasks")
-    copies = [e for e in store.recent_events(run_id) if e["kind"] == "straggler"]
+    (task,) = store.db.query("SELECT state, attempts, max_attempts FROM tasks")
+    copies = [e for e in store.events.recent(run_id) if e.kind == "straggler"]
     assert not copies
     assert task == {"state": "done", "attempts": 1, "max_attempts": 1}

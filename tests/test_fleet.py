@@ -126,8 +126,8 @@ async def test_fleet_goes_on_without_an_unreachable_box() -> None:
     try:
         assert good.state == "up" and bad.state == "down" and "nonexistent" in (bad.error or "")
         assert any("bad down" in message for _, _, message in fleet.drain_events())
-        rows = {r["name"]: r for r in fleet.rows("m")}
-        assert rows["bad"]["state"] == "down" and rows["good"]["hash"] == build_archive()[1]
+        rows = {r.name: r for r in fleet.rows("m")}
+        assert rows["bad"].state == "down" and rows["good"].hash == build_archive()[1]
     finally:
         await fleet.close()
 

@@ -11,7 +11,7 @@ import pytest
 
 from console.master.scheduler import Master
 from console.status import RunState
-from console.store.sqlite.store import Store
+from console.store import open_store
 from console.workflow.submit import prepare_run
 from tests.fixtures.sshd import SshdFleet
 
@@ -37,7 +37,7 @@ async def test_a_run_over_two_boxes_spreads_its_chunks_over_both(
     workflows = tmp_path / "workflows.yaml"
     workflows.write_text(WORKFLOWS.format(port=listener.getsockname()[1]))
     inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", slots=2)
-    store = Store.open(tmp_path / "fleetscan.db")
+    store = open_store(tmp_path / "fleetscan.db")
     try:
         prepared = prepare_run(
             workflows_file=workflows, workflow="spread", targets="127.0.0.1-24", agents=str(inventory)
@@ -45,7 +45,7 @@ async def test_a_run_over_two_boxes_spreads_its_chunks_over_both(
         run_id = prepared.create(store)
         master = Master(store, str(inventory), workflows_file=str(workflows))
         state = await asyncio.wait_for(master.run_until_done(run_id), 180)
-        records = list(store.iter_results(run_id))
+        records = list(store.results.records(run_id))
     finally:
         store.close()
         listener.close()
@@ -75,7 +75,7 @@ async def test_a_box_killed_mid_run_hands_its_tasks_to_the_other(
     workflows = tmp_path / "workflows.yaml"
     workflows.write_text(SLOW_WORKFLOW)
     inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", slots=2)
-    store = Store.open(tmp_path / "fleetscan.db")
+    store = open_store(tmp_path / "fleetscan.db")
     try:
         run_id = prepare_run(
             workflows_file=workflows, workflow="slow", targets="127.0.0.1-12", agents=str(inventory)
@@ -83,13 +83,13 @@ async def test_a_box_killed_mid_run_hands_its_tasks_to_the_other(
         master = Master(store, str(inventory), workflows_file=str(workflows))
         running = asyncio.create_task(master.run_until_done(run_id))
         deadline = time.monotonic() + 120
-        while store.run_summary(run_id)["stages"][0]["tasks_done"] < 2:  # both boxes are busy by now
+        while store.runs.summary(run_id)["stages"][0]["tasks_done"] < 2:  # both boxes are busy by now
             assert time.monotonic() < deadline and not running.done()
             await asyncio.sleep(0.1)
         sshd_boxes.box("box1").kill()  # sshd, its connection and the agent: gone at once
         state = await asyncio.wait_for(running, 180)
-        summary = store.run_summary(run_id)
-        tasks = store.query("SELECT agent, attempts, tried FROM tasks WHERE run_id = ?", (run_id,))
+        summary = store.runs.summary(run_id)
+        tasks = store.db.query("SELECT agent, attempts, tried FROM tasks WHERE run_id = ?", (run_id,))
     finally:
         store.close()
     stage = summary["stages"][0]

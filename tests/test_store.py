@@ -1,4 +1,4 @@
-"""The store: file safety, the public API the CLI/TUI use, atomic claims, idempotent ingest, intents."""
+"""The SQLite store: file safety, the public API the CLI/TUI use, atomic claims, idempotent ingest, intents."""
 
 from __future__ import annotations
 
@@ -13,20 +13,22 @@ from pathlib import Path
 import pytest
 
 from console.errors import RunNotFound
-from console.status import STOP_REQUESTED, RunState, TaskState
-from console.store.sqlite.leases import Completion, IngestBatch, Requeue
-from console.store.sqlite.store import Store, default_db_path
+from console.status import AgentState, RunState, TaskState
+from console.store import default_db_path, open_store
+from console.store.base import Store
+from console.store.rows import AgentRow
+from console.store.writes import Completion, EventLine, IngestBatch, NewRecord, Requeue
 
 DEFINITION = {"stages": [{"id": "a", "tool": "noop"}, {"id": "b", "tool": "noop"}]}
 
 
 def _store(tmp_path: Path) -> Store:
-    return Store.open(tmp_path / "t.db")
+    return open_store(tmp_path / "t.db")
 
 
 def _add_tasks(store: Store, run_id: str, n: int, stage: str = "a") -> list[int]:
     ids = []
-    with store.transaction() as conn:
+    with store.db.transaction() as conn:
         for i in range(n):
             cur = conn.execute(
                 "INSERT INTO tasks (run_id, stage_id, seq, targets, state, max_attempts, created)"
@@ -41,10 +43,10 @@ def test_open_creates_private_wal_database(tmp_path: Path) -> None:
     store = _store(tmp_path)
     mode = stat.S_IMODE(os.stat(tmp_path / "t.db").st_mode)
     assert mode == 0o600
-    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+    assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.conn.execute("PRAGMA user_version").fetchone()[0] >= 1
     store.close()
-    Store.open(tmp_path / "t.db").close()  # reopening does not migrate twice
+    open_store(tmp_path / "t.db").close()  # reopening does not migrate twice
 
 
 def test_default_db_path_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,43 +58,43 @@ def test_default_db_path_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_create_get_list_and_summary_shape(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    first = store.create_run("recon", DEFINITION, "127.0.0.1", None, "local", 0, None)
-    second = store.create_run("web", DEFINITION, "127.0.0.2", "127.0.0.0/24", "local:2", 5, "wf.yaml")
-    assert store.get_run(first)["state"] == RunState.PENDING
-    assert store.get_run(second)["scope"] == "127.0.0.0/24"
-    assert [r["id"] for r in store.list_runs()] == [second, first]
-    summary = store.run_summary(second)
+    first = store.runs.create("recon", DEFINITION, "127.0.0.1", None, "local", 0, None)
+    second = store.runs.create("web", DEFINITION, "127.0.0.2", "127.0.0.0/24", "local:2", 5, "wf.yaml")
+    assert store.runs.get(first).state == RunState.PENDING
+    assert store.runs.get(second).scope == "127.0.0.0/24"
+    assert [r.id for r in store.runs.newest()] == [second, first]
+    summary = store.runs.summary(second)
     assert set(summary) >= {"run", "state", "stages", "results", "duration_s"}
     assert summary["run"] == second and summary["state"] == "pending" and summary["priority"] == 5
     assert [s["id"] for s in summary["stages"]] == ["a", "b"]
     assert set(summary["stages"][0]) >= {"id", "state", "tasks_total", "tasks_done", "tasks_failed", "results"}
     json.dumps(summary)
     with pytest.raises(RunNotFound):
-        store.get_run("nope")
+        store.runs.get("nope")
     with pytest.raises(RunNotFound):
-        store.run_summary("nope")
+        store.runs.summary("nope")
 
 
 def _claim_worker(path: str, master: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    store = Store.open(path)
+    store = open_store(path)
     got: list[int] = []
     while True:
-        rows = store.claim_tasks(master, 7, 60.0)
+        rows = store.queue.claim_tasks(master, 7, 60.0)
         if not rows:
             break
-        got.extend(r["id"] for r in rows)
+        got.extend(r.id for r in rows)
     out.put(got)
 
 
 def test_claims_are_atomic_across_processes(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     # both masters own the run for the purpose of this test: claims only look at owner + state
-    store.adopt_runs("m1")
+    store.queue.adopt_runs("m1")
     ids = _add_tasks(store, run_id, 600)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    store.conn.execute("UPDATE runs SET owner = 'shared'")
+    store.db.conn.execute("UPDATE runs SET owner = 'shared'")
     procs = [ctx.Process(target=_claim_worker, args=(str(tmp_path / "t.db"), "shared", queue)) for _ in range(3)]
     for proc in procs:
         proc.start()
@@ -102,154 +104,156 @@ def test_claims_are_atomic_across_processes(tmp_path: Path) -> None:
     claimed = [task_id for got in results for task_id in got]
     assert len(claimed) == len(set(claimed)), "a task was claimed twice"
     assert sorted(claimed) == ids
-    attempts = store.conn.execute("SELECT DISTINCT attempts FROM tasks").fetchall()
+    attempts = store.db.conn.execute("SELECT DISTINCT attempts FROM tasks").fetchall()
     assert attempts == [(1,)]
 
 
 def test_claim_order_priority_not_before_and_pinned(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    low = store.create_run("a", DEFINITION, "127.0.0.1", None, None, 0, None)
-    high = store.create_run("b", DEFINITION, "127.0.0.1", None, None, 9, None)
-    store.adopt_runs("m")
+    low = store.runs.create("a", DEFINITION, "127.0.0.1", None, None, 0, None)
+    high = store.runs.create("b", DEFINITION, "127.0.0.1", None, None, 9, None)
+    store.queue.adopt_runs("m")
     low_ids = _add_tasks(store, low, 2)
     high_ids = _add_tasks(store, high, 2)
-    store.conn.execute("UPDATE tasks SET priority = 9 WHERE run_id = ?", (high,))
-    store.conn.execute("UPDATE tasks SET not_before = ? WHERE id = ?", (time.time() + 60, low_ids[1]))
-    store.conn.execute("UPDATE tasks SET pinned = 'box9' WHERE id = ?", (high_ids[1],))
-    got = [r["id"] for r in store.claim_tasks("m", 10, 30)]
+    store.db.conn.execute("UPDATE tasks SET priority = 9 WHERE run_id = ?", (high,))
+    store.db.conn.execute("UPDATE tasks SET not_before = ? WHERE id = ?", (time.time() + 60, low_ids[1]))
+    store.db.conn.execute("UPDATE tasks SET pinned = 'box9' WHERE id = ?", (high_ids[1],))
+    got = [r.id for r in store.queue.claim_tasks("m", 10, 30)]
     assert got == [high_ids[0], low_ids[0]]
-    assert [r["id"] for r in store.claim_tasks("m", 10, 30, pinned_boxes=["box9"])] == [high_ids[1]]
+    assert [r.id for r in store.queue.claim_tasks("m", 10, 30, pinned_boxes=["box9"])] == [high_ids[1]]
     # a paused run's tasks are never claimed
-    store.request_pause(low)
-    store.conn.execute("UPDATE tasks SET not_before = NULL WHERE id = ?", (low_ids[1],))
-    assert store.claim_tasks("m", 10, 30) == []
+    store.runs.pause(low)
+    store.db.conn.execute("UPDATE tasks SET not_before = NULL WHERE id = ?", (low_ids[1],))
+    assert store.queue.claim_tasks("m", 10, 30) == []
 
 
 def test_redelivered_batch_never_duplicates(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    store.adopt_runs("m")
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    store.queue.adopt_runs("m")
     (task,) = _add_tasks(store, run_id, 1)
-    store.claim_tasks("m", 1, 30)
+    store.queue.claim_tasks("m", 1, 30)
     rows = [
-        (run_id, "a", "host_up", f"127.0.0.{i}", f"127.0.0.{i}", "box1", task, "ts", json.dumps({"host": f"127.0.0.{i}"}))
+        NewRecord(run_id, "a", "host_up", f"127.0.0.{i}", f"127.0.0.{i}", "box1", task, "ts",
+                  json.dumps({"host": f"127.0.0.{i}"}))
         for i in range(1, 51)
     ]
     batch = IngestBatch(records=rows, completions=[Completion(task, run_id, "a", TaskState.DONE, "box1")])
-    assert store.apply_batch(batch) == {(run_id, "a"): 50}
-    assert store.apply_batch(batch) == {}
-    assert store.count_results(run_id) == 50
-    stage = store.run_summary(run_id)["stages"][0]
+    assert store.queue.apply_batch(batch) == {(run_id, "a"): 50}
+    assert store.queue.apply_batch(batch) == {}
+    assert store.results.count(run_id) == 50
+    stage = store.runs.summary(run_id)["stages"][0]
     assert stage["results"] == 50 and stage["tasks_done"] == 1
 
 
 def test_requeue_and_failure_counters(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    store.adopt_runs("m")
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    store.queue.adopt_runs("m")
     first, second = _add_tasks(store, run_id, 2)
-    store.claim_tasks("m", 2, 30)
-    store.apply_batch(IngestBatch(
-        requeues=[Requeue(first, time.time() - 1, json.dumps(["box1"]), "boom")],
+    store.queue.claim_tasks("m", 2, 30)
+    store.queue.apply_batch(IngestBatch(
+        requeues=[Requeue(first, time.time() - 1, ("box1",), "boom")],
         completions=[Completion(second, run_id, "a", TaskState.FAILED, "box1", "bad")],
     ))
-    row = store.query("SELECT state, tried, error FROM tasks WHERE id = ?", (first,))[0]
+    row = store.db.query("SELECT state, tried, error FROM tasks WHERE id = ?", (first,))[0]
     assert row == {"state": "queued", "tried": '["box1"]', "error": "boom"}
-    assert store.run_summary(run_id)["stages"][0]["tasks_failed"] == 1
-    again = store.claim_tasks("m", 5, 30)
-    assert [r["id"] for r in again] == [first] and again[0]["attempts"] == 2
+    assert store.runs.summary(run_id)["stages"][0]["tasks_failed"] == 1
+    again = store.queue.claim_tasks("m", 5, 30)
+    assert [r.id for r in again] == [first] and again[0].attempts == 2
 
 
 def test_iter_results_streams_in_id_order_with_filters(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     rows = [
-        (run_id, "a" if i % 2 else "b", "host_up" if i % 3 else "port_open", f"k{i}", "127.0.0.1", "box", 1, "ts",
-         json.dumps({"i": i}))
+        NewRecord(run_id, "a" if i % 2 else "b", "host_up" if i % 3 else "port_open", f"k{i}", "127.0.0.1", "box", 1,
+                  "ts", json.dumps({"i": i}))
         for i in range(1, 1001)
     ]
-    store.apply_batch(IngestBatch(records=rows))
-    seen = [r["key"] for r in store.iter_results(run_id, batch=64)]
-    assert seen == [k for (k,) in store.conn.execute("SELECT key FROM results ORDER BY id")]
+    store.queue.apply_batch(IngestBatch(records=rows))
+    seen = [r["key"] for r in store.results.records(run_id, batch=64)]
+    assert seen == [k for (k,) in store.db.conn.execute("SELECT key FROM results ORDER BY id")]
     assert len(seen) == 1000
-    only_a = list(store.iter_results(run_id, stage="a", batch=10))
+    only_a = list(store.results.records(run_id, stage="a", batch=10))
     assert len(only_a) == 500 and {r["stage"] for r in only_a} == {"a"}
-    typed = list(store.iter_results(run_id, stage="b", type="port_open", batch=7))
-    assert len(typed) == store.count_results(run_id, stage="b", type="port_open") > 0
+    typed = list(store.results.records(run_id, stage="b", type="port_open", batch=7))
+    assert len(typed) == store.results.count(run_id, stage="b", type="port_open") > 0
     first = only_a[0]
     assert set(first) == {"run", "stage", "type", "key", "target", "agent", "task", "ts", "data"}
 
 
 def test_pause_resume_and_stop_without_live_owner(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    assert store.request_pause(run_id) == RunState.PAUSED
-    assert store.request_resume(run_id) == RunState.PENDING
-    store.conn.execute("UPDATE runs SET owner = 'ghost', state = 'running'")
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    assert store.runs.pause(run_id) == RunState.PAUSED
+    assert store.runs.resume(run_id) == RunState.PENDING
+    store.db.conn.execute("UPDATE runs SET owner = 'ghost', state = 'running'")
     _add_tasks(store, run_id, 3)
-    assert store.request_stop(run_id) == RunState.STOPPED
-    assert store.get_run(run_id)["state"] == RunState.STOPPED
-    states = {r["state"] for r in store.query("SELECT state FROM tasks")}
+    assert store.runs.stop(run_id) == RunState.STOPPED
+    assert store.runs.get(run_id).state == RunState.STOPPED
+    states = {r["state"] for r in store.db.query("SELECT state FROM tasks")}
     assert states == {TaskState.CANCELLED}
-    assert store.request_pause(run_id) == RunState.STOPPED  # terminal: intents are no-ops
+    assert store.runs.pause(run_id) == RunState.STOPPED  # terminal: intents are no-ops
 
 
 def test_stop_with_live_owner_is_an_intent(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    store.register_master("live")
-    store.adopt_runs("live")
-    assert store.request_stop(run_id) == RunState.RUNNING
-    run = store.get_run(run_id)
-    assert run["error"] == STOP_REQUESTED and run["state"] == RunState.RUNNING
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    store.queue.register_master("live")
+    store.queue.adopt_runs("live")
+    assert store.runs.stop(run_id) == RunState.RUNNING
+    run = store.runs.get(run_id)
+    assert run.stop_requested and run.state == RunState.RUNNING
 
 
 def test_orphaned_run_is_adopted_and_its_leases_requeued(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    store.register_master("old")
-    assert store.adopt_runs("old") == [run_id]
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    store.queue.register_master("old")
+    assert store.queue.adopt_runs("old") == [run_id]
     _add_tasks(store, run_id, 2)
-    store.claim_tasks("old", 2, 300)
-    assert store.adopt_runs("new") == []  # the owner is alive (this very process)
-    store.conn.execute("UPDATE masters SET pid = 999999999 WHERE id = 'old'")  # a dead pid on this host
-    assert store.adopt_runs("new") == [run_id]
-    rows = store.query("SELECT state, attempts, lease_owner FROM tasks")
+    store.queue.claim_tasks("old", 2, 300)
+    assert store.queue.adopt_runs("new") == []  # the owner is alive (this very process)
+    store.db.conn.execute("UPDATE masters SET pid = 999999999 WHERE id = 'old'")  # a dead pid on this host
+    assert store.queue.adopt_runs("new") == [run_id]
+    rows = store.db.query("SELECT state, attempts, lease_owner FROM tasks")
     assert rows == [{"state": "queued", "attempts": 0, "lease_owner": None}] * 2
-    assert store.get_run(run_id)["owner"] == "new"
+    assert store.runs.get(run_id).owner == "new"
 
 
 def test_sweeper_requeues_or_fails_expired_leases(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    store.adopt_runs("m")
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    store.queue.adopt_runs("m")
     first, second = _add_tasks(store, run_id, 2)
-    store.claim_tasks("m", 2, -1.0)  # already expired
-    store.conn.execute("UPDATE tasks SET attempts = max_attempts WHERE id = ?", (second,))
-    assert store.sweep_expired("m") == (1, 1)
-    states = dict(store.conn.execute("SELECT id, state FROM tasks").fetchall())
+    store.queue.claim_tasks("m", 2, -1.0)  # already expired
+    store.db.conn.execute("UPDATE tasks SET attempts = max_attempts WHERE id = ?", (second,))
+    assert store.queue.sweep_expired("m") == (1, 1)
+    states = dict(store.db.conn.execute("SELECT id, state FROM tasks").fetchall())
     assert states == {first: "queued", second: "failed"}
 
 
 def test_events_and_data_version(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    other = Store.open(tmp_path / "t.db")
-    before = store.data_version()
-    run_id = other.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    assert store.data_version() != before
-    for i in range(5):
-        store.add_event("test", f"e{i}", run_id=run_id)
-    events = store.recent_events(run_id, limit=3)
-    assert [e["message"] for e in events] == ["e2", "e3", "e4"]
-    assert store.recent_events(run_id, after_id=events[-1]["id"]) == []
+    other = open_store(tmp_path / "t.db")
+    before = store.change_token()
+    run_id = other.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    assert store.change_token() != before
+    store.queue.apply_batch(IngestBatch(events=[EventLine(run_id, "info", "test", f"e{i}") for i in range(5)]))
+    events = store.events.recent(run_id, limit=3)
+    assert [e.message for e in events] == ["e2", "e3", "e4"]
+    assert store.events.recent(run_id, after_id=events[-1].id) == []
 
 
 def test_agents_upsert_roundtrip(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    store.upsert_agents([{"name": "box1", "state": "up", "slots": 4, "programs": json.dumps({"nmap": "/usr/bin/nmap"})}])
-    store.upsert_agents([{"name": "box1", "state": "down", "slots": 4, "programs": None}])
-    (agent,) = store.list_agents()
-    assert agent["state"] == "down" and agent["programs"] == {}
+    store.agents.report([AgentRow("box1", state=AgentState.UP, slots=4, programs={"nmap": "/usr/bin/nmap"})])
+    (agent,) = store.agents.all()
+    assert agent.state == "up" and agent.programs == {"nmap": "/usr/bin/nmap"}
+    store.agents.report([AgentRow("box1", state=AgentState.DOWN, slots=4)])
+    (agent,) = store.agents.all()
+    assert agent.state == "down" and agent.programs == {}
 
 
 def test_busy_database_is_waited_for(tmp_path: Path) -> None:
@@ -259,18 +263,18 @@ def test_busy_database_is_waited_for(tmp_path: Path) -> None:
     import threading
 
     threading.Timer(0.3, lambda: locker.execute("COMMIT")).start()
-    run_id = store.create_run("recon", DEFINITION, "127.0.0.1", None, None, 0, None)  # waits, then succeeds
-    assert store.get_run(run_id)["state"] == RunState.PENDING
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)  # waits, then succeeds
+    assert store.runs.get(run_id).state == RunState.PENDING
 
 
 def test_pinned_tasks_of_an_unusable_box_are_failed(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    run_id = store.create_run("baseline", DEFINITION, "", None, None, 0, None)
-    store.adopt_runs("m")
+    run_id = store.runs.create("baseline", DEFINITION, "", None, None, 0, None)
+    store.queue.adopt_runs("m")
     first, second = _add_tasks(store, run_id, 2)
-    store.conn.execute("UPDATE tasks SET pinned = 'gone' WHERE id = ?", (first,))
-    store.conn.execute("UPDATE tasks SET pinned = 'box1' WHERE id = ?", (second,))
-    assert store.fail_pinned("m", ["box1"], "failed: box unreachable") == 1
-    states = dict(store.conn.execute("SELECT id, state FROM tasks").fetchall())
+    store.db.conn.execute("UPDATE tasks SET pinned = 'gone' WHERE id = ?", (first,))
+    store.db.conn.execute("UPDATE tasks SET pinned = 'box1' WHERE id = ?", (second,))
+    assert store.queue.fail_pinned("m", ["box1"], "failed: box unreachable") == 1
+    states = dict(store.db.conn.execute("SELECT id, state FROM tasks").fetchall())
     assert states == {first: "failed", second: "queued"}
-    assert store.run_summary(run_id)["stages"][0]["tasks_failed"] == 1
+    assert store.runs.summary(run_id)["stages"][0]["tasks_failed"] == 1

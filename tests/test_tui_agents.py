@@ -51,7 +51,7 @@ async def test_a_lists_the_boxes_with_their_live_state(console_db: Path) -> None
         screen = await open_agents(app, pilot)
         table = screen.query_one("#agents-table", KeyedTable)
         await wait_for(pilot, lambda: table.row_keys == ["local-1", "local-2"])
-        assert cell(screen, "local-1", "state") == "busy"
+        assert cell(screen, "local-1", "state") == "up"
         assert cell(screen, "local-1", "slots") == "3/4"
         assert cell(screen, "local-2", "state") == "down"
         assert cell(screen, "local-2", "heartbeat") == "1m35s ago"

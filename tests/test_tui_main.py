@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from console.store.sqlite.store import Store
+from console.store import open_store
 from console.tui.app import FleetscanApp
 from console.tui.dialogs import ConfirmScreen, HelpScreen
 from console.tui.panels import FeedLog, RunsTable, StageProgress, StagesPanel
@@ -45,9 +45,9 @@ def make_app(db: Path, **kwargs: object) -> FleetscanApp:
 
 
 def run_state(db: Path, run_id: str) -> str:
-    store = Store.open(db)
+    store = open_store(db)
     try:
-        return str(store.get_run(run_id)["state"])
+        return str(store.runs.get(run_id).state)
     finally:
         store.close()
 
@@ -87,10 +87,10 @@ async def test_cli_writes_show_up_in_place(console_db: Path) -> None:
         await wait_for(pilot, lambda: app.views_drawn > 0)
         table = app.query_one(RunsTable)
         cursor_key = table.selected_key()
-        other = Store.open(console_db)
+        other = open_store(console_db)
         try:
-            other.request_pause(RUN_RECON)
-            new_id = other.create_run("web", {"stages": [{"id": "probe", "tool": "http_probe"}]}, "127.0.0.1")
+            other.runs.pause(RUN_RECON)
+            new_id = other.runs.create("web", {"stages": [{"id": "probe", "tool": "http_probe"}]}, "127.0.0.1")
         finally:
             other.close()
         await wait_for(pilot, lambda: cell_text(app, RUN_RECON, "state") == "paused")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Static
 
-from console.store.sqlite.store import Store
+from console.store import open_store
 from console.tui.app import FleetscanApp
 from console.tui.new_run import NewRunScreen
 from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db
@@ -49,9 +49,9 @@ def make_app(db: Path, workflows: Path) -> FleetscanApp:
 
 
 def run_ids(db: Path) -> set[str]:
-    store = Store.open(db)
+    store = open_store(db)
     try:
-        return {r["id"] for r in store.list_runs(limit=1000)}
+        return {r.id for r in store.runs.newest(limit=1000)}
     finally:
         store.close()
 
@@ -132,13 +132,13 @@ async def test_fixing_the_input_submits_and_selects_the_new_run(console_db: Path
                        f" {app.screen} {list(app.workers)}")
         (new_id,) = run_ids(console_db) - before
         await wait_for(pilot, lambda: app.watcher.selected_run == new_id and app.selected_run() is not None)
-    store = Store.open(console_db)
+    store = open_store(console_db)
     try:
-        run = store.get_run(new_id)
+        run = store.runs.get(new_id)
     finally:
         store.close()
-    assert (run["workflow"], run["state"], run["priority"], run["agents"]) == ("quick", "pending", 7, "local")
-    assert run["targets"] == "127.0.0.1-127.0.0.3"
+    assert (run.workflow, run.state, run.priority, run.agents) == ("quick", "pending", 7, "local")
+    assert run.targets == "127.0.0.1-127.0.0.3"
 
 
 async def test_enter_in_a_field_submits(console_db: Path, workflows_file: Path) -> None:

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Select
 
-from console.tui import results_query as rq
+from console.store import open_store
+from console.store.base import PAGE_SIZE
+from console.store.rows import ResultFilter
+from console.store.sqlite.results import SQLiteResults
 from console.tui.results_browser import ExportScreen, ResultsScreen
-from console.tui.watcher import open_reader
 from tests.fixtures.tui_data import RUN_RECON, fill_console_db
 from tests.test_tui_main import SIZE, make_app, wait_for
 
@@ -43,7 +45,7 @@ async def test_r_pages_forward_back_and_to_the_end(big_db: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_browser(app, pilot)
         assert screen.run_id == RUN_RECON
-        size = rq.PAGE_SIZE
+        size = PAGE_SIZE
         assert table_ids(screen) == list(range(1, size + 1))
         assert f"rows 1-{size} of 250" in status(screen)
         await pilot.press("pagedown")
@@ -133,30 +135,27 @@ async def test_export_to_a_missing_directory_is_refused_inline(big_db: Path, tmp
 
 
 def test_keyset_pages_never_read_more_than_a_page(big_db: Path) -> None:
-    conn = open_reader(big_db)
-    try:
-        flt = rq.ResultFilter(RUN_RECON)
-        page = rq.first_page(conn, flt, limit=40)
+    with open_store(big_db) as store:
+        flt = ResultFilter(RUN_RECON)
+        page = store.results.first_page(flt, limit=40)
         seen = [r.id for r in page.rows]
         while page.has_next:
-            page = rq.next_page(conn, page, limit=40)
+            page = store.results.next_page(page, limit=40)
             assert len(page.rows) <= 40
             seen += [r.id for r in page.rows]
         assert seen == list(range(1, 251))
-        back = rq.prev_page(conn, page, limit=40)
+        back = store.results.prev_page(page, limit=40)
         assert [r.id for r in back.rows] == list(range(201, 241))
         assert back.offset == 200
-    finally:
-        conn.close()
 
 
 async def test_a_screen_workers_failure_reaches_the_one_error_handler(
     big_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(conn: object, run_id: str) -> list[str]:
+    def broken(self: object, run_id: str) -> list[str]:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(rq, "result_types", broken)
+    monkeypatch.setattr(SQLiteResults, "types", broken)
     app = make_app(big_db)
     async with app.run_test(size=SIZE) as pilot:
         await open_browser(app, pilot)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from console.store.sqlite.store import Store
+from console.store import open_store
 
 pytestmark = [
     pytest.mark.slow,
@@ -106,20 +106,20 @@ def test_console_shows_a_cli_run_progress_and_pauses_it(tmux: Tmux, tmp_path: Pa
 
     tmux.run("send-keys", "-t", "console", "p")
     wait_until(lambda: "paused" in run_line(tmux.screen(), run_id), "paused on screen", tmux.screen)
-    store = Store.open(db)
+    store = open_store(db)
     try:
-        assert store.get_run(run_id)["state"] == "paused"
+        assert store.runs.get(run_id).state == "paused"
     finally:
         store.close()
 
     # q leaves; the run stays paused (resumable), nothing is lost
     tmux.run("send-keys", "-t", "console", "q")
     wait_until(lambda: not tmux.alive(), "the console to exit", tmux.screen, timeout=60)
-    store = Store.open(db)
+    store = open_store(db)
     try:
-        run = store.get_run(run_id)
-        summary = store.run_summary(run_id)
+        run = store.runs.get(run_id)
+        summary = store.runs.summary(run_id)
     finally:
         store.close()
-    assert run["state"] == "paused"
+    assert run.state == "paused"
     assert summary["stages"][0]["tasks_done"] < 200

@@ -14,9 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from console.errors import FleetscanError
+from console.status import RUN_TERMINAL
+
+if TYPE_CHECKING:
+    from console.store.base import Store
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -86,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers ------------------------------------------------------------------
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from console.store.sqlite.store import Store
+def _store(args: argparse.Namespace) -> Store:
+    from console.store import open_store
 
-    return Store.open(args.db)
+    return open_store(args.db)
 
 
 def _workflows_path(args: argparse.Namespace) -> Path:
@@ -128,7 +132,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return run_console(db_path=args.db, workflows_file=args.workflows, agents_source=_agents_source(args)) or 0
 
 
-def _create_run(args: argparse.Namespace, agents: str) -> tuple[Any, str]:
+def _create_run(args: argparse.Namespace, agents: str) -> tuple[Store, str]:
     """Validate everything, then write the run in one transaction (nothing half-written on bad input)."""
     from console.workflow.submit import prepare_run
 
@@ -147,7 +151,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _drive(store: Any, run_id: str, agents: str, as_json: bool) -> int:
+def _drive(store: Store, run_id: str, agents: str, as_json: bool) -> int:
     """Run one run to its end on an embedded master, with progress on stderr."""
     from console.cli.progress import ProgressPrinter
     from console.master.scheduler import Master
@@ -164,7 +168,7 @@ def _drive(store: Any, run_id: str, agents: str, as_json: bool) -> int:
         return str(state)
 
     state = asyncio.run(main())
-    _print_summary(store.run_summary(run_id), as_json)
+    _print_summary(store.runs.summary(run_id), as_json)
     return _exit_for(state)
 
 
@@ -177,12 +181,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     store = _store(args)
-    run = store.get_run(args.run)
-    if run["state"] in ("completed", "failed", "stopped"):
-        _print_summary(store.run_summary(args.run), args.json)
-        return _exit_for(run["state"])
-    store.request_resume(args.run)
-    agents = args.agents or run.get("agents") or "local"
+    run = store.runs.get(args.run)
+    if run.state in RUN_TERMINAL:
+        _print_summary(store.runs.summary(args.run), args.json)
+        return _exit_for(run.state)
+    store.runs.resume(args.run)
+    agents = args.agents or run.agents or "local"
     return _drive(store, args.run, agents, args.json)
 
 
@@ -191,15 +195,15 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     store = _store(args)
     master = Master(store, _agents_source(args))
-    print(f"master {master.master_id} serving {store.path}; Ctrl-C to stop", file=sys.stderr)
+    print(f"master {master.master_id} serving {store.location}; Ctrl-C to stop", file=sys.stderr)
     asyncio.run(master.serve())
     return EXIT_OK
 
 
 def cmd_control(args: argparse.Namespace) -> int:
     store = _store(args)
-    store.get_run(args.run)  # RunNotFound -> exit 2
-    (store.request_pause if args.command == "pause" else store.request_stop)(args.run)
+    store.runs.get(args.run)  # RunNotFound -> exit 2
+    (store.runs.pause if args.command == "pause" else store.runs.stop)(args.run)
     print(f"{args.command} requested for run {args.run}", file=sys.stderr)
     return EXIT_OK
 
@@ -209,9 +213,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _store(args)
     if args.run:
-        _print_summary(store.run_summary(args.run), args.json)
+        _print_summary(store.runs.summary(args.run), args.json)
         return EXIT_OK
-    summaries = [store.run_summary(r["id"]) for r in store.list_runs()]
+    summaries = [store.runs.summary(r.id) for r in store.runs.newest()]
     if args.json:
         print(json.dumps({"runs": summaries}))
     else:
@@ -223,7 +227,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from console.store.export import export_results
 
     store = _store(args)
-    store.get_run(args.run)
+    store.runs.get(args.run)
     if args.output:
         with open(args.output, "w", encoding="utf-8", newline="") as out:
             n = export_results(store, args.run, args.format, out, stage=args.stage, type_=args.type)

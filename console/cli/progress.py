@@ -56,7 +56,7 @@ class ProgressPrinter:
     async def follow(self) -> None:
         while True:
             try:
-                summary = await asyncio.to_thread(self.store.run_summary, self.run_id)
+                summary = await asyncio.to_thread(self.store.runs.summary, self.run_id)
             except Exception:  # a busy DB is not worth killing the run over; try next tick
                 summary = None
             if summary is not None:
@@ -84,7 +84,7 @@ class ProgressPrinter:
     def finish(self) -> None:
         """Leave the final state on screen (live mode) and force a last plain report."""
         try:
-            summary = self.store.run_summary(self.run_id)
+            summary = self.store.runs.summary(self.run_id)
         except Exception:
             return
         self._last_plain_at = 0.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any
 from agentkit import wire
 from console.errors import AgentError, TransportError
 from console.fleet.links import LOCAL_SLOTS, AgentLink, LocalLink
+from console.status import AGENT_LINKED, AgentState
+from console.store.rows import AgentRow
 
 PING_EVERY_S = 1.0
 DEAD_AFTER_S = 3.0
@@ -41,8 +42,7 @@ class AgentHandle:
     slots: int
     factory: Callable[[], AgentLink]
     link: AgentLink | None = None
-    #: starting, up, down, set_aside
-    state: str = "starting"
+    state: AgentState = AgentState.STARTING
     busy: set[str] = field(default_factory=set)
     tasks_done: int = 0
     failures: int = 0
@@ -59,21 +59,19 @@ class AgentHandle:
 
     @property
     def free(self) -> int:
-        return self.slots - len(self.busy) if self.state == "up" else 0
+        return self.slots - len(self.busy) if self.state == AgentState.UP else 0
 
-    def row(self, master_id: str) -> dict[str, Any]:
+    def row(self, master_id: str) -> AgentRow:
         hello = self.link.hello if self.link is not None else None
-        return {
-            "name": self.name, "kind": self.kind,
-            "address": self.link.address if self.link is not None else "",
-            "state": self.state, "slots": self.slots, "busy": len(self.busy), "tasks_done": self.tasks_done,
-            "failures": self.failures, "last_seen": time.time() - (time.monotonic() - self.last_seen)
-            if self.last_seen else None,
-            "latency_ms": round(self.latency_ms, 2) if self.latency_ms is not None else None,
-            "python": hello.python if hello else None,
-            "programs": json.dumps(hello.programs) if hello else None,
-            "hash": hello.hash if hello else None, "error": self.error, "master": master_id,
-        }
+        return AgentRow(
+            name=self.name, kind=self.kind, address=self.link.address if self.link is not None else "",
+            state=self.state, slots=self.slots, busy=len(self.busy), tasks_done=self.tasks_done,
+            failures=self.failures,
+            last_seen=time.time() - (time.monotonic() - self.last_seen) if self.last_seen else None,
+            latency_ms=round(self.latency_ms, 2) if self.latency_ms is not None else None,
+            python=hello.python if hello else None, programs=dict(hello.programs) if hello else {},
+            hash=hello.hash if hello else None, error=self.error, master=master_id,
+        )
 
 
 MessageHandler = Callable[[AgentHandle, Any], None]
@@ -143,7 +141,7 @@ class Fleet:
             if pending and any(not t.cancelled() and t.exception() is None and t.result() for t in done):
                 await asyncio.wait(pending, timeout=START_GRACE_S)
                 return
-        if not any(h.state == "up" for h in self.handles.values()):
+        if not any(h.state == AgentState.UP for h in self.handles.values()):
             reasons = "; ".join(f"{h.name}: {h.error}" for h in self.handles.values())
             raise TransportError(f"no agent came up ({reasons})")
 
@@ -151,11 +149,11 @@ class Fleet:
         assert self._archive is not None
         link = handle.factory()
         handle.link = link
-        handle.state = "starting"
+        handle.state = AgentState.STARTING
         try:
             hello = await link.start(*self._archive)
         except Exception as err:  # noqa: BLE001 - any failure to start is this box's, reported
-            handle.state = "down"
+            handle.state = AgentState.DOWN
             handle.error = str(err)
             handle.failures += 1
             handle.retry_at = time.monotonic() + RECONNECT_BACKOFF_S[min(handle.reconnects, 5)]
@@ -163,7 +161,7 @@ class Fleet:
             self._event("warning", "agent", f"agent {handle.name} down: {err}")
             self.changed = True
             return False
-        handle.state = "up"
+        handle.state = AgentState.UP
         handle.error = None
         handle.reconnects = 0
         handle.protocol_errors = 0
@@ -188,8 +186,8 @@ class Fleet:
                 handle.reader.cancel()
             if handle.link is not None:
                 links.append(handle.link.close())
-            if handle.state == "up":
-                handle.state = "down"
+            if handle.state == AgentState.UP:
+                handle.state = AgentState.DOWN
                 handle.error = "master closed"
         await asyncio.gather(*links, return_exceptions=True)
         self.changed = True
@@ -231,10 +229,10 @@ class Fleet:
 
     def lose(self, handle: AgentHandle, reason: str) -> None:
         """The link is gone: kill it, hand its tasks back (on_lost), plan a reconnect."""
-        if handle.state not in ("up", "set_aside"):
+        if handle.state not in AGENT_LINKED:
             return
         link = handle.link
-        handle.state = "down"
+        handle.state = AgentState.DOWN
         handle.error = reason
         handle.failures += 1
         handle.consecutive += 1
@@ -259,12 +257,12 @@ class Fleet:
             await asyncio.sleep(PING_EVERY_S)
             now = time.monotonic()
             for handle in list(self.handles.values()):
-                if handle.state == "set_aside" and now >= handle.set_aside_until:
-                    handle.state = "up"
+                if handle.state == AgentState.SET_ASIDE and now >= handle.set_aside_until:
+                    handle.state = AgentState.UP
                     handle.consecutive = SET_ASIDE_AFTER - 1
                     self._event("info", "agent", f"agent {handle.name} back from set-aside")
                     self.changed = True
-                if handle.state in ("up", "set_aside") and handle.link is not None:
+                if handle.state in AGENT_LINKED and handle.link is not None:
                     if now - handle.last_seen > DEAD_AFTER_S:
                         self.lose(handle, f"no answer for {DEAD_AFTER_S:g} s")
                         continue
@@ -277,17 +275,17 @@ class Fleet:
                         pass  # a full pipe: the silence check above decides
                     except TransportError as err:
                         self.lose(handle, str(err))
-                elif handle.state == "down" and now >= handle.retry_at and not self.closing:
-                    handle.state = "starting"
+                elif handle.state == AgentState.DOWN and now >= handle.retry_at and not self.closing:
+                    handle.state = AgentState.STARTING
                     self._spawn(self._connect(handle))
 
     def task_failed(self, handle: AgentHandle) -> None:
         handle.failures += 1
         handle.consecutive += 1
         self.changed = True
-        others = [h for h in self.handles.values() if h.state == "up" and h is not handle]
-        if handle.consecutive >= SET_ASIDE_AFTER and handle.state == "up" and others:
-            handle.state = "set_aside"
+        others = [h for h in self.handles.values() if h.state == AgentState.UP and h is not handle]
+        if handle.consecutive >= SET_ASIDE_AFTER and handle.state == AgentState.UP and others:
+            handle.state = AgentState.SET_ASIDE
             handle.set_aside_until = time.monotonic() + SET_ASIDE_FOR_S
             self._event(
                 "warning", "agent", f"agent {handle.name} set aside after {handle.consecutive} failures in a row"
@@ -301,7 +299,7 @@ class Fleet:
     # -- choosing ---------------------------------------------------------------------
 
     def up(self) -> list[AgentHandle]:
-        return [h for h in self.handles.values() if h.state == "up"]
+        return [h for h in self.handles.values() if h.state == AgentState.UP]
 
     def up_names(self) -> list[str]:
         return sorted(h.name for h in self.up())
@@ -316,7 +314,7 @@ class Fleet:
         """Least loaded box with a free slot; one not in ``avoid`` when there is one."""
         if pinned is not None:
             handle = self.handles.get(pinned)
-            if handle is not None and handle.state in ("up", "set_aside") and len(handle.busy) < handle.slots:
+            if handle is not None and handle.state in AGENT_LINKED and len(handle.busy) < handle.slots:
                 return handle
             return None
         free = [h for h in self.handles.values() if h.free > 0]
@@ -328,7 +326,7 @@ class Fleet:
 
     async def send(self, handle: AgentHandle, messages: list[Any]) -> bool:
         link = handle.link
-        if link is None or handle.state not in ("up", "set_aside"):
+        if link is None or handle.state not in AGENT_LINKED:
             return False
         try:
             await link.send_many(messages)
@@ -339,7 +337,7 @@ class Fleet:
 
     async def send_raw(self, handle: AgentHandle, data: bytes) -> bool:
         link = handle.link
-        if link is None or handle.state not in ("up", "set_aside"):
+        if link is None or handle.state not in AGENT_LINKED:
             return False
         try:
             await link.send_raw(data)
@@ -348,7 +346,7 @@ class Fleet:
             return False
         return True
 
-    def rows(self, master_id: str) -> list[dict[str, Any]]:
+    def rows(self, master_id: str) -> list[AgentRow]:
         self.changed = False
         return [h.row(master_id) for h in self.handles.values()]
 

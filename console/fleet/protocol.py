@@ -118,11 +118,16 @@ def _describe_loc(loc: list[Any], err: Any) -> str:
     return f"{where}: {err.get('msg', 'invalid')}"
 
 
+def _dumps(value: Any) -> str:
+    """The one JSON form of everything the master writes on the wire (ASCII, compact, no NaN)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def encode(msg: MasterMessage) -> bytes:
     """One master -> agent message as a JSON line (UTF-8, ``\\n`` terminated)."""
     if not isinstance(msg, wire.MASTER_MESSAGES):
         raise TypeError(f"not a master message: {type(msg).__name__}")
-    text = json.dumps(dataclasses.asdict(msg), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    text = _dumps(dataclasses.asdict(msg))
     data = text.encode("ascii")
     _MASTER_ADAPTER.validate_json(
         data, strict=True
@@ -130,6 +135,28 @@ def encode(msg: MasterMessage) -> bytes:
     if len(data) >= wire.MAX_LINE:
         raise ValueError(f"message too long for one protocol line ({len(data)} bytes)")
     return data + b"\n"
+
+
+class TaskEncoder:
+    """``encode`` for the dispatch path: a stage's ``task`` line with only id and targets left to fill.
+
+    The constant part (tool, params, timeout, scope) is encoded once per stage and checked once
+    through :func:`encode`, so dispatching a task is a string join, not a JSON encode and a
+    validation per task; the line carries the same message in the same JSON form as ``encode``'s.
+    """
+
+    def __init__(self, tool: str, params: dict[str, Any], timeout: float, scope: list[str]) -> None:
+        encode(wire.Task(op="task", id="0.0", tool=tool, params=params, targets=[], timeout=timeout, scope=scope))
+        self._middle = (
+            f',"tool":{_dumps(tool)},"params":{_dumps(params)},"timeout":{_dumps(float(timeout))},'
+            f'"scope":{_dumps(scope)},"targets":'
+        )
+
+    def line(self, exec_id: str, targets_json: str) -> bytes:
+        """``targets_json``: the task's stored JSON list of target strings (one line, as the planner wrote it)."""
+        if "\n" in targets_json or not targets_json.startswith("["):
+            targets_json = _dumps([str(t) for t in json.loads(targets_json)])
+        return f'{{"op":"task","id":{_dumps(exec_id)}{self._middle}{targets_json}}}\n'.encode()
 
 
 def decode_master_line(line: bytes) -> MasterMessage:

@@ -8,14 +8,15 @@ copy gets an attempt number of its own), a ``RunContext`` one owned run.
 
 from __future__ import annotations
 
-import functools
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from console.fleet.fleet import AgentHandle
+from console.fleet.protocol import TaskEncoder
 from console.master.planner import RunPlanner, StageSpec
+from console.status import CancelReason, RunState
+from console.store.rows import ClaimedTask
 from console.targets.sets import host_of
 
 
@@ -30,18 +31,17 @@ class TaskRun:
     max_attempts: int
     priority: int
     pinned: str | None
-    tried: list[str]
+    tried: tuple[str, ...]
     execs: set[str] = field(default_factory=set)
     copies: int = 0
     finished: bool = False
 
     @classmethod
-    def from_claim(cls, row: dict[str, Any]) -> TaskRun:
+    def from_claim(cls, claimed: ClaimedTask) -> TaskRun:
         return cls(
-            task_id=int(row["id"]), run_id=row["run_id"], stage_id=row["stage_id"],
-            targets=row["targets"], attempt=int(row["attempts"]),
-            max_attempts=int(row["max_attempts"]), priority=int(row["priority"]), pinned=row["pinned"],
-            tried=json.loads(row["tried"]) if row["tried"] and row["tried"] != "[]" else [],
+            task_id=claimed.id, run_id=claimed.run_id, stage_id=claimed.stage_id, targets=claimed.targets,
+            attempt=claimed.attempts, max_attempts=claimed.max_attempts, priority=claimed.priority,
+            pinned=claimed.pinned, tried=claimed.tried,
         )
 
 
@@ -52,47 +52,18 @@ class Execution:
     agent: AgentHandle
     deadline: float
     started: float = field(default_factory=time.monotonic)
-    #: why the master cancelled it: "stop", "loser" (another copy won), "timeout", "invalid"
-    cancelled: str | None = None
+    #: why the master cancelled it (None while it runs uncancelled)
+    cancelled: CancelReason | None = None
     cancel_sent: float = 0.0
     invalid: str | None = None
     progress: tuple[int, int] = (0, 0)
-
-
-class TaskTemplate:
-    """A stage's ``task`` line with only id and targets left to fill: dispatch is a string join.
-
-    The constant part is encoded (and checked once through ``console.fleet.protocol.encode``)
-    when the run is loaded, not per task.
-    """
-
-    def __init__(self, spec: StageSpec, scope: list[str]) -> None:
-        from agentkit import wire
-        from console.fleet.protocol import encode
-
-        sample = wire.Task(
-            op="task", id="0.0", tool=spec.tool, params=spec.params, targets=[], timeout=spec.timeout, scope=scope
-        )
-        encode(sample)  # shape check, once
-        dumps = functools.partial(json.dumps, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        self._middle = (
-            f',"tool":{dumps(spec.tool)},"params":{dumps(spec.params)},"timeout":{dumps(float(spec.timeout))},'
-            f'"scope":{dumps(scope)},"targets":'
-        )
-        self._dumps = dumps
-
-    def line(self, exec_id: str, targets_json: str) -> bytes:
-        """``targets_json`` is the stored JSON list (written by the planner with json.dumps: one line)."""
-        if "\n" in targets_json or not targets_json.startswith("["):
-            targets_json = self._dumps([str(t) for t in json.loads(targets_json)])
-        return f'{{"op":"task","id":{self._dumps(exec_id)}{self._middle}{targets_json}}}\n'.encode()
 
 
 @dataclass
 class RunContext:
     run_id: str
     priority: int
-    state: str
+    state: RunState
     specs: dict[str, StageSpec]
     planner: RunPlanner
     scope: list[str]
@@ -100,7 +71,7 @@ class RunContext:
     stop_since: float = 0.0
     dispatched: int = 0
     dispatched_to: set[str] = field(default_factory=set)
-    templates: dict[str, TaskTemplate] = field(default_factory=dict)
+    encoders: dict[str, TaskEncoder] = field(default_factory=dict)
     _scope_cache: dict[str, bool] = field(default_factory=dict)
 
     def in_scope(self, record: Any, tool: str) -> bool:
@@ -123,10 +94,11 @@ class RunContext:
         return verdict
 
     def task_line(self, stage_id: str, exec_id: str, targets: str) -> bytes:
-        template = self.templates.get(stage_id)
-        if template is None:
-            template = self.templates[stage_id] = TaskTemplate(self.specs[stage_id], self.scope)
-        return template.line(exec_id, targets)
+        encoder = self.encoders.get(stage_id)
+        if encoder is None:
+            spec = self.specs[stage_id]
+            encoder = self.encoders[stage_id] = TaskEncoder(spec.tool, spec.params, spec.timeout, self.scope)
+        return encoder.line(exec_id, targets)
 
 
 def iso_now() -> str:

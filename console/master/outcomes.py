@@ -1,9 +1,10 @@
 """What happens to a task once it is on an agent: results, done, lost agents, retries, timeouts.
 
-The synchronous half of the master (a mixin of ``Master``): the fleet's readers call
-``_on_message``/``_on_lost`` for every agent line, and nothing here awaits, so the
-order of an agent's lines is the order they are handled in. Outcomes go into the
-pending ``IngestBatch``; the master's loop writes it in one transaction.
+``InFlight`` is the master's book of tasks it leased and their executions on agents. The
+fleet's readers call :meth:`InFlight.on_message` / :meth:`InFlight.on_lost` for every agent
+line, and nothing here awaits, so the order of an agent's lines is the order they are
+handled in. Outcomes go into the pending :class:`~console.store.writes.IngestBatch`; the
+master's loop writes it in one transaction (``take_batch``).
 """
 
 from __future__ import annotations
@@ -11,35 +12,74 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agentkit import wire
 from console.errors import AgentError
 from console.fleet.fleet import AgentHandle, Fleet
 from console.master.executions import Execution, RunContext, TaskRun, iso_now
-from console.status import TaskState, can_retry, next_delay
-from console.store.sqlite.leases import Completion, IngestBatch, Requeue
+from console.status import CancelReason, TaskState, can_retry, next_delay
+from console.store.writes import Completion, EventLine, IngestBatch, NewRecord, Requeue
 
 FLUSH_RECORDS = 2000
 #: after a cancel, how long an agent may take to answer ``done`` before the slot is taken back
 CANCEL_GRACE_S = 5.0
+#: a cancelled copy whose outcome no longer matters (the run stops, or another copy won)
+SETTLED = (CancelReason.STOP, CancelReason.LOSER)
 
 
-class OutcomeTracker:
-    """Execution bookkeeping shared by the master's loops (state lives on ``Master``)."""
+class InFlight:
+    """Leased tasks, their executions on agents, and the outcomes waiting to be written."""
 
-    fleet: Fleet | None
-    runs: dict[str, RunContext]
-    tasks: dict[int, TaskRun]
-    execs: dict[str, Execution]
-    batch: IngestBatch
-    batch_since: float
-    wake: asyncio.Event
-    dispatch_wake: asyncio.Event
-    _dropped_lines: int
-    _out_of_scope: int
+    def __init__(self, runs: dict[str, RunContext], *, wake: Callable[[], None], freed: Callable[[], None]) -> None:
+        #: the master's owned runs (shared with it, read here)
+        self.runs = runs
+        #: the store side has work (a flush, a retry, a plan): wake its loop
+        self._wake = wake
+        #: an agent slot came free: wake the dispatcher
+        self._freed = freed
+        self.fleet: Fleet | None = None
+        self.tasks: dict[int, TaskRun] = {}
+        self.execs: dict[str, Execution] = {}
+        self.batch = IngestBatch()
+        self.batch_since = 0.0
+        self._dropped_lines = 0
+        self._out_of_scope = 0
 
-    def _on_message(self, handle: AgentHandle, message: Any) -> None:
+    # -- the batch -------------------------------------------------------------------------
+
+    def take_batch(self) -> IngestBatch:
+        batch, self.batch = self.batch, IngestBatch()
+        self.batch_since = time.monotonic()
+        return batch
+
+    def event(self, run_id: str | None, level: str, kind: str, message: str) -> None:
+        if not self.batch:
+            self.batch_since = time.monotonic()
+        self.batch.events.append(EventLine(run_id, level, kind, message))
+
+    # -- executions ------------------------------------------------------------------------
+
+    def start(self, exec_id: str, task: TaskRun, handle: AgentHandle, timeout: float, grace: float) -> None:
+        self.execs[exec_id] = Execution(exec_id, task, handle, time.monotonic() + timeout + grace)
+        task.execs.add(exec_id)
+        handle.busy.add(exec_id)
+
+    def end(self, ex: Execution) -> None:
+        self.execs.pop(ex.exec_id, None)
+        ex.task.execs.discard(ex.exec_id)
+        ex.agent.busy.discard(ex.exec_id)
+        self._freed()
+
+    def cancel(self, ex: Execution, reason: CancelReason) -> None:
+        ex.cancelled = reason
+        ex.cancel_sent = time.monotonic()
+        self.send_later(ex.agent, wire.Cancel(op="cancel", id=ex.exec_id))
+
+    # -- agent messages --------------------------------------------------------------------
+
+    def on_message(self, handle: AgentHandle, message: Any) -> None:
         if isinstance(message, wire.Results):
             self._on_results(handle, message)
         elif isinstance(message, wire.Done):
@@ -49,9 +89,9 @@ class OutcomeTracker:
             if ex is not None:
                 ex.progress = (message.done, message.total)
         elif isinstance(message, wire.Error):
-            self._event(None, "warning", "agent", f"agent {handle.name} reports: {message.error[:300]}")
+            self.event(None, "warning", "agent", f"agent {handle.name} reports: {message.error[:300]}")
         else:
-            self._event(None, "warning", "protocol", f"agent {handle.name}: unexpected {type(message).__name__}")
+            self.event(None, "warning", "protocol", f"agent {handle.name}: unexpected {type(message).__name__}")
 
     def _on_results(self, handle: AgentHandle, message: wire.Results) -> None:
         from console.targets.records import validate
@@ -60,7 +100,7 @@ class OutcomeTracker:
         if ex is None or ex.agent is not handle:
             self._dropped_lines += 1
             if self._dropped_lines <= 20 or self._dropped_lines % 1000 == 0:
-                self._event(
+                self.event(
                     None, "warning", "protocol",
                     f"agent {handle.name}: results for unknown or finished task {message.id[:40]!r} dropped",
                 )
@@ -78,19 +118,18 @@ class OutcomeTracker:
                 checked = validate(record, tool, box=handle.name)
             except AgentError as err:
                 ex.invalid = f"invalid record from {handle.name}: {err}"
-                ex.cancelled = "invalid"
-                self._send_later(handle, wire.Cancel(op="cancel", id=ex.exec_id))
+                self.cancel(ex, CancelReason.INVALID)
                 break
             if checked.type != "baseline" and not ctx.in_scope(checked, tool):
                 self._out_of_scope += 1
                 if self._out_of_scope <= 20 or self._out_of_scope % 1000 == 0:
-                    self._event(
+                    self.event(
                         ex.task.run_id, "warning", "protocol",
                         f"agent {handle.name}: {checked.type} record about {checked.key[:80]} is outside the run's"
                         " scope: dropped",
                     )
                 continue
-            rows.append((
+            rows.append(NewRecord(
                 ex.task.run_id, ex.task.stage_id, checked.type, checked.key, checked.target, handle.name,
                 ex.task.task_id, ts, json.dumps(checked.data, separators=(",", ":")),
             ))
@@ -99,98 +138,86 @@ class OutcomeTracker:
                 self.batch_since = time.monotonic()
             self.batch.records.extend(rows)
             if len(self.batch.records) >= FLUSH_RECORDS:
-                self.wake.set()
+                self._wake()
 
     def _on_done(self, handle: AgentHandle, message: wire.Done) -> None:
         ex = self.execs.get(message.id)
         if ex is None or ex.agent is not handle:
-            self._event(None, "warning", "protocol", f"agent {handle.name}: done for unknown task {message.id[:40]!r}")
+            self.event(None, "warning", "protocol", f"agent {handle.name}: done for unknown task {message.id[:40]!r}")
             return
-        self._end_exec(ex)
+        self.end(ex)
         task = ex.task
-        if task.finished or ex.cancelled in ("stop", "loser"):
+        if task.finished or ex.cancelled in SETTLED:
             return
         if message.ok and ex.cancelled is None:
-            self._complete(task, TaskState.DONE, handle.name, None)
-            assert self.fleet is not None
-            self.fleet.task_ok(handle)
+            self.complete(task, TaskState.DONE, handle.name, None)
+            if self.fleet is not None:
+                self.fleet.task_ok(handle)
             for other in list(task.execs):
                 loser = self.execs.get(other)
                 if loser is not None:
-                    loser.cancelled = "loser"
-                    self._send_later(loser.agent, wire.Cancel(op="cancel", id=other))
+                    self.cancel(loser, CancelReason.LOSER)
             return
         reason = ex.invalid or (
             f"timeout after {self.runs[task.run_id].specs[task.stage_id].timeout:g} s"
-            if ex.cancelled == "timeout" and task.run_id in self.runs else None
+            if ex.cancelled == CancelReason.TIMEOUT and task.run_id in self.runs else None
         ) or (message.error or "failed")
         if self.fleet is not None:
             self.fleet.task_failed(handle)
         if not task.execs:
-            self._retry_or_fail(task, handle.name, reason, delay=None)
+            self.retry_or_fail(task, handle.name, reason, delay=None)
 
-    def _on_lost(self, handle: AgentHandle, reason: str) -> None:
+    def on_lost(self, handle: AgentHandle, reason: str) -> None:
         for exec_id in list(handle.busy):
             ex = self.execs.get(exec_id)
             if ex is None:
                 continue
-            self._end_exec(ex)
+            self.end(ex)
             task = ex.task
-            if task.finished or ex.cancelled in ("stop", "loser") or task.execs:
+            if task.finished or ex.cancelled in SETTLED or task.execs:
                 continue
-            self._retry_or_fail(task, handle.name, f"agent {handle.name} lost: {reason}", delay=0.0)
-        self.wake.set()
-        self.dispatch_wake.set()
+            self.retry_or_fail(task, handle.name, f"agent {handle.name} lost: {reason}", delay=0.0)
+        self._wake()
+        self._freed()
 
-    def _end_exec(self, ex: Execution) -> None:
-        self.execs.pop(ex.exec_id, None)
-        ex.task.execs.discard(ex.exec_id)
-        ex.agent.busy.discard(ex.exec_id)
-        self.dispatch_wake.set()
+    # -- outcomes --------------------------------------------------------------------------
 
-    def _complete(self, task: TaskRun, state: TaskState, agent: str | None, error: str | None) -> None:
+    def complete(self, task: TaskRun, state: TaskState, agent: str | None, error: str | None) -> None:
         task.finished = True
         self.tasks.pop(task.task_id, None)
         if not self.batch:
             self.batch_since = time.monotonic()
         self.batch.completions.append(Completion(task.task_id, task.run_id, task.stage_id, state, agent, error))
 
-    def _retry_or_fail(self, task: TaskRun, agent: str, reason: str, delay: float | None) -> None:
-        tried = [*task.tried, agent]
+    def retry_or_fail(self, task: TaskRun, agent: str, reason: str, delay: float | None) -> None:
         if can_retry(task.attempt, task.max_attempts):
             wait = next_delay(task.attempt) if delay is None else delay
             task.finished = True
             self.tasks.pop(task.task_id, None)
-            self.batch.requeues.append(Requeue(task.task_id, time.time() + wait, json.dumps(tried), reason))
-            self._event(
+            self.batch.requeues.append(Requeue(task.task_id, time.time() + wait, (*task.tried, agent), reason))
+            self.event(
                 task.run_id, "warning", "retry",
                 f"task {task.task_id} ({task.stage_id}) attempt {task.attempt}/{task.max_attempts} failed on "
                 f"{agent}: {reason}; retrying in {wait:.1f} s",
             )
         else:
-            self._complete(task, TaskState.FAILED, agent, reason)
-            self._event(task.run_id, "error", "task", f"task {task.task_id} ({task.stage_id}) failed: {reason}")
-        self.wake.set()
+            self.complete(task, TaskState.FAILED, agent, reason)
+            self.event(task.run_id, "error", "task", f"task {task.task_id} ({task.stage_id}) failed: {reason}")
+        self._wake()
 
-    def _check_timeouts(self) -> None:
+    def check_timeouts(self) -> None:
         now = time.monotonic()
         for ex in list(self.execs.values()):
             if ex.cancelled is None and now > ex.deadline:
-                ex.cancelled = "timeout"
-                ex.cancel_sent = now
-                self._send_later(ex.agent, wire.Cancel(op="cancel", id=ex.exec_id))
+                self.cancel(ex, CancelReason.TIMEOUT)
             elif ex.cancelled is not None and ex.cancel_sent and now - ex.cancel_sent > CANCEL_GRACE_S:
                 # the agent does not answer the cancel: take the slot back, settle the task
-                self._end_exec(ex)
-                if not ex.task.finished and not ex.task.execs and ex.cancelled in ("timeout", "invalid"):
-                    self._retry_or_fail(ex.task, ex.agent.name, ex.invalid or "timeout (no answer to cancel)", None)
+                self.end(ex)
+                retry = ex.cancelled in (CancelReason.TIMEOUT, CancelReason.INVALID)
+                if not ex.task.finished and not ex.task.execs and retry:
+                    self.retry_or_fail(ex.task, ex.agent.name, ex.invalid or "timeout (no answer to cancel)", None)
 
-    def _event(self, run_id: str | None, level: str, kind: str, message: str) -> None:
-        if not self.batch:
-            self.batch_since = time.monotonic()
-        self.batch.events.append((run_id, level, kind, message))
-
-    def _send_later(self, handle: AgentHandle, message: Any) -> None:
+    def send_later(self, handle: AgentHandle, message: Any) -> None:
         if self.fleet is not None:
             fleet = self.fleet
             asyncio.get_running_loop().create_task(fleet.send(handle, [message]))

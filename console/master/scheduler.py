@@ -20,24 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import secrets
 import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from agentkit import wire
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
-from console.master.executions import Execution, RunContext, TaskRun
-from console.master.outcomes import FLUSH_RECORDS, OutcomeTracker
-from console.master.planner import WINDOW_TASKS, RunPlanner, stage_specs
-from console.status import RUN_TERMINAL, STOP_REQUESTED, RunState
-from console.store.sqlite.leases import IngestBatch
-from console.store.sqlite.store import Store
-from console.store.sqlite.watcher import StoreWatcher
+from console.master.executions import RunContext, TaskRun
+from console.master.outcomes import FLUSH_RECORDS, InFlight
+from console.master.planner import WINDOW_TASKS, RunPlanner
+from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
+from console.store import open_store
+from console.store.base import Store
+from console.store.rows import OwnedRun
+from console.store.watch import StoreWatcher
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ PLAN_AFTER_CLAIMED = WINDOW_TASKS // 4
 DISPATCH_COALESCE_S = 0.001
 
 
-class Master(OutcomeTracker):
+class Master:
     """``serve()`` runs until cancelled or ``shutdown()``; ``run_until_done(run)`` drives one run."""
 
     def __init__(
@@ -69,7 +69,7 @@ class Master(OutcomeTracker):
         master_id: str | None = None,
     ) -> None:
         self.store = store
-        self.path = store.path
+        self.location = store.location
         self.fleet_source = fleet_source
         self.workflows_file = workflows_file
         self.master_id = master_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -77,12 +77,10 @@ class Master(OutcomeTracker):
         self.db: Store | None = None
         self.runs: dict[str, RunContext] = {}
         self.ready: list[TaskRun] = []
-        self.tasks: dict[int, TaskRun] = {}
-        self.execs: dict[str, Execution] = {}
-        self.batch = IngestBatch()
-        self.batch_since = 0.0
         self.wake = asyncio.Event()
         self.dispatch_wake = asyncio.Event()
+        #: the tasks this master leased, their executions on agents, and their outcomes to write
+        self.flight = InFlight(self.runs, wake=self.wake.set, freed=self.dispatch_wake.set)
         self._stopping = False
         self._executor: ThreadPoolExecutor | None = None
         self._claim_dirty = True
@@ -90,8 +88,6 @@ class Master(OutcomeTracker):
         self._claimed_since_plan = 0
         self._queue_empty = False
         self._idle = False
-        self._dropped_lines = 0
-        self._out_of_scope = 0
         self.dispatched_total = 0
         #: wall time of each run's first dispatch by this master (latency figures)
         self.first_dispatch: dict[str, float] = {}
@@ -108,34 +104,40 @@ class Master(OutcomeTracker):
 
         A paused run is resumed first; one paused later by another process keeps this waiting.
         """
-        if self.store.get_run(run_id)["state"] == RunState.PAUSED:
-            self.store.request_resume(run_id)
+        if self.store.runs.get(run_id).state == RunState.PAUSED:
+            self.store.runs.resume(run_id)
         await self.serve(run_ids=[run_id], stop_when_idle=True)
-        return RunState(self.store.get_run(run_id)["state"])
+        return self.store.runs.get(run_id).state
 
     async def serve(self, *, run_ids: list[str] | None = None, stop_when_idle: bool = False) -> None:
         from agentkit.archive import build_archive
 
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fleetscan-store")
         background: list[asyncio.Task[Any]] = []
+        watcher: StoreWatcher | None = None
         try:
-            self.db = await self._db(Store.open, self.path)
-            await self._db(self.db.register_master, self.master_id)
+            self.db = await self._db(open_store, self.location)
+            await self._db(self.db.queue.register_master, self.master_id)
             archive, sha = await asyncio.to_thread(build_archive)
-            self.fleet = Fleet(handles_for(self.fleet_source), on_message=self._on_message, on_lost=self._on_lost)
+            self.fleet = Fleet(
+                handles_for(self.fleet_source), on_message=self.flight.on_message, on_lost=self.flight.on_lost
+            )
+            self.flight.fleet = self.fleet
             try:
                 await self.fleet.start(archive, sha)
             finally:
                 await self._flush(force=True)
-            watcher = StoreWatcher(self.path, self.wake)
+            watcher = StoreWatcher(open_store(self.location))
             background = [
-                asyncio.create_task(watcher.run()), asyncio.create_task(self.fleet.heartbeat()),
+                asyncio.create_task(watcher.run(self.wake)), asyncio.create_task(self.fleet.heartbeat()),
                 asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._housekeeping()),
             ]
             await self._control_loop(run_ids, stop_when_idle)
         finally:
             for task in background:
                 await cancel_quietly(task)
+            if watcher is not None:
+                watcher.store.close()
             await self._close()
 
     # -- the store-side loop ---------------------------------------------------------------
@@ -152,7 +154,7 @@ class Master(OutcomeTracker):
             if now >= next_control:
                 await self._control(run_ids)
                 next_control = now + (0.1 if woken else CONTROL_EVERY_S)
-                if stop_when_idle and self._idle and not self.execs:
+                if stop_when_idle and self._idle and not self.flight.execs:
                     return
             if self._claim_dirty and self.fleet is not None and len(self.ready) < self.fleet.total_slots():
                 # the dispatcher runs short: claim before this round's flush and planning (the
@@ -176,50 +178,48 @@ class Master(OutcomeTracker):
     async def _control(self, run_ids: list[str] | None) -> None:
         """Adopt runs, read intents (pause, resume, stop) of the owned ones."""
         db = self._require_db()
-        await self._db(db.adopt_runs, self.master_id, run_ids)
-        rows = {r["id"]: r for r in await self._db(db.owned_runs, self.master_id)}
+        await self._db(db.queue.adopt_runs, self.master_id, run_ids)
+        rows = {r.id: r for r in await self._db(db.queue.owned_runs, self.master_id)}
         for run_id, row in rows.items():
             ctx = self.runs.get(run_id)
             if ctx is None:
                 try:
                     ctx = await self._db(self._context, row)
                 except Exception as err:  # noqa: BLE001 - e.g. a targets @file gone since submit
-                    await self._db(db.finish_run, run_id, RunState.FAILED, f"cannot load the run: {err}")
+                    await self._db(db.queue.finish_run, run_id, RunState.FAILED, f"cannot load the run: {err}")
                     continue
                 self.runs[run_id] = ctx
                 self._plan_dirty = self._claim_dirty = True
-            if row["state"] != ctx.state:
+            if row.state != ctx.state:
                 self._plan_dirty = self._claim_dirty = True
-            ctx.state = row["state"]
-            if row["error"] == STOP_REQUESTED and not ctx.stopping:
+            ctx.state = row.state
+            if row.stop_requested and not ctx.stopping:
                 self._begin_stop(ctx)
             if ctx.state == RunState.PAUSED:
                 await self._release_ready(lambda t, rid=run_id: t.run_id == rid)  # type: ignore[misc]
         for run_id in [r for r in self.runs if r not in rows]:
             self._forget_run(run_id)
         if self.fleet is not None and rows:
-            usable = [h.name for h in self.fleet.handles.values() if h.state != "down" or h.reconnects < GIVE_UP_AFTER]
-            await self._db(db.fail_pinned, self.master_id, usable, "failed: their box is not reachable")
+            usable = [
+                h.name for h in self.fleet.handles.values() if h.state != AgentState.DOWN or h.reconnects < GIVE_UP_AFTER
+            ]
+            await self._db(db.queue.fail_pinned, self.master_id, usable, "failed: their box is not reachable")
         if run_ids is not None:
-            states = await self._db(
-                lambda: [db.get_run(r)["state"] for r in run_ids]
-            )
+            states = await self._db(lambda: [db.runs.get(r).state for r in run_ids])
             # `run` / `resume` wait for the END: a run paused from elsewhere keeps them waiting (and
             # holding it) until it is resumed or stopped; Ctrl-C leaves it resumable
             self._idle = all(s in RUN_TERMINAL for s in states)
         else:
             self._idle = not rows
 
-    def _context(self, row: dict[str, Any]) -> RunContext:
+    def _context(self, row: OwnedRun) -> RunContext:
         """Runs on the store thread: parsing targets and scope may take a moment."""
-        definition = json.loads(row["definition"])
         assert self.fleet is not None and self.db is not None
         # `from: boxes` covers every box of the fleet, up or not: a box that is down gets its pinned
         # task anyway, which runs when it comes back or fails visibly (never silently left out)
         planner = RunPlanner(self.db, row, sorted(self.fleet.handles))
         return RunContext(
-            run_id=row["id"], priority=int(row["priority"] or 0), state=row["state"],
-            specs={s.id: s for s in stage_specs(definition)}, planner=planner,
+            run_id=row.id, priority=row.priority, state=row.state, specs=planner.stages, planner=planner,
             scope=[p for p in planner.scope.format().split(",") if p],
         )
 
@@ -232,25 +232,25 @@ class Master(OutcomeTracker):
                 outcome = await self._db(ctx.planner.step)
             except Exception as err:  # noqa: BLE001 - a broken run must not take the master down
                 outcome = RunState.FAILED
-                await self._db(self._require_db().finish_run, ctx.run_id, RunState.FAILED, f"planning failed: {err}")
+                await self._db(self._require_db().queue.finish_run, ctx.run_id, RunState.FAILED, f"planning failed: {err}")
             if outcome is not None:
                 self._forget_run(ctx.run_id)
             self._claim_dirty = True
 
     async def _refill(self) -> None:
         assert self.fleet is not None
-        want = 2 * self.fleet.total_slots() - len(self.ready) - len(self.execs)
+        want = 2 * self.fleet.total_slots() - len(self.ready) - len(self.flight.execs)
         self._claim_dirty = False
         if want <= 0 or not any(c.state == RunState.RUNNING and not c.stopping for c in self.runs.values()):
             return
-        boxes = [h.name for h in self.fleet.handles.values() if h.state in ("up", "set_aside")]
-        rows = await self._db(self._require_db().claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes)
+        boxes = [h.name for h in self.fleet.handles.values() if h.state in AGENT_LINKED]
+        rows = await self._db(self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes)
         self._queue_empty = not rows
         if not rows:
             return
         for row in rows:
             task = TaskRun.from_claim(row)
-            self.tasks[task.task_id] = task
+            self.flight.tasks[task.task_id] = task
             self.ready.append(task)
         self.ready.sort(key=lambda t: (-t.priority, t.task_id))
         self._claimed_since_plan += len(rows)
@@ -263,14 +263,14 @@ class Master(OutcomeTracker):
     async def _flush(self, force: bool = False) -> None:
         if self.fleet is not None:
             for level, kind, message in self.fleet.drain_events():
-                self.batch.events.append((None, level, kind, message))
-        if not self.batch:
+                self.flight.event(None, level, kind, message)
+        flight = self.flight
+        if not flight.batch:
             return
-        if not force and len(self.batch.records) < FLUSH_RECORDS and time.monotonic() - self.batch_since < FLUSH_EVERY_S:
+        if not force and len(flight.batch.records) < FLUSH_RECORDS and time.monotonic() - flight.batch_since < FLUSH_EVERY_S:
             return
-        batch, self.batch = self.batch, IngestBatch()
-        self.batch_since = time.monotonic()
-        await self._db(self._require_db().apply_batch, batch)
+        batch = flight.take_batch()
+        await self._db(self._require_db().queue.apply_batch, batch)
         if batch.completions or batch.requeues:
             self._plan_dirty = self._claim_dirty = True
         elif batch.records:
@@ -305,7 +305,7 @@ class Master(OutcomeTracker):
                 continue
             spec = ctx.specs[task.stage_id]
             exec_id = f"{task.task_id}.{task.attempt}"
-            self._start_exec(exec_id, task, handle, spec.timeout)
+            self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
             line = ctx.task_line(task.stage_id, exec_id, task.targets)
             outgoing.setdefault(handle.name, (handle, []))[1].append(line)
             ctx.dispatched += 1
@@ -322,37 +322,32 @@ class Master(OutcomeTracker):
             self._claim_dirty = True
             self.wake.set()
 
-    def _start_exec(self, exec_id: str, task: TaskRun, handle: AgentHandle, timeout: float) -> None:
-        self.execs[exec_id] = Execution(exec_id, task, handle, time.monotonic() + timeout + TIMEOUT_GRACE_S)
-        task.execs.add(exec_id)
-        handle.busy.add(exec_id)
-
     # -- stop, pause, stragglers, timeouts ------------------------------------------------------
 
     def _begin_stop(self, ctx: RunContext) -> None:
         ctx.stopping = True
         ctx.stop_since = time.monotonic()
-        for ex in list(self.execs.values()):
+        for ex in list(self.flight.execs.values()):
             if ex.task.run_id == ctx.run_id:
-                ex.cancelled = "stop"
-                self._send_later(ex.agent, wire.Cancel(op="cancel", id=ex.exec_id))
+                self.flight.cancel(ex, CancelReason.STOP)
 
     async def _finish_stopping(self) -> None:
         for ctx in [c for c in self.runs.values() if c.stopping]:
-            running = [ex for ex in self.execs.values() if ex.task.run_id == ctx.run_id]
+            running = [ex for ex in self.flight.execs.values() if ex.task.run_id == ctx.run_id]
             if running and time.monotonic() - ctx.stop_since < STOP_GRACE_S:
                 continue
             for ex in running:
-                self._end_exec(ex)
+                self.flight.end(ex)
             await self._flush(force=True)
-            await self._db(self._require_db().end_stopped, ctx.run_id)
+            await self._db(self._require_db().queue.end_stopped, ctx.run_id)
             self._forget_run(ctx.run_id)
 
     def _forget_run(self, run_id: str) -> None:
         self.runs.pop(run_id, None)
         self.ready = [t for t in self.ready if t.run_id != run_id]
-        for task_id in [i for i, t in self.tasks.items() if t.run_id == run_id and not t.execs]:
-            self.tasks.pop(task_id, None)
+        tasks = self.flight.tasks
+        for task_id in [i for i, t in tasks.items() if t.run_id == run_id and not t.execs]:
+            tasks.pop(task_id, None)
 
     async def _release_ready(self, which: Callable[[TaskRun], bool]) -> None:
         released = [t for t in self.ready if which(t)]
@@ -360,19 +355,20 @@ class Master(OutcomeTracker):
             return
         self.ready = [t for t in self.ready if not which(t)]
         for task in released:
-            self.tasks.pop(task.task_id, None)
-        await self._db(self._require_db().release_tasks, self.master_id, [t.task_id for t in released])
+            self.flight.tasks.pop(task.task_id, None)
+        await self._db(self._require_db().queue.release_tasks, self.master_id, [t.task_id for t in released])
 
     async def _stragglers(self) -> None:
         """Nothing queued, agents idle: run a copy of the slowest tasks there; first done wins."""
-        if self.fleet is None or self.ready or not self._queue_empty or not self.execs:
+        execs = self.flight.execs
+        if self.fleet is None or self.ready or not self._queue_empty or not execs:
             return
         idle = [h for h in self.fleet.up() if not h.busy]
         if not idle:
             return
         now = time.monotonic()
         slow = sorted(
-            (ex for ex in self.execs.values()
+            (ex for ex in execs.values()
              if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0
              and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
             key=lambda ex: ex.started,
@@ -384,20 +380,20 @@ class Master(OutcomeTracker):
             ctx = self.runs.get(ex.task.run_id)
             if ctx is None or ctx.stopping or ctx.state != RunState.RUNNING:
                 continue
-            attempt = await self._db(self._require_db().bump_attempt, ex.task.task_id)
-            if ex.task.finished or not attempt or handle.state != "up" or handle.busy:
+            attempt = await self._db(self._require_db().queue.bump_attempt, ex.task.task_id)
+            if ex.task.finished or not attempt or handle.state != AgentState.UP or handle.busy:
                 # while the copy was being counted the task ended, or the idle box was lost or given
                 # work: no copy, and no attempt (an exec on a lost box would hold the run until its timeout)
                 if attempt:
-                    await self._db(self._require_db().unbump_attempt, ex.task.task_id, attempt)
+                    await self._db(self._require_db().queue.unbump_attempt, ex.task.task_id, attempt)
                 continue
             task = ex.task
             task.copies += 1
             task.max_attempts += 1
             exec_id = f"{task.task_id}.{attempt}"
             spec = ctx.specs[task.stage_id]
-            self._start_exec(exec_id, task, handle, spec.timeout)
-            self._event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
+            self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
+            self.flight.event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
             await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets))
 
     # -- housekeeping -------------------------------------------------------------------------
@@ -408,25 +404,25 @@ class Master(OutcomeTracker):
         while True:
             await asyncio.sleep(0.5)
             tick += 1
-            self._check_timeouts()
+            self.flight.check_timeouts()
             if tick % 2 == 0:
-                await self._db(db.touch_owned, self.master_id)
+                await self._db(db.queue.touch_owned, self.master_id)
                 if self.fleet is not None:
-                    await self._db(db.upsert_agents, self.fleet.rows(self.master_id))
+                    await self._db(db.agents.report, self.fleet.rows(self.master_id))
             if tick % 10 == 0:
                 for ctx in self.runs.values():
                     if ctx.dispatched:
-                        self._event(
+                        self.flight.event(
                             ctx.run_id, "info", "dispatch",
                             f"dispatched {ctx.dispatched} task(s) to {', '.join(sorted(ctx.dispatched_to))}",
                         )
                         ctx.dispatched = 0
                         ctx.dispatched_to.clear()
             if tick % 20 == 0:
-                await self._db(db.renew_leases, self.master_id, LEASE_S)
-                requeued, failed = await self._db(db.sweep_expired, self.master_id)
+                await self._db(db.queue.renew_leases, self.master_id, LEASE_S)
+                requeued, failed = await self._db(db.queue.sweep_expired, self.master_id)
                 if requeued or failed:
-                    self._event(None, "warning", "lease", f"expired leases: {requeued} re-queued, {failed} failed")
+                    self.flight.event(None, "warning", "lease", f"expired leases: {requeued} re-queued, {failed} failed")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -446,15 +442,13 @@ class Master(OutcomeTracker):
                     await self._flush(force=True)
                 db = self.db
                 with contextlib.suppress(Exception):
-                    await self._db(db.release_runs, self.master_id)
+                    await self._db(db.queue.release_runs, self.master_id)
                 with contextlib.suppress(Exception):
                     if self.fleet is not None:
-                        rows = self.fleet.rows(self.master_id)
-                        for row in rows:
-                            row["state"], row["busy"] = "down", 0
-                        await self._db(db.upsert_agents, rows)
+                        rows = [replace(r, state=AgentState.DOWN, busy=0) for r in self.fleet.rows(self.master_id)]
+                        await self._db(db.agents.report, rows)
                 with contextlib.suppress(Exception):
-                    await self._db(db.unregister_master, self.master_id)
+                    await self._db(db.queue.unregister_master, self.master_id)
             if self.fleet is not None:
                 await self.fleet.close()
         finally:

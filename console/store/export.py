@@ -1,6 +1,6 @@
 """Results export: jsonl, csv and json, streamed in constant memory.
 
-Rows come a page at a time from ``Store.iter_result_pages`` (keyset pagination in id
+Rows come a page at a time from ``store.results.pages`` (keyset pagination in id
 order). A record's ``data`` is stored as validated JSON text, so JSON output splices it
 in as it is rather than decoding and re-encoding a million small dicts, and each page is
 written with one ``write`` call: a million records export in seconds, never sitting in
@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from console.errors import BadInput
+from console.store.base import Store
 
 FORMATS = ("jsonl", "csv", "json")
 COLUMNS = ("run", "stage", "type", "key", "target", "agent", "task", "ts")
@@ -67,9 +68,9 @@ _WRITERS = {"jsonl": _jsonl, "json": _json, "csv": _csv}
 
 
 def export_results(
-    store: Any, run_id: str, fmt: str, out: TextIO, *, stage: str | None = None, type_: str | None = None
+    store: Store, run_id: str, fmt: str, out: TextIO, *, stage: str | None = None, type_: str | None = None
 ) -> int:
     """Write the run's records (optionally one stage / one type) to ``out``; return how many."""
     if fmt not in _WRITERS:
         raise BadInput(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})", field="--format")
-    return _WRITERS[fmt](store.iter_result_pages(run_id, stage=stage, type=type_), out)
+    return _WRITERS[fmt](store.results.pages(run_id, stage=stage, type=type_), out)

@@ -22,11 +22,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from console.errors import FleetscanError
+from console.store.rows import AgentRow
 from console.tui import agent_ops
 from console.tui import formatting as fmt
 from console.tui.dialogs import ConfirmScreen
 from console.tui.keyed_table import KeyedTable
-from console.tui.viewdata import AgentRow
 from console.tui.worker_errors import ForwardWorkerErrors
 
 COLUMNS = [

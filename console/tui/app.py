@@ -25,11 +25,11 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.errors import FleetscanError
+from console.store.rows import ConsoleView, RunRow
 from console.tui import intents
 from console.tui.dialogs import ConfirmScreen, HelpScreen
 from console.tui.main_screen import MainScreen
-from console.tui.viewdata import ConsoleView, RunRow
-from console.tui.watcher import StoreChanged, StoreTrouble, StoreWatcher
+from console.tui.refresh import StoreChanged, StoreTrouble, ViewRefresher
 
 Clock = Callable[[], float]
 
@@ -54,14 +54,14 @@ class FleetscanApp(App[int]):
         poll_interval: float = 0.25,
     ) -> None:
         super().__init__()
-        from console.store.sqlite.store import default_db_path
+        from console.store import default_db_path
 
         self.db_path = Path(db_path).expanduser() if db_path is not None else default_db_path()
         self.workflows_file = workflows_file
         self.agents_source = agents_source
         self.start_master = start_master
         self.clock = clock
-        self.watcher = StoreWatcher(self.db_path, interval=poll_interval)
+        self.watcher = ViewRefresher(self.db_path, interval=poll_interval)
         self.view: ConsoleView | None = None
         self._leaving = False
         self.master: Any = None
@@ -105,9 +105,9 @@ class FleetscanApp(App[int]):
     async def run_master(self) -> None:
         """The embedded master: serves pending and orphaned runs for as long as the console is open."""
         from console.master.scheduler import Master
-        from console.store.sqlite.store import Store
+        from console.store import open_store
 
-        store = Store.open(self.db_path)
+        store = open_store(self.db_path)
         workflows = str(self.workflows_file) if self.workflows_file else None
         self.master = Master(store, self.agents_source, workflows_file=workflows)
         try:

@@ -1,7 +1,7 @@
 """The console's writes: submit, pause/resume, stop. Plain store intents, no Textual.
 
-Each call opens a Store for the calling thread (the store is one connection per
-thread) and closes it again, so the UI can run them on short thread workers.
+Each call opens a store for the calling thread (a store is used by one thread at a
+time) and closes it again, so the UI can run them on short thread workers.
 A master — ours or another process's — notices within a second.
 """
 
@@ -11,21 +11,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from console.errors import BadInput
 from console.status import RUN_TERMINAL, RunState
 
+if TYPE_CHECKING:
+    from console.store.base import Store
+
 
 @contextmanager
-def opened_store(db_path: str | Path) -> Iterator[Any]:
-    from console.store.sqlite.store import Store
+def opened_store(db_path: str | Path) -> Iterator[Store]:
+    from console.store import open_store
 
-    store = Store.open(db_path)
-    try:
+    with open_store(db_path) as store:
         yield store
-    finally:
-        store.close()
 
 
 @dataclass(frozen=True)
@@ -74,19 +74,19 @@ def submit_run(db_path: str | Path, workflows_file: str | Path | None, form: New
 def toggle_pause(db_path: str | Path, run_id: str) -> tuple[str, str]:
     """Pause a pending/running run, resume a paused one; returns (state before, state after)."""
     with opened_store(db_path) as store:
-        before = str(store.get_run(run_id)["state"])
+        before = store.runs.get(run_id).state
         if before == RunState.PAUSED:
-            after = store.request_resume(run_id)
+            after = store.runs.resume(run_id)
         elif before in RUN_TERMINAL:
             after = before
         else:
-            after = store.request_pause(run_id)
-        return before, str(after)
+            after = store.runs.pause(run_id)
+        return str(before), str(after)
 
 
 def request_stop(db_path: str | Path, run_id: str) -> str:
     with opened_store(db_path) as store:
-        return str(store.request_stop(run_id))
+        return str(store.runs.stop(run_id))
 
 
 def workflow_names(workflows_file: str | Path | None) -> list[str]:

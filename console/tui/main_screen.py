@@ -14,8 +14,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
+from console.store.rows import FEED_EVENTS, FEED_RESULTS, ConsoleView, RunRow
 from console.tui.panels import AgentsTable, FeedLog, RunsTable, StagesPanel, event_line, result_line
-from console.tui.viewdata import FEED_EVENTS, FEED_RESULTS, ConsoleView, RunRow
 
 
 class MainScreen(Screen[None]):

@@ -17,9 +17,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, RichLog, Static
 
+from console.store.rows import AgentRow, EventRow, ResultRow, RunRow, StageRow
 from console.tui import formatting as fmt
 from console.tui.keyed_table import KeyedTable
-from console.tui.viewdata import AgentRow, EventRow, ResultRow, RunRow, StageRow
 
 Clock = Callable[[], float]
 

@@ -8,7 +8,6 @@ connection; the page comes back as a message and only the handler draws it.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +26,10 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
 from console.errors import FleetscanError
+from console.store.base import PAGE_SIZE, Store
+from console.store.rows import ResultFilter, ResultPage, ResultRow
 from console.tui import formatting as fmt
-from console.tui import results_query as rq
 from console.tui.intents import opened_store
-from console.tui.viewdata import ResultRow
 from console.tui.worker_errors import ForwardWorkerErrors
 
 EXPORT_FORMATS = ("jsonl", "csv", "json")
@@ -38,7 +37,7 @@ EXPORT_FORMATS = ("jsonl", "csv", "json")
 
 @dataclass
 class PageLoaded(Message):
-    page: rq.ResultPage
+    page: ResultPage
 
 
 @dataclass
@@ -120,11 +119,11 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         self.db_path = db_path
         self.run_id = run_id
         self.workflow = workflow
-        self.page: rq.ResultPage | None = None
-        self.filter = rq.ResultFilter(run_id)
+        self.page: ResultPage | None = None
+        self.filter = ResultFilter(run_id)
         self.pages_loaded = 0
         self.filters_loaded = False
-        self._conn: sqlite3.Connection | None = None
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
@@ -152,43 +151,43 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
     # -- reading -------------------------------------------------------------------
 
     @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
-        """The screen's own connection, opened on first use, used by one worker at a time."""
+    def _reader(self) -> Iterator[Store]:
+        """The screen's own store, opened on first use, used by one worker at a time."""
         with self._lock:
-            if self._conn is None:
-                from console.store.sqlite.store import Store
+            if self._store is None:
+                from console.store import open_store
 
-                self._conn = Store.open(self.db_path).conn
-            yield self._conn
+                self._store = open_store(self.db_path)
+            yield self._store
 
     def on_unmount(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
     @work(thread=True, group="results-filters", name="results filters", exit_on_error=False)
     def load_filters(self) -> None:
-        with self._reader() as conn:
-            stages = [r[0] for r in conn.execute(
-                "SELECT id FROM stages WHERE run_id = ? ORDER BY idx", (self.run_id,)).fetchall()]
-            types = rq.result_types(conn, self.run_id)
+        with self._reader() as store:
+            stages = [s.id for s in store.runs.stages(self.run_id)]
+            types = store.results.types(self.run_id)
         self.post_message(FiltersLoaded(stages, types))
 
     @work(thread=True, exclusive=True, group="results-page", name="results page", exit_on_error=False)
     def load(self, where: str) -> None:
-        with self._reader() as conn:
+        with self._reader() as store:
+            results = store.results
             page, flt = self.page, self.filter
             if where == "next" and page is not None and page.filter == flt:
-                new = rq.next_page(conn, page)
+                new = results.next_page(page)
             elif where == "prev" and page is not None and page.filter == flt:
-                new = rq.prev_page(conn, page)
+                new = results.prev_page(page)
             elif where == "last":
-                new = rq.last_page(conn, flt)
+                new = results.last_page(flt)
             elif where == "refresh" and page is not None and page.filter == flt:
-                new = rq.same_page(conn, page)
+                new = results.same_page(page)
             else:
-                new = rq.first_page(conn, flt)
+                new = results.first_page(flt)
         self.post_message(PageLoaded(new))
         if not self.filters_loaded:  # after the first page: the page is what the operator waits for
             self.filters_loaded = True
@@ -212,8 +211,8 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
             status = "no results match" if self._filtered() else "no results yet"
         else:
             first, last = page.offset + 1, page.offset + len(page.rows)
-            pages = (page.total + rq.PAGE_SIZE - 1) // rq.PAGE_SIZE
-            number = page.offset // rq.PAGE_SIZE + 1
+            pages = (page.total + PAGE_SIZE - 1) // PAGE_SIZE
+            number = page.offset // PAGE_SIZE + 1
             status = f"rows {first:,}-{last:,} of {fmt.count(page.total)} · page {number:,}/{pages:,}"
         self.query_one("#results-status", Static).update(status)
         self.pages_loaded += 1
@@ -227,7 +226,7 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         stage = self.query_one("#filter-stage", Select).value
         type_ = self.query_one("#filter-type", Select).value
         text = self.query_one("#filter-text", Input).value
-        new = rq.ResultFilter(
+        new = ResultFilter(
             self.run_id,
             stage=stage if isinstance(stage, str) else None,
             type=type_ if isinstance(type_, str) else None,
@@ -303,7 +302,7 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         self.app.push_screen(ExportScreen(default, filtered_by_text=bool(flt.text.strip())), chosen)
 
     @work(thread=True, exclusive=True, group="export", name="export", exit_on_error=False)
-    def export(self, path: str, fmt_name: str, flt: rq.ResultFilter) -> None:
+    def export(self, path: str, fmt_name: str, flt: ResultFilter) -> None:
         from console.store.export import export_results
 
         out_path = Path(path).expanduser()

@@ -53,7 +53,7 @@ class PreparedRun:
 
     def create(self, store: Any) -> str:
         return str(
-            store.create_run(
+            store.runs.create(
                 self.workflow, self.definition, self.targets, scope=self.scope, agents=self.agents,
                 priority=self.priority, workflows_file=self.workflows_file,
             )

@@ -1,14 +1,22 @@
-"""The store's schema and its ordered migrations (``PRAGMA user_version``).
+"""The SQLite schema and its ordered migrations (``PRAGMA user_version``).
 
-Kept apart from ``store.py`` so the data model reads in one screen; the page
-docs/ARCHITECTURE.md "Store" mirrors it and must stay true.
+Version 1 is plain DDL (partial indexes and all). Later versions change tables through
+sqlite-utils, which is what it is for: SQLite's own ALTER TABLE can add a column but not
+change or drop one, and sqlite-utils' ``add_column``/``transform`` do the table rebuild
+dance (new table, copy, swap, indexes back) correctly. Every migration runs in one
+``BEGIN IMMEDIATE`` transaction, so two processes opening an old file migrate it once.
+docs/ARCHITECTURE.md "Store" mirrors this page and must stay true.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
-from console.errors import StoreError
+import sqlite_utils
+
+from console.errors import StoreCorrupt
 
 _V1 = """
 CREATE TABLE runs (
@@ -64,26 +72,40 @@ CREATE TABLE masters (
 );
 """
 
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    for statement in _V1.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    """The stop intent gets a column of its own (it used to ride in ``runs.error``)."""
+    runs = db.table("runs")
+    runs.add_column("stop_requested", int, not_null_default=0)
+    db.execute("UPDATE runs SET stop_requested = 1, error = NULL WHERE error = 'stop requested'")
+
+
 #: ordered migrations: index i brings the schema from user_version i to i + 1
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def migrate(conn: sqlite3.Connection, path: Path | str = "the store") -> None:
     """Bring the database up to SCHEMA_VERSION, one migration per transaction."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"database schema version {version} is newer than this fleetscan ({SCHEMA_VERSION}); upgrade fleetscan"
+        raise StoreCorrupt(
+            f"{path}: schema version {version} is newer than this fleetscan knows ({SCHEMA_VERSION}); upgrade fleetscan"
         )
+    db = sqlite_utils.Database(conn)
     while version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             if current == version:  # another process may have migrated meanwhile
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                MIGRATIONS[version](db)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from console.store.sqlite.store import Store
-from console.tui.viewdata import ConsoleView
-from console.tui.watcher import StoreWatcher
+from console.store import open_store
+from console.store.rows import ConsoleView
+from console.tui.refresh import ViewRefresher
 from tests.fixtures.tui_data import RUN_DONE, RUN_RECON, RUN_WEB, fill_console_db
 
 
 class Loop:
     def __init__(self, db: Path) -> None:
-        self.watcher = StoreWatcher(db, interval=0.02)
+        self.watcher = ViewRefresher(db, interval=0.02)
         self.views: list[ConsoleView] = []
         self.trouble: list[str | None] = []
         self.thread = threading.Thread(
@@ -56,9 +56,9 @@ def test_first_view_selects_the_newest_run_and_idle_store_posts_nothing(loop: Lo
 
 def test_a_commit_elsewhere_and_a_new_selection_each_post_a_view(loop: Loop, tmp_path: Path) -> None:
     loop.wait(lambda: len(loop.views) == 1)
-    store = Store.open(tmp_path / "console.db")
+    store = open_store(tmp_path / "console.db")
     try:
-        store.request_pause(RUN_RECON)
+        store.runs.pause(RUN_RECON)
     finally:
         store.close()
     loop.wait(lambda: any(r.id == RUN_RECON and r.state == "paused" for r in loop.views[-1].runs))

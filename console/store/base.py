@@ -1,0 +1,349 @@
+"""The store's interface: what every backend provides, what it returns, what it raises.
+
+A ``Store`` is one open connection to the single source of truth, used by one thread at a
+time (open one per thread). It is cut by who asks, each part a small object of its own:
+
+* ``runs``     — submit and read runs; intents from any process (pause, resume, stop)
+* ``results``  — a run's records: counts, streamed pages for export, the browser's pages
+* ``events``   — the event log
+* ``agents``   — the boxes as their masters last reported them
+* ``queue``    — the master's side: ownership, claims, leases, batched ingest, run end
+* ``plans``    — the planner's side: tasks written with the planning cursor, derived targets
+
+Error contract (every method of every part): a problem of the store itself raises
+:class:`~console.errors.StoreError` or a subclass (``StoreBusy`` when the write lock stayed
+taken past the busy timeout, ``StoreCorrupt`` for a file that is not a fleetscan store);
+an unknown run id raises :class:`~console.errors.RunNotFound` (bad input, exit 2). No
+driver exception (``sqlite3.Error`` and the like) ever leaves a backend.
+
+Backends keep the shared bookkeeping out of their engine code where it is engine-free: the
+results browser's paging arithmetic lives here (:class:`Results`), over two small abstract
+reads each backend implements (saq's ``queue/base.py`` pattern).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from console.status import RunState, StageState
+from console.store.rows import (
+    AgentRow,
+    ClaimedTask,
+    ConsoleView,
+    EventRow,
+    OwnedRun,
+    ResultFilter,
+    ResultPage,
+    ResultRow,
+    RunRow,
+    SourceRecord,
+    StageRow,
+)
+from console.store.writes import IngestBatch, TaskPlan
+
+#: a raw result row for export: (id, run, stage, type, key, target, agent, task_id, ts, data_json)
+RawResult = tuple[Any, ...]
+PAGE_SIZE = 50
+
+
+class Runs(ABC):
+    @abstractmethod
+    def create(
+        self, workflow: str, definition: dict[str, Any], targets: str | None = None, scope: str | None = None,
+        agents: str | None = None, priority: int = 0, workflows_file: str | None = None,
+    ) -> str:
+        """Write a pending run and its stages' progress rows in one transaction; return the new run id."""
+
+    @abstractmethod
+    def get(self, run_id: str) -> RunRow:
+        """The run (without progress sums). RunNotFound if there is none."""
+
+    @abstractmethod
+    def newest(self, limit: int = 100, states: Iterable[RunState] | None = None) -> list[RunRow]:
+        """Runs newest first, with progress summed over their stages."""
+
+    @abstractmethod
+    def stages(self, run_id: str) -> list[StageRow]:
+        """The run's stages in workflow order (empty for an unknown run)."""
+
+    @abstractmethod
+    def stages_of(self, run_ids: list[str]) -> dict[str, tuple[StageRow, ...]]:
+        """The stages of several runs at once (every id present in the answer)."""
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        """SPEC's ``--json`` object for one run (plus workflow, created, priority, per-stage dropped)."""
+        import time
+
+        run = self.get(run_id)
+        stages = [
+            {
+                "id": s.id, "state": str(s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
+                "tasks_failed": s.tasks_failed, "results": s.results, "dropped": s.dropped,
+            }
+            for s in self.stages(run_id)
+        ]
+        end = run.ended if run.ended is not None else time.time()
+        duration = round(max(0.0, end - run.started), 3) if run.started is not None else 0.0
+        return {
+            "run": run.id, "state": str(run.state), "stages": stages,
+            "results": sum(s["results"] for s in stages), "duration_s": duration,
+            "workflow": run.workflow, "created": run.created, "priority": run.priority, "error": run.error,
+        }
+
+    @abstractmethod
+    def pause(self, run_id: str) -> RunState:
+        """Pending/running -> paused (the owner stops dispatching); returns the state it is in now."""
+
+    @abstractmethod
+    def resume(self, run_id: str) -> RunState:
+        """Paused -> pending (its owner, or any master if the owner is gone, continues it)."""
+
+    @abstractmethod
+    def stop(self, run_id: str) -> RunState:
+        """Ask a live owner to cancel the run's tasks and end it ``stopped``; with no live owner, end it now."""
+
+
+class Results(ABC):
+    @abstractmethod
+    def pages(
+        self, run_id: str, stage: str | None = None, type: str | None = None, batch: int = 5000
+    ) -> Iterator[list[RawResult]]:
+        """A run's records as raw rows, a page at a time in id order (keyset: constant memory)."""
+
+    def records(
+        self, run_id: str, stage: str | None = None, type: str | None = None, batch: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        """A run's records in the SPEC's shape, streamed."""
+        for rows in self.pages(run_id, stage, type, batch):
+            for row in rows:
+                yield {
+                    "run": row[1], "stage": row[2], "type": row[3], "key": row[4], "target": row[5],
+                    "agent": row[6], "task": str(row[7]) if row[7] is not None else None, "ts": row[8],
+                    "data": _json_loads(row[9]),
+                }
+
+    @abstractmethod
+    def count(self, run_id: str, stage: str | None = None, type: str | None = None) -> int:
+        """How many records a run (or one stage / one type of it) has."""
+
+    @abstractmethod
+    def latest(self, limit: int) -> list[ResultRow]:
+        """The newest records of every run, oldest first (a live feed appends them in that order)."""
+
+    @abstractmethod
+    def types(self, run_id: str) -> list[str]:
+        """The record types a run's stages report (from its definition), else those present."""
+
+    # -- the results browser: keyset pages over a filter ----------------------------------
+
+    @abstractmethod
+    def _count_matching(self, flt: ResultFilter) -> int:
+        """How many records match ``flt``."""
+
+    @abstractmethod
+    def _read_page(
+        self, flt: ResultFilter, bound: tuple[Literal[">", "<", ">="], int] | None, descending: bool, limit: int
+    ) -> list[ResultRow]:
+        """Up to ``limit`` matching records with ``id <op> value`` (when ``bound``), in id order
+        ascending or descending as asked."""
+
+    def first_page(self, flt: ResultFilter, limit: int = PAGE_SIZE) -> ResultPage:
+        return ResultPage(tuple(self._read_page(flt, None, False, limit)), 0, self._count_matching(flt), flt)
+
+    def last_page(self, flt: ResultFilter, limit: int = PAGE_SIZE) -> ResultPage:
+        total = self._count_matching(flt)
+        rows = list(reversed(self._read_page(flt, None, True, limit)))
+        return ResultPage(tuple(rows), max(0, total - len(rows)), total, flt)
+
+    def next_page(self, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
+        """The page after ``page`` (the total is carried over: counting is the costly part of a text filter)."""
+        if page.last_id is None:
+            return self.first_page(page.filter, limit)
+        rows = self._read_page(page.filter, (">", page.last_id), False, limit)
+        if not rows:
+            return page
+        offset = page.offset + len(page.rows)
+        return ResultPage(tuple(rows), offset, max(page.total, offset + len(rows)), page.filter)
+
+    def prev_page(self, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
+        if page.first_id is None or page.offset == 0:
+            return self.first_page(page.filter, limit)
+        rows = list(reversed(self._read_page(page.filter, ("<", page.first_id), True, limit)))
+        return ResultPage(tuple(rows), max(0, page.offset - len(rows)), page.total, page.filter)
+
+    def same_page(self, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
+        """The page starting where ``page`` starts, read again (new records may have filled it)."""
+        if page.first_id is None:
+            return self.first_page(page.filter, limit)
+        rows = self._read_page(page.filter, (">=", page.first_id), False, limit)
+        return ResultPage(tuple(rows), page.offset, self._count_matching(page.filter), page.filter)
+
+
+class Events(ABC):
+    @abstractmethod
+    def recent(self, run_id: str | None = None, after_id: int = 0, limit: int = 200) -> list[EventRow]:
+        """The newest ``limit`` events after ``after_id`` (of one run, or all), oldest first."""
+
+
+class Agents(ABC):
+    @abstractmethod
+    def all(self) -> list[AgentRow]:
+        """Every box any master reported, by name."""
+
+    @abstractmethod
+    def report(self, rows: list[AgentRow]) -> None:
+        """Insert or replace these boxes' rows."""
+
+
+class TaskQueue(ABC):
+    """The master's side. Every change of task state is one transaction per batch, so two masters (or a
+    master and an intent) never see half a change; attempts are counted at claim time."""
+
+    @abstractmethod
+    def register_master(self, master_id: str) -> None:
+        """Announce a live master (and forget masters dead for a day that own nothing)."""
+
+    @abstractmethod
+    def unregister_master(self, master_id: str) -> None: ...
+
+    @abstractmethod
+    def adopt_runs(self, master_id: str, run_ids: list[str] | None = None) -> list[str]:
+        """Take pending runs and runs whose owner is gone (their leased tasks re-queued, attempt given
+        back); return the ids of the active runs this master now owns (of ``run_ids`` only, when given)."""
+
+    @abstractmethod
+    def owned_runs(self, master_id: str) -> list[OwnedRun]: ...
+
+    @abstractmethod
+    def touch_owned(self, master_id: str) -> None:
+        """Heartbeat: this master and the runs it owns are alive."""
+
+    @abstractmethod
+    def release_runs(self, master_id: str, run_ids: Iterable[str] | None = None) -> int:
+        """Give this master's leases back (queued, attempt returned) and drop ownership; return how many."""
+
+    @abstractmethod
+    def release_tasks(self, master_id: str, task_ids: list[int]) -> int:
+        """Claimed but never dispatched: back to queued, attempt returned."""
+
+    @abstractmethod
+    def end_stopped(self, run_id: str) -> None:
+        """End a run ``stopped``: its unfinished tasks cancelled."""
+
+    @abstractmethod
+    def claim_tasks(
+        self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = ()
+    ) -> list[ClaimedTask]:
+        """Lease up to ``n`` due queued tasks of this master's running runs, highest priority then oldest
+        first; a pinned task only for the boxes named. The attempt is counted here, so a crash counts."""
+
+    @abstractmethod
+    def fail_pinned(self, master_id: str, keep_boxes: list[str], reason: str) -> int:
+        """Queued tasks of this master's runs pinned to a box not in ``keep_boxes`` can never run: fail them."""
+
+    @abstractmethod
+    def bump_attempt(self, task_id: int) -> int:
+        """A straggler copy is an attempt of its own (with its own budget): return its attempt number (0: gone)."""
+
+    @abstractmethod
+    def unbump_attempt(self, task_id: int, attempt: int) -> None:
+        """Give back a straggler attempt never dispatched, while it is still the task's latest."""
+
+    @abstractmethod
+    def renew_leases(self, master_id: str, lease_s: float) -> int: ...
+
+    @abstractmethod
+    def sweep_expired(self, master_id: str) -> tuple[int, int]:
+        """Expired leases of this master's runs: re-queued, or failed when out of attempts: (requeued, failed)."""
+
+    @abstractmethod
+    def apply_batch(self, batch: IngestBatch) -> dict[tuple[str, str], int]:
+        """Records (each (run, stage, type, key) once: a re-delivered record is ignored), outcomes, retries
+        and events in one transaction; return the number of NEW records per (run, stage)."""
+
+    @abstractmethod
+    def finish_run(self, run_id: str, state: RunState, error: str | None = None) -> None: ...
+
+
+class Plans(ABC):
+    """The planner's side. Task inserts and the planning cursor move in one transaction, so a crash
+    never plans a chunk twice."""
+
+    @abstractmethod
+    def stage(self, run_id: str, stage_id: str) -> StageRow: ...
+
+    @abstractmethod
+    def queued(self, run_id: str, stage_id: str) -> int:
+        """How many of the stage's tasks wait in the queue."""
+
+    @abstractmethod
+    def add_input_tasks(
+        self, plan: TaskPlan, chunks: list[list[str]], *, cursor: int, new_cursor: int, finished: bool,
+        dropped: int, note: str | None = None,
+    ) -> bool:
+        """Insert one task per chunk and move the stage's cursor from ``cursor`` to ``new_cursor``
+        (``finished``: every input target is planned), counting ``dropped`` targets and logging ``note``.
+        False, and nothing written, when the cursor is no longer at ``cursor`` (planned elsewhere)."""
+
+    @abstractmethod
+    def add_box_tasks(self, plan: TaskPlan, boxes: list[str], note: str | None = None) -> None:
+        """One task per box, pinned to it; the stage is then fully planned."""
+
+    @abstractmethod
+    def source_records(self, run_id: str, stage_id: str, after_id: int, limit: int) -> list[SourceRecord]:
+        """A stage's records with ids above ``after_id``, in id order."""
+
+    @abstractmethod
+    def add_targets(
+        self, plan: TaskPlan, kept: list[str], dropped: list[str], cursor: int, note: str | None = None
+    ) -> None:
+        """Remember derived targets (each once per stage) and move the stage's cursor to ``cursor``;
+        ``dropped`` ones (out of scope) are remembered as dropped and counted once, ``note`` logged then."""
+
+    @abstractmethod
+    def chunk_targets(self, plan: TaskPlan, size: int, *, partial_ok: bool, finish: bool) -> int:
+        """Turn the stage's remembered, unassigned targets into tasks of ``size`` (a shorter last one only
+        when ``partial_ok``); ``finish`` marks the stage fully planned. Returns the tasks written."""
+
+    @abstractmethod
+    def complete_stage(self, run_id: str, stage_id: str) -> StageState | None:
+        """End the stage (completed, or failed when a task failed) if none of its tasks is open."""
+
+
+class Store(ABC):
+    """An open store; see the module docstring for its parts and its error contract."""
+
+    runs: Runs
+    results: Results
+    events: Events
+    agents: Agents
+    queue: TaskQueue
+    plans: Plans
+
+    #: where it is, for messages (a path, or a URL without its password)
+    location: str
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def change_token(self) -> int:
+        """A number that moves when another connection commits: cheap change detection for watchers."""
+
+    @abstractmethod
+    def console_view(self, version: int, selected_run: str | None) -> ConsoleView:
+        """Everything the console's main screen draws, read consistently in one transaction."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)

@@ -1,0 +1,227 @@
+"""What the store returns: typed, immutable rows. The CLI, the console and the master read these.
+
+Every backend builds the same rows, so nothing above ``console/store`` knows which engine
+answered. Rows are frozen dataclasses (``slots``: a results page or a claim batch holds many).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.status import AgentState, RunState, StageState
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One run: what was asked (workflow, targets, scope, agents, priority) and where it stands."""
+
+    id: str
+    workflow: str
+    state: RunState
+    priority: int = 0
+    targets: str | None = None
+    scope: str | None = None
+    agents: str | None = None
+    workflows_file: str | None = None
+    created: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    #: the master working on it, and when that master last said so
+    owner: str | None = None
+    owner_seen: float | None = None
+    #: a stop was asked for; the owner is cancelling the run's tasks
+    stop_requested: bool = False
+    #: progress summed over the run's stages (filled by the listing reads, 0 elsewhere)
+    tasks_total: int = 0
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    results: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StageRow:
+    """One stage's progress (its definition lives in the run's stored workflow)."""
+
+    run_id: str
+    id: str
+    idx: int
+    tool: str
+    state: StageState
+    tasks_total: int = 0
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    results: int = 0
+    dropped: int = 0
+    #: every task of the stage has been planned
+    planned: bool = False
+    #: input stages: the next target index; derived stages: the last source record read
+    cursor: int = 0
+    started: float | None = None
+    ended: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One box as its master last reported it."""
+
+    name: str
+    kind: str = ""
+    address: str = ""
+    state: AgentState = AgentState.DOWN
+    slots: int = 0
+    busy: int = 0
+    tasks_done: int = 0
+    failures: int = 0
+    last_seen: float | None = None
+    latency_ms: float | None = None
+    python: str | None = None
+    programs: dict[str, Any] = field(default_factory=dict)
+    hash: str | None = None
+    error: str | None = None
+    master: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    ts: float
+    run_id: str | None
+    level: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One stored record; ``data`` is the validated JSON text as stored (decoded on demand)."""
+
+    id: int
+    run_id: str
+    stage_id: str
+    type: str
+    key: str
+    target: str
+    agent: str
+    task_id: int | None
+    ts: str
+    data: str
+
+    def data_dict(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.data)
+        except (TypeError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def record(self) -> dict[str, Any]:
+        """The SPEC's record shape (``fleetscan results --format jsonl``)."""
+        return {
+            "run": self.run_id, "stage": self.stage_id, "type": self.type, "key": self.key,
+            "target": self.target, "agent": self.agent,
+            "task": None if self.task_id is None else str(self.task_id), "ts": self.ts,
+            "data": self.data_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedRun:
+    """What a master needs of a run it works on (the stored workflow definition included)."""
+
+    id: str
+    state: RunState
+    stop_requested: bool
+    priority: int
+    definition: dict[str, Any]
+    targets: str | None
+    scope: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task leased to a master by a claim: ``attempts`` already counts this attempt."""
+
+    id: int
+    run_id: str
+    stage_id: str
+    #: the task's targets as the JSON list text the planner stored (spliced into the task line as is)
+    targets: str
+    attempts: int
+    max_attempts: int
+    priority: int
+    pinned: str | None
+    #: boxes this task already failed on
+    tried: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A record of a stage as the planner reads it to derive the next stage's targets."""
+
+    id: int
+    type: str
+    target: str
+    data: dict[str, Any]
+
+
+#: how many of the newest results and events a ConsoleView holds (the console's live feeds)
+FEED_RESULTS = 200
+FEED_EVENTS = 200
+#: the newest runs a ConsoleView lists (older ones stay reachable with `fleetscan status`)
+MAX_RUNS = 200
+
+
+@dataclass(frozen=True)
+class ConsoleView:
+    """One consistent picture of the store for the console's main screen."""
+
+    version: int
+    runs: tuple[RunRow, ...] = ()
+    selected_run: str | None = None
+    stages: tuple[StageRow, ...] = ()
+    #: every listed run's stages, so moving the cursor redraws at once without a store read
+    stages_by_run: dict[str, tuple[StageRow, ...]] = field(default_factory=dict)
+    agents: tuple[AgentRow, ...] = ()
+    results: tuple[ResultRow, ...] = ()
+    events: tuple[EventRow, ...] = ()
+    total_results: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFilter:
+    """Which records of a run the results browser shows: stage and type exactly, text anywhere."""
+
+    run_id: str
+    stage: str | None = None
+    type: str | None = None
+    #: matched (case-insensitively, literally) against key, target and the record's data
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPage:
+    """A page of records in id order, found by keyset (page 900 costs what page 1 costs)."""
+
+    rows: tuple[ResultRow, ...]
+    #: how many matching records come before this page
+    offset: int
+    total: int
+    filter: ResultFilter
+
+    @property
+    def first_id(self) -> int | None:
+        return self.rows[0].id if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.rows[-1].id if self.rows else None
+
+    @property
+    def has_next(self) -> bool:
+        return self.offset + len(self.rows) < self.total
+
+    @property
+    def has_prev(self) -> bool:
+        return self.offset > 0

@@ -1,0 +1,158 @@
+"""One SQLite connection shared by the store's parts, and the boundary where sqlite3 errors end.
+
+Opening: the file is created mode 0600, WAL, ``busy_timeout`` 5 s, ``synchronous=NORMAL``,
+then migrated. Every public method of every SQLite part runs under :func:`maps_errors`, so
+``sqlite3.Error`` becomes :class:`~console.errors.StoreError` (or ``StoreBusy`` /
+``StoreCorrupt``) naming the file, the way httpcore maps its transport's exceptions.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from console.errors import StoreBusy, StoreCorrupt, StoreError
+from console.status import MASTER_DEAD_AFTER_S
+
+BUSY_TIMEOUT_MS = 5000
+#: longest event message kept (an error text is kept whole up to this)
+MAX_EVENT_TEXT = 4096
+
+C = TypeVar("C", bound=type)
+
+
+def store_error(path: object, err: BaseException) -> StoreError:
+    """The StoreError for a sqlite3 (or OS) error on ``path``."""
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and not isinstance(err, sqlite3.Error):
+        text = err.strerror or text
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return StoreBusy(f"{path}: {text}")
+    if "not a database" in lowered or "malformed" in lowered:
+        return StoreCorrupt(f"{path}: {text}")
+    return StoreError(f"{path}: {text}")
+
+
+def maps_errors(cls: C) -> C:
+    """Class decorator: every public method (generators included) raises StoreError, never sqlite3.Error."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    yield from fn(self, *args, **kwargs)
+                except sqlite3.Error as err:
+                    raise store_error(self.db.path, err) from err
+
+            return gen
+
+        @functools.wraps(fn)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as err:
+                raise store_error(self.db.path, err) from err
+
+        return call
+
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("__") and inspect.isfunction(value) and not getattr(value, "__isabstractmethod__", 0):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+class Database:
+    """The connection, its transaction helper and the event log writer that every part shares."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.host = socket.gethostname()
+
+    @classmethod
+    def open(cls, path: Path) -> Database:
+        from console.store.sqlite.schema import migrate
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                migrate(conn, path)
+            except BaseException:
+                conn.close()
+                raise
+        except (sqlite3.Error, OSError) as err:
+            raise store_error(path, err) from err
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken up front, so no upgrade deadlock."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts, so a column added later never shifts anything."""
+        cursor = self.conn.execute(sql, tuple(params))
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    @staticmethod
+    def event(conn: sqlite3.Connection, run_id: str | None, level: str, kind: str, message: str) -> None:
+        conn.execute(
+            "INSERT INTO events (ts, run_id, level, kind, message) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), run_id, level, kind, message[:MAX_EVENT_TEXT]),
+        )
+
+    def dead_masters(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are gone: unknown, not seen for a while, or a dead pid on this host."""
+        now = time.time()
+        dead = set(ids)
+        for master_id, pid, host, seen in conn.execute(
+            f"SELECT id, pid, host, seen FROM masters WHERE id IN ({marks(ids)})", ids
+        ).fetchall():
+            if seen is not None and now - seen > MASTER_DEAD_AFTER_S:
+                continue
+            if host == self.host and pid is not None and not pid_alive(int(pid)):
+                continue
+            dead.discard(master_id)
+        return dead
+
+
+def marks(values: list[Any] | tuple[Any, ...] | frozenset[Any]) -> str:
+    """``?, ?, ?``: one placeholder per value, for ``IN (...)``."""
+    return ",".join("?" * len(values))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,100 @@
+"""Reading records: counts, raw pages for export, the live feed, and the results browser's pages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from console.store import base
+from console.store.rows import ResultFilter, ResultRow
+from console.store.sqlite.database import Database, maps_errors
+
+_ROW_COLUMNS = "id, run_id, stage_id, type, key, target, agent, task_id, ts, data"
+
+
+def result_row(r: tuple[Any, ...]) -> ResultRow:
+    return ResultRow(
+        id=int(r[0]), run_id=r[1] or "", stage_id=r[2] or "", type=r[3] or "", key=r[4] or "", target=r[5] or "",
+        agent=r[6] or "", task_id=r[7], ts=r[8] or "", data=r[9] or "{}",
+    )
+
+
+def _exact(run_id: str, stage: str | None, type: str | None) -> tuple[list[str], list[Any]]:
+    clauses, params = ["run_id = ?"], [run_id]
+    if stage is not None:
+        clauses.append("stage_id = ?")
+        params.append(stage)
+    if type is not None:
+        clauses.append("type = ?")
+        params.append(type)
+    return clauses, params
+
+
+def _matching(flt: ResultFilter) -> tuple[str, list[Any]]:
+    clauses, params = _exact(flt.run_id, flt.stage or None, flt.type or None)
+    text = flt.text.strip()
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(key LIKE ? ESCAPE '\\' OR target LIKE ? ESCAPE '\\' OR data LIKE ? ESCAPE '\\')")
+        params.extend([pattern, pattern, pattern])
+    return " AND ".join(clauses), params
+
+
+@maps_errors
+class SQLiteResults(base.Results):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def pages(
+        self, run_id: str, stage: str | None = None, type: str | None = None, batch: int = 5000
+    ) -> Iterator[list[base.RawResult]]:
+        clauses, params = _exact(run_id, stage, type)
+        sql = f"SELECT {_ROW_COLUMNS} FROM results WHERE {' AND '.join(clauses)} AND id > ? ORDER BY id LIMIT ?"
+        last = 0
+        while True:
+            rows = self.db.conn.execute(sql, (*params, last, batch)).fetchall()
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def count(self, run_id: str, stage: str | None = None, type: str | None = None) -> int:
+        clauses, params = _exact(run_id, stage, type)
+        return int(self.db.conn.execute(f"SELECT count(*) FROM results WHERE {' AND '.join(clauses)}", params).fetchone()[0])
+
+    def latest(self, limit: int) -> list[ResultRow]:
+        rows = self.db.conn.execute(f"SELECT {_ROW_COLUMNS} FROM results ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [result_row(r) for r in reversed(rows)]
+
+    def types(self, run_id: str) -> list[str]:
+        row = self.db.conn.execute("SELECT definition FROM runs WHERE id = ?", (run_id,)).fetchone()
+        try:
+            stages = json.loads(row[0]).get("stages", []) if row and row[0] else []
+        except (TypeError, ValueError, AttributeError):
+            stages = []
+        declared = {str(t) for stage in stages if isinstance(stage, dict) for t in stage.get("output") or ()}
+        if declared:
+            return sorted(declared)
+        rows = self.db.conn.execute("SELECT DISTINCT type FROM results WHERE run_id = ? ORDER BY type", (run_id,))
+        return [str(r[0]) for r in rows.fetchall()]
+
+    def _count_matching(self, flt: ResultFilter) -> int:
+        where, params = _matching(flt)
+        return int(self.db.conn.execute(f"SELECT count(*) FROM results WHERE {where}", params).fetchone()[0])
+
+    def _read_page(
+        self, flt: ResultFilter, bound: tuple[Literal[">", "<", ">="], int] | None, descending: bool, limit: int
+    ) -> list[ResultRow]:
+        where, params = _matching(flt)
+        if bound is not None:
+            op, value = bound
+            assert op in (">", "<", ">=")
+            where += f" AND id {op} ?"
+            params.append(value)
+        order = "DESC" if descending else "ASC"
+        rows = self.db.conn.execute(
+            f"SELECT {_ROW_COLUMNS} FROM results WHERE {where} ORDER BY id {order} LIMIT ?", [*params, limit]
+        ).fetchall()
+        return [result_row(r) for r in rows]

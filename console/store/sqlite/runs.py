@@ -1,0 +1,222 @@
+"""Runs, their stages' progress, intents from any process, the event log and the agents table."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from console.errors import RunNotFound
+from console.status import RUN_TERMINAL, TASK_OPEN, AgentState, RunState, StageState, TaskState
+from console.store import base
+from console.store.rows import AgentRow, EventRow, RunRow, StageRow
+from console.store.sqlite.database import Database, maps_errors, marks
+
+_RUN_COLUMNS = (
+    "id, workflow, targets, scope, agents, workflows_file, priority, state, created, started, ended, error,"
+    " owner, owner_seen, stop_requested"
+)
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+def run_row(r: dict[str, Any]) -> RunRow:
+    return RunRow(
+        id=r["id"], workflow=r["workflow"] or "", state=RunState(r["state"]), priority=_int(r["priority"]),
+        targets=r["targets"], scope=r["scope"], agents=r["agents"], workflows_file=r["workflows_file"],
+        created=r["created"], started=r["started"], ended=r["ended"], error=r["error"], owner=r["owner"],
+        owner_seen=r["owner_seen"], stop_requested=bool(r["stop_requested"]),
+        tasks_total=_int(r.get("tasks_total")), tasks_done=_int(r.get("tasks_done")),
+        tasks_failed=_int(r.get("tasks_failed")), results=_int(r.get("results")),
+    )
+
+
+def stage_row(r: dict[str, Any]) -> StageRow:
+    return StageRow(
+        run_id=r["run_id"], id=r["id"], idx=_int(r["idx"]), tool=r["tool"] or "", state=StageState(r["state"]),
+        tasks_total=_int(r["tasks_total"]), tasks_done=_int(r["tasks_done"]), tasks_failed=_int(r["tasks_failed"]),
+        results=_int(r["results"]), dropped=_int(r["dropped"]), planned=bool(r["planned"]), cursor=_int(r["cursor"]),
+        started=r["started"], ended=r["ended"],
+    )
+
+
+@maps_errors
+class SQLiteRuns(base.Runs):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(
+        self, workflow: str, definition: dict[str, Any], targets: str | None = None, scope: str | None = None,
+        agents: str | None = None, priority: int = 0, workflows_file: str | None = None,
+    ) -> str:
+        stages = definition.get("stages") or []
+        run_id = secrets.token_hex(4)
+        with self.db.transaction() as conn:
+            while conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+                run_id = secrets.token_hex(4)
+            conn.execute(
+                "INSERT INTO runs (id, workflow, definition, workflows_file, targets, scope, agents, priority,"
+                " state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id, workflow, json.dumps(definition), workflows_file, targets, scope, agents,
+                    int(priority), RunState.PENDING, time.time(),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO stages (run_id, id, idx, tool) VALUES (?, ?, ?, ?)",
+                [(run_id, str(s["id"]), i, str(s.get("tool", ""))) for i, s in enumerate(stages)],
+            )
+            self.db.event(conn, run_id, "info", "submit", f"run {run_id} of {workflow} submitted")
+        return run_id
+
+    def get(self, run_id: str) -> RunRow:
+        rows = self.db.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run {run_id!r}", field="run")
+        return run_row(rows[0])
+
+    def newest(self, limit: int = 100, states: Iterable[RunState] | None = None) -> list[RunRow]:
+        wanted = [str(s) for s in states or ()]
+        where = f"WHERE r.state IN ({marks(wanted)})" if wanted else ""
+        columns = ", ".join(f"r.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+        rows = self.db.query(
+            f"SELECT {columns}, COALESCE(SUM(s.tasks_total), 0) AS tasks_total,"
+            " COALESCE(SUM(s.tasks_done), 0) AS tasks_done, COALESCE(SUM(s.tasks_failed), 0) AS tasks_failed,"
+            " COALESCE(SUM(s.results), 0) AS results"
+            f" FROM runs AS r LEFT JOIN stages AS s ON s.run_id = r.id {where}"
+            " GROUP BY r.id ORDER BY r.created DESC, r.rowid DESC LIMIT ?",
+            [*wanted, limit],
+        )
+        return [run_row(r) for r in rows]
+
+    def stages(self, run_id: str) -> list[StageRow]:
+        return [stage_row(r) for r in self.db.query("SELECT * FROM stages WHERE run_id = ? ORDER BY idx", (run_id,))]
+
+    def stages_of(self, run_ids: list[str]) -> dict[str, tuple[StageRow, ...]]:
+        found: dict[str, list[StageRow]] = {run_id: [] for run_id in run_ids}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start:start + 500]
+            for row in self.db.query(
+                f"SELECT * FROM stages WHERE run_id IN ({marks(chunk)}) ORDER BY run_id, idx", chunk
+            ):
+                found[row["run_id"]].append(stage_row(row))
+        return {run_id: tuple(stages) for run_id, stages in found.items()}
+
+    # -- intents (any process) ---------------------------------------------------------
+
+    def pause(self, run_id: str) -> RunState:
+        with self.db.transaction() as conn:
+            state = self._state_for_update(conn, run_id)
+            if state in (RunState.PENDING, RunState.RUNNING):
+                conn.execute("UPDATE runs SET state = ? WHERE id = ?", (RunState.PAUSED, run_id))
+                self.db.event(conn, run_id, "info", "pause", "pause requested")
+                return RunState.PAUSED
+            return state
+
+    def resume(self, run_id: str) -> RunState:
+        with self.db.transaction() as conn:
+            state = self._state_for_update(conn, run_id)
+            if state == RunState.PAUSED:
+                conn.execute("UPDATE runs SET state = ? WHERE id = ?", (RunState.PENDING, run_id))
+                self.db.event(conn, run_id, "info", "resume", "resume requested")
+                return RunState.PENDING
+            return state
+
+    def stop(self, run_id: str) -> RunState:
+        with self.db.transaction() as conn:
+            state = self._state_for_update(conn, run_id)
+            if state in RUN_TERMINAL:
+                return state
+            owner = conn.execute("SELECT owner FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+            if owner is not None and owner not in self.db.dead_masters(conn, [owner]):
+                conn.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
+                self.db.event(conn, run_id, "info", "stop", "stop requested")
+                return state
+            finish_stopped(self.db, conn, run_id)
+            return RunState.STOPPED
+
+    @staticmethod
+    def _state_for_update(conn: sqlite3.Connection, run_id: str) -> RunState:
+        row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r}", field="run")
+        return RunState(row[0])
+
+
+def finish_stopped(db: Database, conn: sqlite3.Connection, run_id: str) -> None:
+    """End a run ``stopped``, every unfinished task cancelled (inside the caller's transaction)."""
+    now = time.time()
+    conn.execute(
+        "UPDATE tasks SET state = ?, ended = ?, lease_owner = NULL, lease_expires = NULL,"
+        f" error = coalesce(error, 'stopped') WHERE run_id = ? AND state IN ({marks(TASK_OPEN)})",
+        (TaskState.CANCELLED, now, run_id, *TASK_OPEN),
+    )
+    conn.execute(
+        "UPDATE runs SET state = ?, ended = ?, owner = NULL, stop_requested = 0 WHERE id = ?",
+        (RunState.STOPPED, now, run_id),
+    )
+    db.event(conn, run_id, "warning", "stop", "run stopped")
+
+
+@maps_errors
+class SQLiteEvents(base.Events):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def recent(self, run_id: str | None = None, after_id: int = 0, limit: int = 200) -> list[EventRow]:
+        sql = "SELECT id, ts, run_id, level, kind, message FROM events WHERE id > ?"
+        params: list[Any] = [after_id]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [
+            EventRow(id=r["id"], ts=float(r["ts"] or 0.0), run_id=r["run_id"], level=r["level"] or "info",
+                     kind=r["kind"] or "", message=r["message"] or "")
+            for r in reversed(self.db.query(sql, params))
+        ]
+
+
+_AGENT_COLUMNS = (
+    "name", "kind", "address", "state", "slots", "busy", "tasks_done", "failures", "last_seen", "latency_ms",
+    "python", "programs", "hash", "error", "master",
+)
+
+
+@maps_errors
+class SQLiteAgents(base.Agents):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def all(self) -> list[AgentRow]:
+        return [
+            AgentRow(
+                name=r["name"], kind=r["kind"] or "", address=r["address"] or "",
+                state=AgentState(r["state"]) if r["state"] in AgentState._value2member_map_ else AgentState.DOWN,
+                slots=_int(r["slots"]), busy=_int(r["busy"]), tasks_done=_int(r["tasks_done"]),
+                failures=_int(r["failures"]), last_seen=r["last_seen"], latency_ms=r["latency_ms"],
+                python=r["python"], programs=json.loads(r["programs"]) if r["programs"] else {}, hash=r["hash"],
+                error=r["error"], master=r["master"],
+            )
+            for r in self.db.query(f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents ORDER BY name")
+        ]
+
+    def report(self, rows: list[AgentRow]) -> None:
+        if not rows:
+            return
+        values = [
+            (a.name, a.kind, a.address, str(a.state), a.slots, a.busy, a.tasks_done, a.failures, a.last_seen,
+             a.latency_ms, a.python, json.dumps(a.programs) if a.programs else None, a.hash, a.error, a.master)
+            for a in rows
+        ]
+        with self.db.transaction() as conn:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO agents ({', '.join(_AGENT_COLUMNS)}) VALUES ({marks(_AGENT_COLUMNS)})",
+                values,
+            )

@@ -1,0 +1,75 @@
+"""What callers hand the store to write: a stage's planning handle and the master's batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from console.status import TaskState
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One stage of one run as the planner writes tasks for it."""
+
+    run_id: str
+    stage_id: str
+    priority: int
+    #: the stage's retries + 1
+    max_attempts: int
+
+
+class NewRecord(NamedTuple):
+    """One validated record as the master ingests it (``data`` is its JSON text)."""
+
+    run_id: str
+    stage_id: str
+    type: str
+    key: str
+    target: str
+    agent: str
+    task_id: int
+    ts: str
+    data: str
+
+
+class EventLine(NamedTuple):
+    run_id: str | None
+    level: str
+    kind: str
+    message: str
+
+
+@dataclass
+class Completion:
+    """A task reached a terminal state on ``agent``."""
+
+    task_id: int
+    run_id: str
+    stage_id: str
+    state: TaskState
+    agent: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Requeue:
+    """A failed attempt to be tried again after ``not_before`` (wall clock), avoiding ``tried`` boxes."""
+
+    task_id: int
+    not_before: float
+    tried: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass
+class IngestBatch:
+    """What the master flushes in one transaction: records, task outcomes, retries, events."""
+
+    records: list[NewRecord] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+    requeues: list[Requeue] = field(default_factory=list)
+    events: list[EventLine] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.completions or self.requeues or self.events)

@@ -16,7 +16,7 @@ import pytest
 from console.master.scheduler import STRAGGLER_AFTER_S, Master
 from console.status import RunState
 from console.store import open_store
-from console.store.base import Store
+from console.store.sqlite.queue import SQLiteQueue
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +26,15 @@ async def test_a_task_ending_while_its_straggler_copy_is_counted_keeps_one_attem
 ) -> None:
     """The straggler copy's attempt is counted in the store; if the task ends meanwhile, no copy runs
     and the count is given back (attempts must match the executions the events tell of)."""
-    real_bump = Store.bump_attempt
+    real_bump = SQLiteQueue.bump_attempt
     bumps: list[int] = []
 
-    def slow_bump(self: Store, task_id: int) -> Any:
+    def slow_bump(self: SQLiteQueue, task_id: int) -> Any:
         time.sleep(1.5)  # the task (2.3 s) ends while the copy's attempt is being counted (from 2 s)
         bumps.append(task_id)
         return real_bump(self, task_id)
 
-    monkeypatch.setattr(Store, "bump_attempt", slow_bump)
+    monkeypatch.setattr(SQLiteQueue, "bump_attempt", slow_bump)
     store = open_store(tmp_path / "s.db")
     stage = {"id": "a", "tool": "noop", "params": {"sleep": STRAGGLER_AFTER_S + 0.3},
              "targets": {"from": "input", "type": "host"}, "chunk": 1, "retries": 0, "timeout": 60.0}

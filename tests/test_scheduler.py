@@ -134,7 +134,7 @@ async def test_agent_killed_mid_task_completes_elsewhere_with_the_same_records(t
     killed: dict[str, Any] = {}
 
     async def chaos() -> None:
-        ex = await wait_for(lambda: next(iter(master.execs.values()), None), what="a running task")
+        ex = await wait_for(lambda: next(iter(master.flight.execs.values()), None), what="a running task")
         await asyncio.sleep(0.3)
         link = ex.agent.link
         killed["agent"], killed["task"] = ex.agent.name, ex.task.task_id
@@ -177,7 +177,7 @@ async def test_pause_stops_dispatch_and_resume_continues(tmp_path: Path) -> None
     async def pause_then_resume() -> None:
         await wait_for(lambda: store.runs.summary(run_id)["stages"][0]["tasks_done"] >= 2, what="progress")
         store.runs.pause(run_id)
-        await wait_for(lambda: not master.execs and master.runs[run_id].state == "paused", 30, "running tasks to end")
+        await wait_for(lambda: not master.flight.execs and master.runs[run_id].state == "paused", 30, "running tasks to end")
         dispatched = master.dispatched_total
         await asyncio.sleep(1.0)
         leased = store.db.query("SELECT count(*) AS n FROM tasks WHERE state = 'leased'")[0]["n"]
@@ -248,7 +248,7 @@ async def test_a_silent_agent_loses_its_task_to_another(tmp_path: Path) -> None:
     frozen: list[int] = []
 
     async def freeze() -> None:
-        ex = await wait_for(lambda: next(iter(master.execs.values()), None), what="a running task")
+        ex = await wait_for(lambda: next(iter(master.flight.execs.values()), None), what="a running task")
         frozen.append(ex.agent.link.pid)
         os.kill(frozen[0], signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
         await wait_for(lambda: store.runs.get(run_id).state == "completed", 120, "the run to complete")
@@ -299,11 +299,11 @@ def test_lines_for_unknown_or_finished_executions_are_dropped_with_an_event(tmp_
     master = Master(open_store(tmp_path / "s.db"), "local")
     box = AgentHandle(name="box", kind="local", slots=1, factory=lambda: LocalLink("box"))
     record = wire.Record(type="host_up", target="127.0.0.1", data={"host": "127.0.0.1", "via": "tcp/22", "rtt_ms": 1.0})
-    master._on_message(box, wire.Results(op="results", id="999.1", records=[record]))
-    master._on_message(box, wire.Done(op="done", id="999.1", ok=True))
-    master._on_message(box, wire.Progress(op="progress", id="nope", done=1, total=2))
-    assert master.batch.records == [] and master.batch.completions == []
-    kinds = [kind for _, _, kind, _ in master.batch.events]
+    master.flight.on_message(box, wire.Results(op="results", id="999.1", records=[record]))
+    master.flight.on_message(box, wire.Done(op="done", id="999.1", ok=True))
+    master.flight.on_message(box, wire.Progress(op="progress", id="nope", done=1, total=2))
+    assert master.flight.batch.records == [] and master.flight.batch.completions == []
+    kinds = [kind for _, _, kind, _ in master.flight.batch.events]
     assert kinds == ["protocol", "protocol"]
 
 

@@ -262,7 +262,7 @@ def default_workflows_path() -> Path:
     local = Path(DEFAULT_FILE)
     if local.is_file():
         return local
-    return Path(str(resources.files("console").joinpath("data", DEFAULT_FILE)))
+    return Path(str(resources.files("console").joinpath(f"data/{DEFAULT_FILE}")))
 
 
 def parse_workflows(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> WorkflowFile:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from console.store import open_store
-from console.store.writes import IngestBatch, NewRecord
+from console.store.writes import IngestBatch
 
 N = 1_000_000
 BATCH = 20_000
@@ -28,7 +28,7 @@ def fill(db: Path, n: int = N) -> str:
             host = f"127.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
             port = 1 + (i % 1024)
             data = json.dumps({"host": host, "port": port, "proto": "tcp"})
-            rows.append(NewRecord(run_id, "ports", "port_open", f"{host}:{port}/tcp", host, "local", 1, ts, data))
+            rows.append((run_id, "ports", "port_open", f"{host}:{port}/tcp", host, "local", 1, ts, data))
         store.queue.apply_batch(IngestBatch(records=rows))
     store.close()
     return run_id

@@ -25,7 +25,7 @@ from typing import Any
 from agentkit.archive import build_archive
 from console.master.scheduler import Master
 from console.store import open_store
-from console.store.writes import IngestBatch, NewRecord
+from console.store.writes import IngestBatch
 
 COMMAND = "python -m benchmarks.bench_master"
 NOOP_TASKS = int(os.environ.get("BENCH_MASTER_TASKS", "20000"))
@@ -113,7 +113,7 @@ def _ingest(tmp: Path, total: int = 200_000, batch: int = 2000) -> list[dict[str
     run_id = store.runs.create("bench", {"stages": [_stage("a")]}, "127.0.0.1", None, "local", 0, None)
     batches = [
         IngestBatch(records=[
-            NewRecord(run_id, "a", "port_open", f"127.{i >> 16}.{(i >> 8) & 255}.{i & 255}:80/tcp", "127.0.0.1",
+            (run_id, "a", "port_open", f"127.{i >> 16}.{(i >> 8) & 255}.{i & 255}:80/tcp", "127.0.0.1",
                       "local", 1, "2026-01-01T00:00:00.000Z",
                       json.dumps({"host": f"127.{i >> 16}.{(i >> 8) & 255}.{i & 255}", "port": 80, "proto": "tcp"}))
             for i in range(offset, offset + batch)
@@ -144,12 +144,12 @@ async def _run_with_kill(tmp: Path, name: str, kill: bool) -> tuple[float, float
     started = time.monotonic()
     if kill:
         await asyncio.sleep(1.0)
-        victim = next(iter(master.execs.values()))
+        victim = next(iter(master.flight.execs.values()))
         task_id, agent = victim.task.task_id, victim.agent
         killed_at = time.monotonic()
         os.kill(agent.link.pid, signal.SIGKILL)  # type: ignore[union-attr]
         while redispatch is None:
-            for ex in list(master.execs.values()):
+            for ex in list(master.flight.execs.values()):
                 if ex.task.task_id == task_id and ex.agent is not agent:
                     redispatch = time.monotonic() - killed_at
             await asyncio.sleep(0.002)

@@ -11,7 +11,7 @@ from console.status import RunState, StageState, TaskState
 from console.store import open_store
 from console.store.base import Store
 from console.store.rows import OwnedRun
-from console.store.writes import Completion, IngestBatch, NewRecord
+from console.store.writes import Completion, IngestBatch
 
 
 def stage(sid: str, source: str = "input", **extra: Any) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def finish_all(store: Store, run_id: str, stage_id: str, records: list[tuple[str
     tasks = store.db.query("SELECT id FROM tasks WHERE run_id = ? AND stage_id = ? AND state = 'queued'", (run_id, stage_id))
     store.db.conn.execute("UPDATE tasks SET state = 'leased' WHERE run_id = ? AND stage_id = ?", (run_id, stage_id))
     rows = [
-        NewRecord(run_id, stage_id, rtype, f"{rtype}:{data.get('host')}:{data.get('port')}", data.get("host", ""), "box",
+        (run_id, stage_id, rtype, f"{rtype}:{data.get('host')}:{data.get('port')}", data.get("host", ""), "box",
                   0, "ts", json.dumps(data))
         for rtype, data in records
     ]
@@ -130,7 +130,7 @@ def test_stream_stage_plans_before_its_source_ends(tmp_path: Path) -> None:
     # two of a's four tasks finish with two hosts: b (stream) gets a full chunk now, c waits
     store.db.conn.execute("UPDATE tasks SET state = 'leased' WHERE id IN (1, 2)")
     rows = [
-        NewRecord(run.id, "a", "host_up", f"127.0.0.{i}", f"127.0.0.{i}", "box", i, "ts",
+        (run.id, "a", "host_up", f"127.0.0.{i}", f"127.0.0.{i}", "box", i, "ts",
                   json.dumps({"host": f"127.0.0.{i}", "via": "tcp/80", "rtt_ms": 0.1}))
         for i in (1, 2)
     ]

@@ -17,7 +17,7 @@ from console.status import AgentState, RunState, TaskState
 from console.store import default_db_path, open_store
 from console.store.base import Store
 from console.store.rows import AgentRow
-from console.store.writes import Completion, EventLine, IngestBatch, NewRecord, Requeue
+from console.store.writes import Completion, EventLine, IngestBatch, Requeue
 
 DEFINITION = {"stages": [{"id": "a", "tool": "noop"}, {"id": "b", "tool": "noop"}]}
 
@@ -134,7 +134,7 @@ def test_redelivered_batch_never_duplicates(tmp_path: Path) -> None:
     (task,) = _add_tasks(store, run_id, 1)
     store.queue.claim_tasks("m", 1, 30)
     rows = [
-        NewRecord(run_id, "a", "host_up", f"127.0.0.{i}", f"127.0.0.{i}", "box1", task, "ts",
+        (run_id, "a", "host_up", f"127.0.0.{i}", f"127.0.0.{i}", "box1", task, "ts",
                   json.dumps({"host": f"127.0.0.{i}"}))
         for i in range(1, 51)
     ]
@@ -167,7 +167,7 @@ def test_iter_results_streams_in_id_order_with_filters(tmp_path: Path) -> None:
     store = _store(tmp_path)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     rows = [
-        NewRecord(run_id, "a" if i % 2 else "b", "host_up" if i % 3 else "port_open", f"k{i}", "127.0.0.1", "box", 1,
+        (run_id, "a" if i % 2 else "b", "host_up" if i % 3 else "port_open", f"k{i}", "127.0.0.1", "box", 1,
                   "ts", json.dumps({"i": i}))
         for i in range(1, 1001)
     ]

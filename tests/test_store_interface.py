@@ -14,7 +14,7 @@ from console.store import base, open_store
 from console.store.rows import ResultFilter, RunRow
 from console.store.sqlite import database
 from console.store.sqlite.schema import _V1, SCHEMA_VERSION
-from console.store.writes import IngestBatch, NewRecord, TaskPlan
+from console.store.writes import IngestBatch, TaskPlan
 
 DEFINITION = {"stages": [{"id": "a", "tool": "noop"}]}
 
@@ -145,7 +145,7 @@ def test_results_browser_pages_by_key_over_a_text_filter(tmp_path: Path) -> None
     with open_store(tmp_path / "s.db") as store:
         run_id = store.runs.create("w", DEFINITION, "127.0.0.1")
         records = [
-            NewRecord(run_id, "a", "host_up", f"k{i}", "127.0.0.1", "box", 1, "ts",
+            (run_id, "a", "host_up", f"k{i}", "127.0.0.1", "box", 1, "ts",
                       json.dumps({"note": "100%_literal" if i % 3 == 0 else "other"}))
             for i in range(1, 31)
         ]

@@ -20,7 +20,7 @@ from console.errors import AgentError
 from console.fleet.fleet import AgentHandle, Fleet
 from console.master.executions import Execution, RunContext, TaskRun, iso_now
 from console.status import CancelReason, TaskState, can_retry, next_delay
-from console.store.writes import Completion, EventLine, IngestBatch, NewRecord, Requeue
+from console.store.writes import Completion, EventLine, IngestBatch, Requeue
 
 FLUSH_RECORDS = 2000
 #: after a cancel, how long an agent may take to answer ``done`` before the slot is taken back
@@ -129,7 +129,7 @@ class InFlight:
                         " scope: dropped",
                     )
                 continue
-            rows.append(NewRecord(
+            rows.append((
                 ex.task.run_id, ex.task.stage_id, checked.type, checked.key, checked.target, handle.name,
                 ex.task.task_id, ts, json.dumps(checked.data, separators=(",", ":")),
             ))

@@ -44,6 +44,9 @@ T = TypeVar("T")
 LEASE_S = 60.0
 FLUSH_EVERY_S = 0.05
 CONTROL_EVERY_S = 1.0
+#: after a change by another process, read intents (and new runs) this soon: a few more may land meanwhile
+WAKE_CONTROL_S = 0.01
+CONTROL_MIN_GAP_S = 0.05
 #: with nothing claimed in hand, look for queued tasks (e.g. retries coming due) this often
 RECLAIM_EVERY_S = 0.2
 #: plan at least this often (a stream stage's partial chunk once its source went quiet)
@@ -143,15 +146,18 @@ class Master:
     # -- the store-side loop ---------------------------------------------------------------
 
     async def _control_loop(self, run_ids: list[str] | None, stop_when_idle: bool) -> None:
-        next_control = 0.0
+        next_control = last_control = 0.0
         last_claim = last_plan = 0.0
         while not self._stopping:
             woken = self.wake.is_set()
             self.wake.clear()  # anything that happens from here on wakes the next round
             now = time.monotonic()
             if woken:
-                next_control = min(next_control, now + 0.05)
+                # soon after a quiet spell; at most every CONTROL_MIN_GAP_S while changes keep coming
+                # (the master's own flushes wake it too)
+                next_control = min(next_control, max(now + WAKE_CONTROL_S, last_control + CONTROL_MIN_GAP_S))
             if now >= next_control:
+                last_control = now
                 await self._control(run_ids)
                 next_control = now + (0.1 if woken else CONTROL_EVERY_S)
                 if stop_when_idle and self._idle and not self.flight.execs:
@@ -172,8 +178,9 @@ class Master:
                 await self._refill()
             await self._stragglers()
             if not self.wake.is_set():
+                pause = min(FLUSH_EVERY_S, max(0.0, next_control - time.monotonic()))
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
+                    await asyncio.wait_for(self.wake.wait(), pause)
 
     async def _control(self, run_ids: list[str] | None) -> None:
         """Adopt runs, read intents (pause, resume, stop) of the owned ones."""

@@ -134,9 +134,16 @@ class OwnedRun:
     state: RunState
     stop_requested: bool
     priority: int
-    definition: dict[str, Any]
+    #: the stored workflow definition as JSON text (decoded by ``definition`` only when a master takes
+    #: the run up: the owned runs are re-read on every control round)
+    definition_json: str
     targets: str | None
     scope: str | None
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        value = json.loads(self.definition_json)
+        return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The one change watcher: notice another process's write to the store within ~50 ms.
+"""The one change watcher: notice another process's write to the store within ~20 ms.
 
 Every backend has a cheap change token (SQLite: ``PRAGMA data_version``, which moves
 whenever another connection commits and costs microseconds to read without a lock).
@@ -16,7 +16,7 @@ import time
 from console.errors import StoreError
 from console.store.base import Store
 
-POLL_S = 0.05
+POLL_S = 0.02
 FALLBACK_S = 1.0
 
 

@@ -19,18 +19,10 @@ class TaskPlan:
     max_attempts: int
 
 
-class NewRecord(NamedTuple):
-    """One validated record as the master ingests it (``data`` is its JSON text)."""
-
-    run_id: str
-    stage_id: str
-    type: str
-    key: str
-    target: str
-    agent: str
-    task_id: int
-    ts: str
-    data: str
+#: One validated record as the master ingests it:
+#: ``(run_id, stage_id, type, key, target, agent, task_id, ts, data_json)``. A plain tuple on
+#: purpose: sqlite3 binds exact tuples fastest (a NamedTuple here cost a fifth of ingest speed).
+NewRecord = tuple[str, str, str, str, str, str, int, str, str]
 
 
 class EventLine(NamedTuple):

@@ -103,7 +103,7 @@ class SQLiteQueue(base.TaskQueue):
         return [
             OwnedRun(
                 id=r["id"], state=RunState(r["state"]), stop_requested=bool(r["stop_requested"]),
-                priority=int(r["priority"] or 0), definition=json.loads(r["definition"]), targets=r["targets"],
+                priority=int(r["priority"] or 0), definition_json=r["definition"], targets=r["targets"],
                 scope=r["scope"],
             )
             for r in self.db.query(

@@ -301,9 +301,6 @@ class Fleet:
     def up(self) -> list[AgentHandle]:
         return [h for h in self.handles.values() if h.state == AgentState.UP]
 
-    def up_names(self) -> list[str]:
-        return sorted(h.name for h in self.up())
-
     def free_slots(self) -> int:
         return sum(h.free for h in self.handles.values())
 

@@ -193,9 +193,6 @@ class AgentLink(abc.ABC):
             raise AgentError(f"{self.name}: line longer than {wire.MAX_LINE} bytes")
         return self._parse(line)
 
-    def pending_lines(self) -> int:
-        return len(self._lines)
-
     async def _fill(self) -> None:
         assert self._reader is not None
         try:

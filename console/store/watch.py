@@ -27,8 +27,6 @@ class StoreWatcher:
         self.store = store
         self.poll_s = poll_s
         self.fallback_s = fallback_s
-        #: how many changes by other connections were seen
-        self.changes = 0
         self.version: int | None = None
         self._last_wake = time.monotonic()
         self._poke = threading.Event()
@@ -44,8 +42,6 @@ class StoreWatcher:
         current = self.store.change_token()
         now = time.monotonic()
         moved = current != self.version
-        if moved and self.version is not None:
-            self.changes += 1
         self.version = current
         if moved or poked or now - self._last_wake >= self.fallback_s:
             self._last_wake = now

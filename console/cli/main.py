@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from console.errors import FleetscanError
-from console.status import RUN_TERMINAL
+from console.status import RUN_TERMINAL, RunState
 
 if TYPE_CHECKING:
     from console.store.base import Store
@@ -120,7 +120,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def _exit_for(state: str) -> int:
-    return EXIT_OK if state == "completed" else EXIT_RUN_FAILED
+    return EXIT_OK if state == RunState.COMPLETED else EXIT_RUN_FAILED
 
 
 # -- commands -----------------------------------------------------------------

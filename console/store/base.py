@@ -23,6 +23,8 @@ reads each backend implements (saq's ``queue/base.py`` pattern).
 
 from __future__ import annotations
 
+import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -74,8 +76,6 @@ class Runs(ABC):
 
     def summary(self, run_id: str) -> dict[str, Any]:
         """SPEC's ``--json`` object for one run (plus workflow, created, priority, per-stage dropped)."""
-        import time
-
         run = self.get(run_id)
         stages = [
             {
@@ -121,7 +121,7 @@ class Results(ABC):
                 yield {
                     "run": row[1], "stage": row[2], "type": row[3], "key": row[4], "target": row[5],
                     "agent": row[6], "task": str(row[7]) if row[7] is not None else None, "ts": row[8],
-                    "data": _json_loads(row[9]),
+                    "data": json.loads(row[9]),
                 }
 
     @abstractmethod
@@ -341,9 +341,3 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _json_loads(text: str) -> Any:
-    import json
-
-    return json.loads(text)

@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.errors import FleetscanError
+from console.status import RUN_TERMINAL
 from console.store.rows import ConsoleView, RunRow
 from console.tui import intents
 from console.tui.dialogs import ConfirmScreen, HelpScreen
@@ -211,7 +212,7 @@ class FleetscanApp(App[int]):
         run = self._need_run()
         if run is None:
             return
-        if run.state in ("completed", "failed", "stopped"):
+        if run.state in RUN_TERMINAL:
             self.notify(f"Run {run.id} already ended {run.state}.", severity="warning")
             return
 

@@ -17,6 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, RichLog, Static
 
+from console.status import STAGE_TERMINAL, StageState
 from console.store.rows import AgentRow, EventRow, ResultRow, RunRow, StageRow
 from console.tui import formatting as fmt
 from console.tui.keyed_table import KeyedTable
@@ -91,19 +92,19 @@ class AgentsTable(KeyedTable):
 
 def stage_stats(stage: StageRow, now: float) -> Text:
     text = Text()
-    if stage.state == "pending" and stage.tasks_total == 0:
+    if stage.state == StageState.PENDING and stage.tasks_total == 0:
         text.append("waiting for its input", style="dim")
         return text
     text.append(f"{fmt.percent(stage.tasks_done + stage.tasks_failed, stage.tasks_total):>6}  ", style="bold")
     text.append(f"tasks {stage.tasks_done:,}/{stage.tasks_total:,}")
-    if not stage.planned and stage.state in ("pending", "running"):
+    if not stage.planned and stage.state in (StageState.PENDING, StageState.RUNNING):
         text.append("+", style="dim")
     text.append(f"  results {stage.results:,}")
     if stage.tasks_failed:
         text.append(f"  failed {stage.tasks_failed:,}", style="bold #ff5f5f")
     if stage.dropped:
         text.append(f"  out of scope {stage.dropped:,}", style="#ffaf00")
-    if stage.state == "running":
+    if stage.state == StageState.RUNNING:
         eta = fmt.eta_seconds(stage.tasks_done, stage.tasks_total, stage.started, now)
         text.append(f"  ETA {fmt.duration(eta)}" if eta is not None else "  ETA -", style="dim")
     elif stage.ended is not None and stage.started is not None:
@@ -149,7 +150,7 @@ class StageProgress(Horizontal):
         if stage.tasks_total > 0:
             bar.update(total=stage.tasks_total, progress=stage.tasks_done + stage.tasks_failed)
         else:
-            bar.update(total=1, progress=1 if stage.state in ("completed", "failed") else 0)
+            bar.update(total=1, progress=1 if stage.state in STAGE_TERMINAL else 0)
         self.query_one(".stage-stats", Label).update(stage_stats(stage, now))
 
 

@@ -142,13 +142,12 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 # -- graph ----------------------------------------------------------------------------
 
 
-def test_dependencies_and_side_by_side() -> None:
+def test_sources_and_dependencies() -> None:
     recon = load_workflows(ROOT / "workflows.yaml").get("recon")
-    deps = recon.dependencies()
-    assert deps["alive"] == [] and deps["ports"] == ["alive"] and deps["tls"] == ["ports"]
-    assert recon.ancestors("tls") == ["ports", "alive"]
-    assert recon.independent("banners", "http") and recon.independent("http", "tls")
-    assert not recon.independent("alive", "tls")
+    assert recon.stage("alive").source == "input" and recon.stage("alive").depends == ()
+    assert recon.stage("ports").depends == ("alive",) and recon.stage("tls").depends == ("ports",)
+    checks = load_workflows(ROOT / "workflows.yaml").get("baseline").stages[0]
+    assert checks.source == "boxes" and checks.depends == ()
 
 
 def test_model_validate_runs_graph_checks_without_a_file() -> None:

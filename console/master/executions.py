@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from console.fleet.fleet import AgentHandle
-from console.master.planner import RunPlanner, StageSpec
+from console.master.planner import RunPlanner
 from console.targets.sets import host_of
+from console.workflow.models import StageBase
 
 
 @dataclass
@@ -66,17 +67,18 @@ class TaskTemplate:
     when the run is loaded, not per task.
     """
 
-    def __init__(self, spec: StageSpec, scope: list[str]) -> None:
+    def __init__(self, stage: StageBase, scope: list[str]) -> None:
         from agentkit import wire
         from console.fleet.protocol import encode
 
+        params = stage.agent_params
         sample = wire.Task(
-            op="task", id="0.0", tool=spec.tool, params=spec.params, targets=[], timeout=spec.timeout, scope=scope
+            op="task", id="0.0", tool=stage.tool, params=params, targets=[], timeout=stage.timeout, scope=scope
         )
         encode(sample)  # shape check, once
         dumps = functools.partial(json.dumps, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
         self._middle = (
-            f',"tool":{dumps(spec.tool)},"params":{dumps(spec.params)},"timeout":{dumps(float(spec.timeout))},'
+            f',"tool":{dumps(stage.tool)},"params":{dumps(params)},"timeout":{dumps(float(stage.timeout))},'
             f'"scope":{dumps(scope)},"targets":'
         )
         self._dumps = dumps
@@ -93,7 +95,7 @@ class RunContext:
     run_id: str
     priority: int
     state: str
-    specs: dict[str, StageSpec]
+    stages: dict[str, StageBase]
     planner: RunPlanner
     scope: list[str]
     stopping: bool = False
@@ -125,7 +127,7 @@ class RunContext:
     def task_line(self, stage_id: str, exec_id: str, targets: str) -> bytes:
         template = self.templates.get(stage_id)
         if template is None:
-            template = self.templates[stage_id] = TaskTemplate(self.specs[stage_id], self.scope)
+            template = self.templates[stage_id] = TaskTemplate(self.stages[stage_id], self.scope)
         return template.line(exec_id, targets)
 
 

@@ -70,7 +70,7 @@ class OutcomeTracker:
         ctx = self.runs.get(ex.task.run_id)
         if ctx is None:
             return
-        tool = ctx.specs[ex.task.stage_id].tool
+        tool = ctx.stages[ex.task.stage_id].tool
         ts = iso_now()
         rows = []
         for record in message.records:
@@ -121,7 +121,7 @@ class OutcomeTracker:
                     self._send_later(loser.agent, wire.Cancel(op="cancel", id=other))
             return
         reason = ex.invalid or (
-            f"timeout after {self.runs[task.run_id].specs[task.stage_id].timeout:g} s"
+            f"timeout after {self.runs[task.run_id].stages[task.stage_id].timeout:g} s"
             if ex.cancelled == "timeout" and task.run_id in self.runs else None
         ) or (message.error or "failed")
         if self.fleet is not None:

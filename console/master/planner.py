@@ -16,66 +16,20 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 from agentkit import wire
 from console.status import STAGE_TERMINAL, RunState, StageState, TaskState, run_outcome
 from console.store.sqlite.store import Store
+from console.workflow.definition import load_definition
+from console.workflow.models import StageBase
 
-DEFAULT_CHUNK = 64
-DEFAULT_TIMEOUT = 600.0
 #: at most this many queued tasks per input stage at a time (more are planned as they drain)
 WINDOW_TASKS = 512
 #: a stream stage plans a partial chunk once its source has been quiet this long
 STREAM_QUIET_S = 0.5
 READ_BATCH = 5000
-
-
-@dataclass
-class StageSpec:
-    """What the planner and the master need of one workflow stage (from the run's stored definition)."""
-
-    id: str
-    tool: str
-    params: dict[str, Any]
-    source: str
-    type: str | None
-    where: dict[str, Any] | None
-    chunk: int
-    retries: int
-    timeout: float
-    stream: bool
-    idx: int = 0
-    #: stages this one reads from (empty for input and boxes)
-    depends: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_definition(cls, stage: dict[str, Any], idx: int) -> StageSpec:
-        targets = stage.get("targets") or {}
-        source = str(targets.get("from") or targets.get("from_") or "input")
-        params = stage.get("params")
-        if params is None:
-            params = stage.get("with") if stage.get("with") is not None else stage.get("with_")
-        return cls(
-            id=str(stage["id"]),
-            tool=str(stage["tool"]),
-            params=dict(params or {}),
-            source=source,
-            type=targets.get("type"),
-            where=targets.get("where"),
-            chunk=int(stage.get("chunk") or DEFAULT_CHUNK),
-            retries=int(stage.get("retries") or 0),
-            timeout=float(stage.get("timeout") or DEFAULT_TIMEOUT),
-            stream=bool(stage.get("stream")),
-            idx=idx,
-            depends=[] if source in ("input", "boxes") else [source],
-        )
-
-
-def stage_specs(definition: dict[str, Any]) -> list[StageSpec]:
-    return [StageSpec.from_definition(s, i) for i, s in enumerate(definition.get("stages") or [])]
 
 
 class RunPlanner:
@@ -85,10 +39,7 @@ class RunPlanner:
         self.store = store
         self.run_id: str = run["id"]
         self.priority = int(run.get("priority") or 0)
-        definition = run["definition"]
-        if isinstance(definition, str):
-            definition = json.loads(definition)
-        self.stages = {s.id: s for s in stage_specs(definition)}
+        self.stages = {s.id: s for s in load_definition(run["definition"]).stages}
         self.targets_spec: str = run.get("targets") or ""
         self.scope_spec: str | None = run.get("scope")
         self.boxes = boxes
@@ -125,7 +76,7 @@ class RunPlanner:
     def step(self) -> str | None:
         """Plan what can be planned, complete what is complete. Returns the run's final state if it ended."""
         rows = {r["id"]: r for r in self.store.list_stages(self.run_id)}
-        for spec in sorted(self.stages.values(), key=lambda s: s.idx):
+        for spec in self.stages.values():
             row = rows.get(spec.id)
             if row is None or row["state"] in STAGE_TERMINAL:
                 continue
@@ -154,7 +105,7 @@ class RunPlanner:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def _plan_input(self, spec: StageSpec, row: dict[str, Any]) -> None:
+    def _plan_input(self, spec: StageBase, row: dict[str, Any]) -> None:
         queued = self._queued(spec.id)
         room = self.window - queued
         if room <= 0:
@@ -164,7 +115,7 @@ class RunPlanner:
         explicit_scope = self.scope_spec is not None
         chunks: list[list[str]] = []
         dropped: list[str] = []
-        values = self._input_values(targets, cursor, spec.type)
+        values = self._input_values(targets, cursor, spec.targets.type)
         want = room * spec.chunk
         taken = 0
         current: list[str] = []
@@ -207,7 +158,7 @@ class RunPlanner:
             for index, value in enumerate(raw, start=cursor)
         )
 
-    def _plan_boxes(self, spec: StageSpec, row: dict[str, Any]) -> None:
+    def _plan_boxes(self, spec: StageBase, row: dict[str, Any]) -> None:
         with self.store.transaction() as conn:
             self._mark_running(conn, spec.id, row)
             seq = int(row["tasks_total"])
@@ -220,7 +171,7 @@ class RunPlanner:
 
     # -- derived ----------------------------------------------------------------------------
 
-    def _plan_derived(self, spec: StageSpec, row: dict[str, Any], sources_done: bool) -> None:
+    def _plan_derived(self, spec: StageBase, row: dict[str, Any], sources_done: bool) -> None:
         from console.targets.records import derive_target, matches_where
 
         source = spec.depends[0]
@@ -239,9 +190,9 @@ class RunPlanner:
             values: list[str] = []
             for _, rtype, target, data in batch:
                 record = wire.Record(type=rtype, target=target or "", data=json.loads(data))
-                if spec.where and not matches_where(record, spec.where):
+                if spec.targets.where and not matches_where(record, spec.targets.where):
                     continue
-                value = derive_target(record, spec.type or "host")
+                value = derive_target(record, spec.targets.type)
                 if value:
                     values.append(value)
             cursor = int(batch[-1][0])
@@ -256,7 +207,7 @@ class RunPlanner:
         quiet = now - self._last_source_result.get(spec.id, 0.0) >= STREAM_QUIET_S
         self._chunk_targets(spec, row, partial_ok=sources_done or quiet, finish=sources_done)
 
-    def _add_targets(self, conn: sqlite3.Connection, spec: StageSpec, values: list[str]) -> None:
+    def _add_targets(self, conn: sqlite3.Connection, spec: StageBase, values: list[str]) -> None:
         """Deduplicate into stage_targets; out-of-scope values are stored as dropped (task_id -1), once."""
         kept = [v for v in values if self.scope.contains(v)]
         out = [v for v in values if not self.scope.contains(v)]
@@ -278,7 +229,7 @@ class RunPlanner:
                 )
                 self._drop_event(conn, spec.id, sorted(set(out)))
 
-    def _chunk_targets(self, spec: StageSpec, row: dict[str, Any], *, partial_ok: bool, finish: bool) -> None:
+    def _chunk_targets(self, spec: StageBase, row: dict[str, Any], *, partial_ok: bool, finish: bool) -> None:
         with self.store.transaction() as conn:
             waiting = conn.execute(
                 "SELECT rowid, value FROM stage_targets WHERE run_id = ? AND stage_id = ? AND task_id IS NULL"
@@ -305,7 +256,7 @@ class RunPlanner:
     # -- shared ------------------------------------------------------------------------------
 
     def _insert_tasks(
-        self, conn: sqlite3.Connection, spec: StageSpec, chunks: list[list[str]], seq: int, pinned: str | None = None
+        self, conn: sqlite3.Connection, spec: StageBase, chunks: list[list[str]], seq: int, pinned: str | None = None
     ) -> int:
         """Insert one task per chunk; returns the row id when exactly one was inserted (else 0)."""
         now = time.time()
@@ -344,7 +295,7 @@ class RunPlanner:
             (self.run_id, stage_id, TaskState.QUEUED),
         ).fetchone()[0])
 
-    def _maybe_complete(self, spec: StageSpec, row: dict[str, Any]) -> None:
+    def _maybe_complete(self, spec: StageBase, row: dict[str, Any]) -> None:
         with self.store.transaction() as conn:
             open_tasks = conn.execute(
                 "SELECT count(*) FROM tasks WHERE run_id = ? AND stage_id = ? AND state IN (?, ?)",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import secrets
 import socket
@@ -33,7 +32,7 @@ from agentkit import wire
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.master.executions import Execution, RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, OutcomeTracker
-from console.master.planner import WINDOW_TASKS, RunPlanner, stage_specs
+from console.master.planner import WINDOW_TASKS, RunPlanner
 from console.status import RUN_TERMINAL, STOP_REQUESTED, RunState
 from console.store.sqlite.leases import IngestBatch
 from console.store.sqlite.store import Store
@@ -212,14 +211,13 @@ class Master(OutcomeTracker):
 
     def _context(self, row: dict[str, Any]) -> RunContext:
         """Runs on the store thread: parsing targets and scope may take a moment."""
-        definition = json.loads(row["definition"])
         assert self.fleet is not None and self.db is not None
         # `from: boxes` covers every box of the fleet, up or not: a box that is down gets its pinned
         # task anyway, which runs when it comes back or fails visibly (never silently left out)
         planner = RunPlanner(self.db, row, sorted(self.fleet.handles))
         return RunContext(
             run_id=row["id"], priority=int(row["priority"] or 0), state=row["state"],
-            specs={s.id: s for s in stage_specs(definition)}, planner=planner,
+            stages=planner.stages, planner=planner,
             scope=[p for p in planner.scope.format().split(",") if p],
         )
 
@@ -303,7 +301,7 @@ class Master(OutcomeTracker):
                     break
                 keep.append(task)
                 continue
-            spec = ctx.specs[task.stage_id]
+            spec = ctx.stages[task.stage_id]
             exec_id = f"{task.task_id}.{task.attempt}"
             self._start_exec(exec_id, task, handle, spec.timeout)
             line = ctx.task_line(task.stage_id, exec_id, task.targets)
@@ -395,7 +393,7 @@ class Master(OutcomeTracker):
             task.copies += 1
             task.max_attempts += 1
             exec_id = f"{task.task_id}.{attempt}"
-            spec = ctx.specs[task.stage_id]
+            spec = ctx.stages[task.stage_id]
             self._start_exec(exec_id, task, handle, spec.timeout)
             self._event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
             await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets))

@@ -71,7 +71,7 @@ def _check_stage(
     here: tuple[Any, ...] = ("stages", index)
     source = stage.targets.from_
     kind = stage.targets.type
-    tool = stage.tool_name
+    tool = stage.tool
     if source not in SOURCES:
         if source == stage.id:
             return (*here, "targets", "from"), f"cycle: stage {stage.id!r} reads its own results"
@@ -96,7 +96,7 @@ def _check_stage(
     if stage.stream and source in SOURCES:
         return (*here, "stream"), "stream needs a source stage (it reads results as they arrive)"
     if stage.output:
-        possible = _tool_outputs(stage)
+        possible = stage.can_report
         for pos, rtype in enumerate(stage.output):
             if rtype not in possible:
                 reports = ", ".join(sorted(possible))
@@ -108,7 +108,7 @@ def _check_stage(
         problem = _check_where(workflow.stage(source), stage, here)
         if problem is not None:
             return problem
-    params = stage.params
+    params = stage.with_
     if isinstance(params, ExecParams):
         if params.timeout > stage.timeout:
             return (*here, "with", "timeout"), (
@@ -121,19 +121,11 @@ def _check_stage(
     return None
 
 
-def _tool_outputs(stage: StageBase) -> frozenset[str]:
-    """What the stage's tool can report, whatever ``output`` says."""
-    params = stage.params
-    if isinstance(params, ExecParams):
-        return params.outputs()
-    return records.TOOL_OUTPUTS.get(stage.tool_name, frozenset(records.RECORD_TYPES))
-
-
 def _check_where(
     source: StageBase, stage: StageBase, here: tuple[Any, ...]
 ) -> tuple[tuple[Any, ...], str] | None:
     """``where`` keys and ``type`` must be able to match what the source stage reports."""
-    produced = source.outputs()
+    produced = source.outputs
     where = stage.targets.where or {}
     types = produced
     if "type" in where:
@@ -145,7 +137,7 @@ def _check_where(
                 )
             if value not in produced:
                 return (*here, "targets", "where", "type"), (
-                    f"stage {source.id!r} ({source.tool_name}) reports {', '.join(sorted(produced))}, never {value}"
+                    f"stage {source.id!r} ({source.tool}) reports {', '.join(sorted(produced))}, never {value}"
                 )
         types = frozenset(str(v) for v in wanted)
     known_fields = frozenset().union(*(records.FIELDS[t] for t in types)) if types else frozenset()

@@ -413,7 +413,8 @@ def test_every_agent_tool_has_a_stage_model_and_no_other() -> None:
 
     from agentkit.tools import BUILTIN_TOOLS
     from console.workflow import models as workflow
+    from console.workflow.tools import TOOLS
 
     models = typing.get_args(typing.get_args(workflow.Stage)[0])
     names = {typing.get_args(m.model_fields["tool"].annotation)[0] for m in models}
-    assert names == set(BUILTIN_TOOLS) == set(workflow.TOOLS)
+    assert names == set(BUILTIN_TOOLS) == set(TOOLS)

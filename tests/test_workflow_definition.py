@@ -17,7 +17,7 @@ from console.errors import BadInput
 from console.master.planner import RunPlanner
 from console.store.sqlite.store import Store
 from console.workflow.definition import RunDefinition, freeze, load_definition
-from console.workflow.models import load_workflows
+from console.workflow.models import STAGE_MODELS, load_workflows
 from console.workflow.submit import prepare_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_previous_release_definitions_read_into_the_model(previous: dict[str, An
     definition = load_definition(json.dumps(previous))
     assert definition.name == previous["name"] and definition.description == previous["description"]
     for stage, old in zip(definition.stages, previous["stages"], strict=True):
-        assert stage.tool == old["tool"]
+        assert type(stage) is STAGE_MODELS[old["tool"]]
         assert stage.agent_params == old["params"]  # the agent gets exactly what it got before
         assert stage.source == old["targets"]["from"] and stage.targets.type == old["targets"]["type"]
         assert stage.targets.where == old["targets"]["where"]

@@ -18,6 +18,7 @@ from console.fleet.fleet import AgentHandle
 from console.master.planner import RunPlanner
 from console.targets.sets import host_of
 from console.workflow.models import StageBase
+from console.workflow.tools import Tool
 
 
 @dataclass
@@ -105,12 +106,12 @@ class RunContext:
     templates: dict[str, TaskTemplate] = field(default_factory=dict)
     _scope_cache: dict[str, bool] = field(default_factory=dict)
 
-    def in_scope(self, record: Any, tool: str) -> bool:
+    def in_scope(self, record: Any, tool: Tool) -> bool:
         """Is this validated record about something inside the run's scope?
 
-        Its host (or its url's host) must be in scope; a ``dns`` answer is about the
-        name asked for (its target), so that name being in scope is enough. Answers
-        are cached per host: a port scan reports one host many times.
+        Its host (or its url's host) must be in scope; the answer of a tool whose records
+        are about the name asked for (dns) is in scope when that name (its target) is.
+        Answers are cached per host: a port scan reports one host many times.
         """
         data = record.data
         host = data.get("host") or host_of(str(data.get("url") or "")) or ""
@@ -120,7 +121,7 @@ class RunContext:
             if len(self._scope_cache) > 50_000:
                 self._scope_cache.clear()
             self._scope_cache[host] = verdict
-        if not verdict and tool == "dns":
+        if not verdict and tool.about_target_name:
             return bool(record.target) and self.planner.scope.contains(record.target)
         return verdict
 

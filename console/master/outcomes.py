@@ -70,18 +70,19 @@ class OutcomeTracker:
         ctx = self.runs.get(ex.task.run_id)
         if ctx is None:
             return
-        tool = ctx.stages[ex.task.stage_id].tool
+        tool = ctx.stages[ex.task.stage_id].tool_spec
+        box = handle.name if tool.host_is_box else None
         ts = iso_now()
         rows = []
         for record in message.records:
             try:
-                checked = validate(record, tool, box=handle.name)
+                checked = validate(record, tool.reports, box=box)
             except AgentError as err:
                 ex.invalid = f"invalid record from {handle.name}: {err}"
                 ex.cancelled = "invalid"
                 self._send_later(handle, wire.Cancel(op="cancel", id=ex.exec_id))
                 break
-            if checked.type != "baseline" and not ctx.in_scope(checked, tool):
+            if not tool.host_is_box and not ctx.in_scope(checked, tool):
                 self._out_of_scope += 1
                 if self._out_of_scope <= 20 or self._out_of_scope % 1000 == 0:
                     self._event(

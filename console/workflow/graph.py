@@ -13,23 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from console.targets import records
 from console.workflow.params import ExecParams
+from console.workflow.tools import BOX_TOOLS
 
 if TYPE_CHECKING:
     from console.workflow.models import StageBase, Workflow
 
 #: Where a stage with ``from: input`` / ``from: boxes`` reads its targets.
 SOURCES = ("input", "boxes")
-#: The kind of target each tool takes (exec and noop take any).
-TOOL_KINDS: dict[str, frozenset[str]] = {
-    "tcp_ping": frozenset({"host"}),
-    "tcp_connect": frozenset({"host"}),
-    "dns": frozenset({"host"}),
-    "banner": frozenset({"port"}),
-    "tls_cert": frozenset({"port"}),
-    "http_probe": frozenset({"url", "port"}),
-}
-#: Tools that may run once per box (``from: boxes``).
-BOX_TOOLS = frozenset({"baseline", "exec", "noop"})
 
 
 def _cycle(workflow: Workflow, start: int) -> list[str] | None:
@@ -72,6 +62,7 @@ def _check_stage(
     source = stage.targets.from_
     kind = stage.targets.type
     tool = stage.tool
+    spec = stage.tool_spec
     if source not in SOURCES:
         if source == stage.id:
             return (*here, "targets", "from"), f"cycle: stage {stage.id!r} reads its own results"
@@ -85,13 +76,13 @@ def _check_stage(
             return (*here, "targets", "from"), (
                 f"stage {source!r} comes later; a stage reads from input, boxes or an earlier stage"
             )
-    if tool == "baseline" and source != "boxes":
-        return (*here, "targets", "from"), "baseline checks the boxes themselves: use `from: boxes`"
-    if source == "boxes" and tool not in BOX_TOOLS:
-        per_box = ", ".join(sorted(BOX_TOOLS))
+    if spec.boxes == "only" and source != "boxes":
+        return (*here, "targets", "from"), f"{tool} checks the boxes themselves: use `from: boxes`"
+    if source == "boxes" and spec.boxes == "never":
+        per_box = ", ".join(BOX_TOOLS)
         return (*here, "targets", "from"), f"{tool} scans targets; only {per_box} run per box"
-    if tool in TOOL_KINDS and kind not in TOOL_KINDS[tool]:
-        wanted = " or ".join(sorted(TOOL_KINDS[tool]))
+    if spec.takes is not None and kind not in spec.takes:
+        wanted = " or ".join(sorted(spec.takes))
         return (*here, "targets", "type"), f"{tool} takes {wanted} targets, not {kind}"
     if stage.stream and source in SOURCES:
         return (*here, "stream"), "stream needs a source stage (it reads results as they arrive)"

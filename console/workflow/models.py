@@ -1,8 +1,9 @@
 """workflows.yaml: pydantic models of the file, and the loader.
 
 The models *are* the file format (a docstring per field, unknown keys
-rejected). Each stage is discriminated by ``tool``, so its ``with`` block is
-validated by that tool's parameter model. What pydantic cannot see (stage
+rejected). There is one stage class per tool of :data:`console.workflow.tools.TOOLS`,
+made from its entry: the stages are discriminated by ``tool``, so a stage's ``with``
+block is validated by that tool's parameter model. What pydantic cannot see (stage
 references, cycles, where-filters that can never match, placeholders that need a
 port) is checked by :func:`console.workflow.graph.check_workflow`, which reports the
 offending field's path; the loader turns every problem into ONE line
@@ -19,31 +20,17 @@ from __future__ import annotations
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, create_model, model_validator
 
-from agentkit.tools import BUILTIN_TOOLS
 from console import yamlsrc
 from console.errors import BadInput
 from console.targets import records
 from console.workflow.graph import SOURCES, check_workflow
-from console.workflow.params import (
-    BannerParams,
-    BaselineParams,
-    DnsParams,
-    ExecParams,
-    HttpProbeParams,
-    NoopParams,
-    Scalar,
-    StrictModel,
-    TcpConnectParams,
-    TcpPingParams,
-    TlsCertParams,
-    ToolParams,
-    load_rules_file,
-)
+from console.workflow.params import BaselineParams, Scalar, StrictModel, ToolParams, load_rules_file
 from console.workflow.params import Name as StageId
+from console.workflow.tools import TOOLS, Tool
 
 DEFAULT_FILE = "workflows.yaml"
 #: validation context that leaves out the graph checks: the file loader runs them itself
@@ -85,6 +72,11 @@ class StageBase(StrictModel):
     """Result types this stage reports (defaults from the tool; needed to filter an exec/jsonl stage by type)."""
 
     @property
+    def tool_spec(self) -> Tool:
+        """What the master knows about the stage's tool."""
+        return TOOLS[self.tool]
+
+    @property
     def source(self) -> str:
         """Where the targets come from: ``input``, ``boxes`` or a stage id."""
         return self.targets.from_
@@ -99,9 +91,7 @@ class StageBase(StrictModel):
     def can_report(self) -> frozenset[str]:
         """What the tool, with these parameters, can report (an exec stage: what its parser gives)."""
         narrowed = self.with_.outputs()
-        if narrowed is not None:
-            return narrowed
-        return records.TOOL_OUTPUTS.get(self.tool, frozenset(records.RECORD_TYPES))
+        return self.tool_spec.reports if narrowed is None else narrowed
 
     @property
     def outputs(self) -> frozenset[str]:
@@ -114,86 +104,34 @@ class StageBase(StrictModel):
         return self.with_.agent_params()
 
 
-def _with(model: type[BaseModel], required: bool = False) -> Any:
+def _stage_model(tool: Tool) -> type[StageBase]:
+    """The stage class of one tool: ``tool`` is its name, ``with`` its parameter model."""
     doc = "The tool's parameters (see SPEC's table of built-in tools)."
-    if required:
-        return Field(alias="with", description=doc)
-    return Field(default_factory=model, alias="with", description=doc)
+    with_default: Any = Field(alias="with", description=doc)
+    if not tool.params_required:
+        with_default = Field(default_factory=tool.params, alias="with", description=doc)
+    fields: dict[str, Any] = {
+        "tool": (Literal[tool.name], Field(description=tool.summary)),
+        "with_": (tool.params, with_default),
+    }
+    if tool.boxes == "only":
+        fields["targets"] = (TargetsSpec, Field(
+            default_factory=lambda: TargetsSpec.model_validate({"from": "boxes"}),
+            description=f"{tool.name} always reads `from: boxes` (the default here).",
+        ))
+    name = "".join(part.capitalize() for part in tool.name.split("_")) + "Stage"
+    model: type[StageBase] = create_model(name, __base__=StageBase, __module__=__name__, **fields)
+    model.__doc__ = tool.summary
+    return model
 
 
-class TcpPingStage(StageBase):
-    tool: Literal["tcp_ping"]
-    """Host discovery by TCP connect (an accept or a reset means up)."""
-    with_: TcpPingParams = _with(TcpPingParams)
-
-
-class TcpConnectStage(StageBase):
-    tool: Literal["tcp_connect"]
-    """TCP connect scan."""
-    with_: TcpConnectParams = _with(TcpConnectParams)
-
-
-class BannerStage(StageBase):
-    tool: Literal["banner"]
-    """What a service says first."""
-    with_: BannerParams = _with(BannerParams)
-
-
-class HttpProbeStage(StageBase):
-    tool: Literal["http_probe"]
-    """HTTP(S) GET: status, title, server."""
-    with_: HttpProbeParams = _with(HttpProbeParams)
-
-
-class TlsCertStage(StageBase):
-    tool: Literal["tls_cert"]
-    """The peer certificate of a TLS port."""
-    with_: TlsCertParams = _with(TlsCertParams)
-
-
-class DnsStage(StageBase):
-    tool: Literal["dns"]
-    """Resolve hostnames."""
-    with_: DnsParams = _with(DnsParams)
-
-
-class BaselineStage(StageBase):
-    tool: Literal["baseline"]
-    """Host hardening checks on the box itself (Elkeid baseline rules)."""
-    with_: BaselineParams = _with(BaselineParams, required=True)
-    targets: TargetsSpec = Field(default_factory=lambda: TargetsSpec.model_validate({"from": "boxes"}))
-    """Baseline always reads ``from: boxes`` (the default here)."""
-
-
-class ExecStage(StageBase):
-    tool: Literal["exec"]
-    """An external program run from an argv list (never a shell) with a named output parser."""
-    with_: ExecParams = _with(ExecParams, required=True)
-
-
-class NoopStage(StageBase):
-    tool: Literal["noop"]
-    """Does nothing (optionally sleeps, or emits synthetic records): for tests and benchmarks."""
-    with_: NoopParams = _with(NoopParams)
-
+#: the stage class of each tool, in the table's order
+STAGE_MODELS: dict[str, type[StageBase]] = {name: _stage_model(tool) for name, tool in TOOLS.items()}
 
 if TYPE_CHECKING:
     Stage = StageBase
 else:
-    Stage = Annotated[
-        TcpPingStage
-        | TcpConnectStage
-        | BannerStage
-        | HttpProbeStage
-        | TlsCertStage
-        | DnsStage
-        | BaselineStage
-        | ExecStage
-        | NoopStage,
-        Field(discriminator="tool"),
-    ]
-#: the built-in tools, from the agent's own list (one list: a tool the agent lacks cannot be named)
-TOOLS: tuple[str, ...] = tuple(sorted(BUILTIN_TOOLS))
+    Stage = Annotated[Union[tuple(STAGE_MODELS.values())], Field(discriminator="tool")]  # noqa: UP007
 
 
 class Workflow(StrictModel):
@@ -265,7 +203,7 @@ def parse_workflows(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> Workf
     try:
         wf_file = WorkflowFile.model_validate(data, context=SKIP_GRAPH_CHECKS)
     except ValidationError as exc:
-        raise yamlsrc.validation_error_to_bad_input(exc, smap, skip=TOOLS) from None
+        raise yamlsrc.validation_error_to_bad_input(exc, smap, skip=tuple(TOOLS)) from None
     for name, workflow in wf_file.workflows.items():
         base: tuple[Any, ...] = ("workflows", name)
         problem = check_workflow(workflow)
@@ -308,7 +246,7 @@ def describe(wf_file: WorkflowFile) -> list[str]:
 
 __all__ = [
     "SKIP_GRAPH_CHECKS",
-    "TOOLS",
+    "STAGE_MODELS",
     "Stage",
     "StageBase",
     "TargetsSpec",

@@ -16,6 +16,7 @@ from agentkit import wire
 from console.fleet.protocol import parse_agent_line
 from console.targets.records import derive_target, validate
 from console.targets.sets import parse_scope, parse_targets
+from console.workflow.tools import TOOLS
 
 COMMAND = "python -m benchmarks.bench_records"
 
@@ -34,9 +35,11 @@ def run() -> list[dict[str, str]]:
         for i in range(n)
     ]
 
+    reports = TOOLS["tcp_connect"].reports
+
     def validate_all() -> None:
         for record in records:
-            validate(record, "tcp_connect")
+            validate(record, reports)
 
     rows.append(
         {

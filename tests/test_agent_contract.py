@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agentkit import wire
+from console.workflow.tools import TOOLS
 from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.servers import TlsService, closed_port, http_site, page, redirect, tcp_listeners
 
@@ -35,7 +36,7 @@ def check_lines(agent: AgentProcess, tool: str) -> int:
         message = protocol.parse_agent_line(raw)
         if isinstance(message, wire.Results) and message.id.startswith(tool + "-"):
             for record in message.records:
-                records_module.validate(record, tool, box="box1")
+                records_module.validate(record, TOOLS[tool].reports, box="box1")
                 count += 1
     return count
 

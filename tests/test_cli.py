@@ -26,7 +26,7 @@ SCAN_ADDR = "127.0.0.9"
 def recon_ports() -> set[int]:
     """The ports the shipped recon workflow's connect stage scans."""
     recon = load_workflows(ROOT / "workflows.yaml").get("recon")
-    spec = next(s for s in recon.typed_stages if s.tool_name == "tcp_connect").agent_params()["ports"]
+    spec = next(s for s in recon.stages if s.tool == "tcp_connect").agent_params["ports"]
     items = spec if isinstance(spec, list) else str(spec).split(",")
     ports: set[int] = set()
     for item in items:

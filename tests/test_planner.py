@@ -145,7 +145,8 @@ def test_stream_stage_plans_before_its_source_ends(tmp_path: Path) -> None:
 
 def test_boxes_stage_pins_one_task_per_box(tmp_path: Path) -> None:
     store = open_store(tmp_path / "p.db")
-    run = make_run(store, [stage("base", "boxes", tool="baseline")], "")
+    rules = [{"check_id": 1, "title": "t", "check": {"rules": [{"type": "if_file_exist", "param": ["/"]}]}}]
+    run = make_run(store, [stage("base", "boxes", tool="baseline", params={"rules": rules})], "")
     RunPlanner(store, run, ["box1", "box2"]).step()
     rows = store.db.query("SELECT pinned, targets FROM tasks ORDER BY id")
     assert rows == [{"pinned": "box1", "targets": '["box1"]'}, {"pinned": "box2", "targets": '["box2"]'}]

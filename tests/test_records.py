@@ -18,6 +18,12 @@ from console.targets.records import (
     validate,
 )
 from console.targets.sets import validate_value
+from console.workflow.tools import TOOLS
+
+
+def reports(tool: str | None) -> frozenset[str] | None:
+    """What a task of ``tool`` may report (None: any type)."""
+    return TOOLS[tool].reports if tool is not None else None
 
 
 def rec(rtype: str, data: dict[str, object], target: str = "127.0.0.1") -> wire.Record:
@@ -40,7 +46,7 @@ def rec(rtype: str, data: dict[str, object], target: str = "127.0.0.1") -> wire.
     ],
 )
 def test_keys_per_type(record: wire.Record, tool: str, key: str) -> None:
-    checked = validate(record, tool, box="box-1")
+    checked = validate(record, reports(tool), box="box-1")
     rtype, got_key, target, data = checked
     assert rtype == record.type and got_key == key
     assert isinstance(target, str)
@@ -49,16 +55,16 @@ def test_keys_per_type(record: wire.Record, tool: str, key: str) -> None:
 
 def test_key_never_comes_from_the_box() -> None:
     checked = validate({"type": "port_open", "target": "127.0.0.1", "key": "forged",
-                        "data": {"host": "127.0.0.1", "port": 80}}, "tcp_connect")
+                        "data": {"host": "127.0.0.1", "port": 80}}, reports("tcp_connect"))
     assert checked.key == "127.0.0.1:80/tcp"
 
 
 def test_baseline_host_is_the_box() -> None:
     checked = validate(rec("baseline", {"host": "198.51.100.9", "rule": "1", "status": "pass"}, "whatever"),
-                       "baseline", box="scan_box.1")
+                       reports("baseline"), box="scan_box.1")
     assert checked.data["host"] == "scan_box.1" and checked.key == "scan_box.1:1"
     with pytest.raises(AgentError, match="no host"):
-        validate(rec("baseline", {"rule": "1", "status": "pass"}, ""), "baseline")
+        validate(rec("baseline", {"rule": "1", "status": "pass"}, ""), reports("baseline"))
 
 
 @pytest.mark.parametrize(
@@ -84,7 +90,7 @@ def test_baseline_host_is_the_box() -> None:
 )
 def test_bad_records_raise_agent_error(record: wire.Record, tool: str | None, reason: str) -> None:
     with pytest.raises(AgentError) as info:
-        validate(record, tool, box="box1")
+        validate(record, reports(tool), box="box1")
     assert reason in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -92,7 +98,7 @@ def test_bad_records_raise_agent_error(record: wire.Record, tool: str | None, re
 def test_text_is_escaped_and_bounded() -> None:
     banner = "SSH-2.0\r\n\x1b[2J\u202egnp.exe\x00" + "A" * 10_000
     checked = validate(rec("service", {"host": "127.0.0.1", "port": 22, "banner": banner, "extra": "\x07"}),
-                       "banner")
+                       reports("banner"))
     out = checked.data["banner"]
     assert out.startswith("SSH-2.0\\r\\n\\x1b[2J\\u202egnp.exe\\x00")
     assert len(out) <= MAX_TEXT and out.isprintable()
@@ -110,7 +116,7 @@ def test_escape_text_is_printable_and_unforgeable(text: str) -> None:
 
 def test_extras_are_sanitised() -> None:
     checked = validate(rec("port_open", {"host": "127.0.0.1", "port": 22, "service": "ssh\n",
-                                         "nested": {"a": [1, 2.5, float("nan"), "x\x00"]}}), "exec")
+                                         "nested": {"a": [1, 2.5, float("nan"), "x\x00"]}}), reports("exec"))
     assert checked.data["service"] == "ssh\\n"
     assert checked.data["nested"] == {"a": [1, 2.5, None, "x\\x00"]}
 
@@ -197,7 +203,7 @@ field_names = st.sampled_from(["host", "port", "proto", "url", "status", "title"
 def test_any_record_is_either_clean_or_agent_error(rtype: str, target: str, data: dict[str, object],
                                                    tool: str | None) -> None:
     try:
-        checked = validate({"type": rtype, "target": target, "data": data}, tool, box="box1")
+        checked = validate({"type": rtype, "target": target, "data": data}, reports(tool), box="box1")
     except AgentError as exc:
         assert "\n" not in str(exc)
         return

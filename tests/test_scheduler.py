@@ -356,15 +356,17 @@ async def test_a_stream_stage_starts_before_its_source_ends(tmp_path: Path) -> N
 def test_task_line_template_encodes_exactly_the_wire_task() -> None:
     from agentkit import wire
     from console.fleet.protocol import TaskEncoder, decode_master_line
-    from console.master.planner import StageSpec
+    from console.workflow.definition import load_definition
 
-    spec = StageSpec.from_definition(stage("ports", tool="tcp_connect", params={"ports": "1-1024", "timeout": 0.5}), 0)
-    template = TaskEncoder(spec.tool, spec.params, spec.timeout, ["127.0.0.0/8", "localhost"])
+    definition = {"stages": [stage("ports", tool="tcp_connect", params={"ports": "1-1024", "timeout": 0.5})]}
+    spec = load_definition(definition).stage("ports")
+    assert {"ports": "1-1024", "timeout": 0.5}.items() <= spec.agent_params.items()
+    template = TaskEncoder(spec.tool, spec.agent_params, spec.timeout, ["127.0.0.0/8", "localhost"])
     targets = ["127.0.0.1", "127.0.0.2"]
     for stored in (json.dumps(targets), json.dumps(targets, indent=1)):  # a multi-line JSON text is re-encoded
         line = template.line("12.3", stored)
         assert line.endswith(b"\n") and line.count(b"\n") == 1
         assert decode_master_line(line) == wire.Task(
-            op="task", id="12.3", tool="tcp_connect", params={"ports": "1-1024", "timeout": 0.5}, targets=targets,
+            op="task", id="12.3", tool="tcp_connect", params=spec.agent_params, targets=targets,
             timeout=60.0, scope=["127.0.0.0/8", "localhost"],
         )

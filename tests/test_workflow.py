@@ -142,13 +142,12 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 # -- graph ----------------------------------------------------------------------------
 
 
-def test_dependencies_and_side_by_side() -> None:
+def test_sources_and_dependencies() -> None:
     recon = load_workflows(ROOT / "workflows.yaml").get("recon")
-    deps = recon.dependencies()
-    assert deps["alive"] == [] and deps["ports"] == ["alive"] and deps["tls"] == ["ports"]
-    assert recon.ancestors("tls") == ["ports", "alive"]
-    assert recon.independent("banners", "http") and recon.independent("http", "tls")
-    assert not recon.independent("alive", "tls")
+    assert recon.stage("alive").source == "input" and recon.stage("alive").depends == ()
+    assert recon.stage("ports").depends == ("alive",) and recon.stage("tls").depends == ("ports",)
+    checks = load_workflows(ROOT / "workflows.yaml").get("baseline").stages[0]
+    assert checks.source == "boxes" and checks.depends == ()
 
 
 def test_model_validate_runs_graph_checks_without_a_file() -> None:
@@ -414,7 +413,8 @@ def test_every_agent_tool_has_a_stage_model_and_no_other() -> None:
 
     from agentkit.tools import BUILTIN_TOOLS
     from console.workflow import models as workflow
+    from console.workflow.tools import TOOLS
 
     models = typing.get_args(typing.get_args(workflow.Stage)[0])
     names = {typing.get_args(m.model_fields["tool"].annotation)[0] for m in models}
-    assert names == set(BUILTIN_TOOLS) == set(workflow.TOOLS)
+    assert names == set(BUILTIN_TOOLS) == set(TOOLS)

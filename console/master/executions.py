@@ -14,10 +14,12 @@ from typing import Any
 
 from console.fleet.fleet import AgentHandle
 from console.fleet.protocol import TaskEncoder
-from console.master.planner import RunPlanner, StageSpec
+from console.master.planner import RunPlanner
 from console.status import CancelReason, RunState
 from console.store.rows import ClaimedTask
 from console.targets.sets import host_of
+from console.workflow.models import StageBase
+from console.workflow.tools import Tool
 
 
 @dataclass
@@ -64,7 +66,7 @@ class RunContext:
     run_id: str
     priority: int
     state: RunState
-    specs: dict[str, StageSpec]
+    stages: dict[str, StageBase]
     planner: RunPlanner
     scope: list[str]
     stopping: bool = False
@@ -74,12 +76,12 @@ class RunContext:
     encoders: dict[str, TaskEncoder] = field(default_factory=dict)
     _scope_cache: dict[str, bool] = field(default_factory=dict)
 
-    def in_scope(self, record: Any, tool: str) -> bool:
+    def in_scope(self, record: Any, tool: Tool) -> bool:
         """Is this validated record about something inside the run's scope?
 
-        Its host (or its url's host) must be in scope; a ``dns`` answer is about the
-        name asked for (its target), so that name being in scope is enough. Answers
-        are cached per host: a port scan reports one host many times.
+        Its host (or its url's host) must be in scope; the answer of a tool whose records
+        are about the name asked for (dns) is in scope when that name (its target) is.
+        Answers are cached per host: a port scan reports one host many times.
         """
         data = record.data
         host = data.get("host") or host_of(str(data.get("url") or "")) or ""
@@ -89,15 +91,15 @@ class RunContext:
             if len(self._scope_cache) > 50_000:
                 self._scope_cache.clear()
             self._scope_cache[host] = verdict
-        if not verdict and tool == "dns":
+        if not verdict and tool.about_target_name:
             return bool(record.target) and self.planner.scope.contains(record.target)
         return verdict
 
     def task_line(self, stage_id: str, exec_id: str, targets: str) -> bytes:
         encoder = self.encoders.get(stage_id)
         if encoder is None:
-            spec = self.specs[stage_id]
-            encoder = self.encoders[stage_id] = TaskEncoder(spec.tool, spec.params, spec.timeout, self.scope)
+            stage = self.stages[stage_id]
+            encoder = self.encoders[stage_id] = TaskEncoder(stage.tool, stage.agent_params, stage.timeout, self.scope)
         return encoder.line(exec_id, targets)
 
 

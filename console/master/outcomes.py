@@ -110,17 +110,18 @@ class InFlight:
         ctx = self.runs.get(ex.task.run_id)
         if ctx is None:
             return
-        tool = ctx.specs[ex.task.stage_id].tool
+        tool = ctx.stages[ex.task.stage_id].tool_spec
+        box = handle.name if tool.host_is_box else None
         ts = iso_now()
         rows = []
         for record in message.records:
             try:
-                checked = validate(record, tool, box=handle.name)
+                checked = validate(record, tool.reports, box=box)
             except AgentError as err:
                 ex.invalid = f"invalid record from {handle.name}: {err}"
                 self.cancel(ex, CancelReason.INVALID)
                 break
-            if checked.type != "baseline" and not ctx.in_scope(checked, tool):
+            if not tool.host_is_box and not ctx.in_scope(checked, tool):
                 self._out_of_scope += 1
                 if self._out_of_scope <= 20 or self._out_of_scope % 1000 == 0:
                     self.event(
@@ -159,7 +160,7 @@ class InFlight:
                     self.cancel(loser, CancelReason.LOSER)
             return
         reason = ex.invalid or (
-            f"timeout after {self.runs[task.run_id].specs[task.stage_id].timeout:g} s"
+            f"timeout after {self.runs[task.run_id].stages[task.stage_id].timeout:g} s"
             if ex.cancelled == CancelReason.TIMEOUT and task.run_id in self.runs else None
         ) or (message.error or "failed")
         if self.fleet is not None:

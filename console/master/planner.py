@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -23,59 +22,14 @@ from console.status import STAGE_TERMINAL, RunState, StageState, run_outcome
 from console.store.base import Store
 from console.store.rows import OwnedRun, StageRow
 from console.store.writes import TaskPlan
+from console.workflow.definition import load_definition
+from console.workflow.models import StageBase
 
-DEFAULT_CHUNK = 64
-DEFAULT_TIMEOUT = 600.0
 #: at most this many queued tasks per input stage at a time (more are planned as they drain)
 WINDOW_TASKS = 512
 #: a stream stage plans a partial chunk once its source has been quiet this long
 STREAM_QUIET_S = 0.5
 READ_BATCH = 5000
-
-
-@dataclass
-class StageSpec:
-    """What the planner and the master need of one workflow stage (from the run's stored definition)."""
-
-    id: str
-    tool: str
-    params: dict[str, Any]
-    source: str
-    type: str | None
-    where: dict[str, Any] | None
-    chunk: int
-    retries: int
-    timeout: float
-    stream: bool
-    idx: int = 0
-    #: stages this one reads from (empty for input and boxes)
-    depends: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_definition(cls, stage: dict[str, Any], idx: int) -> StageSpec:
-        targets = stage.get("targets") or {}
-        source = str(targets.get("from") or targets.get("from_") or "input")
-        params = stage.get("params")
-        if params is None:
-            params = stage.get("with") if stage.get("with") is not None else stage.get("with_")
-        return cls(
-            id=str(stage["id"]),
-            tool=str(stage["tool"]),
-            params=dict(params or {}),
-            source=source,
-            type=targets.get("type"),
-            where=targets.get("where"),
-            chunk=int(stage.get("chunk") or DEFAULT_CHUNK),
-            retries=int(stage.get("retries") or 0),
-            timeout=float(stage.get("timeout") or DEFAULT_TIMEOUT),
-            stream=bool(stage.get("stream")),
-            idx=idx,
-            depends=[] if source in ("input", "boxes") else [source],
-        )
-
-
-def stage_specs(definition: dict[str, Any]) -> list[StageSpec]:
-    return [StageSpec.from_definition(s, i) for i, s in enumerate(definition.get("stages") or [])]
 
 
 class RunPlanner:
@@ -85,7 +39,7 @@ class RunPlanner:
         self.store = store
         self.run_id = run.id
         self.priority = run.priority
-        self.stages = {s.id: s for s in stage_specs(run.definition)}
+        self.stages = {s.id: s for s in load_definition(run.definition).stages}
         self.targets_spec: str = run.targets or ""
         self.scope_spec: str | None = run.scope
         self.boxes = boxes
@@ -117,7 +71,7 @@ class RunPlanner:
                 self._scope = Scope([], [])
         return self._scope
 
-    def _plan(self, spec: StageSpec) -> TaskPlan:
+    def _plan(self, spec: StageBase) -> TaskPlan:
         return TaskPlan(self.run_id, spec.id, self.priority, spec.retries + 1)
 
     # -- one planning step -------------------------------------------------------------------
@@ -126,7 +80,7 @@ class RunPlanner:
         """Plan what can be planned, complete what is complete. Returns the run's final state if it ended."""
         plans = self.store.plans
         rows = {r.id: r for r in self.store.runs.stages(self.run_id)}
-        for spec in sorted(self.stages.values(), key=lambda s: s.idx):
+        for spec in self.stages.values():
             row = rows.get(spec.id)
             if row is None or row.state in STAGE_TERMINAL:
                 continue
@@ -152,7 +106,7 @@ class RunPlanner:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def _plan_input(self, spec: StageSpec, row: StageRow) -> None:
+    def _plan_input(self, spec: StageBase, row: StageRow) -> None:
         room = self.window - self.store.plans.queued(self.run_id, spec.id)
         if room <= 0:
             return
@@ -162,7 +116,7 @@ class RunPlanner:
         dropped: list[str] = []
         taken = 0
         current: list[str] = []
-        for value in islice(self._input_values(targets, row.cursor, spec.type), room * spec.chunk):
+        for value in islice(self._input_values(targets, row.cursor, spec.targets.type), room * spec.chunk):
             taken += 1
             if not value or (explicit_scope and not self.scope.contains(value)):
                 dropped.append(value or "(unconvertible)")
@@ -195,13 +149,13 @@ class RunPlanner:
             for index, value in enumerate(raw, start=cursor)
         )
 
-    def _plan_boxes(self, spec: StageSpec) -> None:
+    def _plan_boxes(self, spec: StageBase) -> None:
         note = None if self.boxes else f"stage {spec.id}: no box is up"
         self.store.plans.add_box_tasks(self._plan(spec), self.boxes, note)
 
     # -- derived ----------------------------------------------------------------------------
 
-    def _plan_derived(self, spec: StageSpec, row: StageRow, sources_done: bool) -> None:
+    def _plan_derived(self, spec: StageBase, row: StageRow, sources_done: bool) -> None:
         from console.targets.records import derive_target, matches_where
 
         plans = self.store.plans
@@ -214,9 +168,9 @@ class RunPlanner:
             values: list[str] = []
             for source in batch:
                 record = wire.Record(type=source.type, target=source.target, data=source.data)
-                if spec.where and not matches_where(record, spec.where):
+                if spec.targets.where and not matches_where(record, spec.targets.where):
                     continue
-                value = derive_target(record, spec.type or "host")
+                value = derive_target(record, spec.targets.type or "host")
                 if value:
                     values.append(value)
             cursor = batch[-1].id

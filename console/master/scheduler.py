@@ -226,7 +226,7 @@ class Master:
         # task anyway, which runs when it comes back or fails visibly (never silently left out)
         planner = RunPlanner(self.db, row, sorted(self.fleet.handles))
         return RunContext(
-            run_id=row.id, priority=row.priority, state=row.state, specs=planner.stages, planner=planner,
+            run_id=row.id, priority=row.priority, state=row.state, stages=planner.stages, planner=planner,
             scope=[p for p in planner.scope.format().split(",") if p],
         )
 
@@ -310,7 +310,7 @@ class Master:
                     break
                 keep.append(task)
                 continue
-            spec = ctx.specs[task.stage_id]
+            spec = ctx.stages[task.stage_id]
             exec_id = f"{task.task_id}.{task.attempt}"
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
             line = ctx.task_line(task.stage_id, exec_id, task.targets)
@@ -398,7 +398,7 @@ class Master:
             task.copies += 1
             task.max_attempts += 1
             exec_id = f"{task.task_id}.{attempt}"
-            spec = ctx.specs[task.stage_id]
+            spec = ctx.stages[task.stage_id]
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
             self.flight.event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
             await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -32,19 +32,6 @@ MAX_DATA_FIELDS = 64
 
 RECORD_TYPES: tuple[str, ...] = ("host_up", "port_open", "service", "http", "tls_cert", "baseline")
 RecordType = Literal["host_up", "port_open", "service", "http", "tls_cert", "baseline"]
-
-#: What each built-in tool may report (exec/jsonl may report any type).
-TOOL_OUTPUTS: dict[str, frozenset[str]] = {
-    "tcp_ping": frozenset({"host_up"}),
-    "tcp_connect": frozenset({"port_open"}),
-    "banner": frozenset({"service"}),
-    "http_probe": frozenset({"http"}),
-    "tls_cert": frozenset({"tls_cert"}),
-    "dns": frozenset({"host_up"}),
-    "baseline": frozenset({"baseline"}),
-    "noop": frozenset({"host_up"}),
-    "exec": frozenset(RECORD_TYPES),
-}
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -267,13 +254,14 @@ def record_key(rtype: str, data: Mapping[str, Any]) -> str:
 
 
 def validate(
-    record: wire.Record | Mapping[str, Any], stage_tool: str | None = None, *, box: str | None = None
+    record: wire.Record | Mapping[str, Any], reports: Collection[str] | None = None, *, box: str | None = None
 ) -> CheckedRecord:
     """Check one record from an agent; AgentError with the reason when it is not acceptable.
 
-    ``stage_tool`` limits the types the record may have (a tcp_connect task cannot
-    report baseline results). ``box`` is the agent box's name: baseline records are
-    about the box itself, so their host is the box, whatever the agent wrote.
+    ``reports`` limits the types the record may have: what the task's tool reports
+    (``console.workflow.tools``; a tcp_connect task cannot report baseline results).
+    ``box`` is the agent box's name, given when the tool's records are about the box
+    itself: a baseline record's host is then the box, whatever the agent wrote.
     """
     rtype: Any
     target: Any
@@ -286,8 +274,8 @@ def validate(
         raise AgentError("record is not an object")
     if not isinstance(rtype, str) or rtype not in MODELS:
         raise AgentError(f"record of unknown type {escape_text(str(rtype), 40)!r}")
-    if stage_tool is not None and rtype not in TOOL_OUTPUTS.get(stage_tool, frozenset(RECORD_TYPES)):
-        raise AgentError(f"tool {stage_tool} cannot report {rtype} records")
+    if reports is not None and rtype not in reports:
+        raise AgentError(f"the task's tool cannot report {rtype} records (it reports {', '.join(sorted(reports))})")
     if not isinstance(raw, Mapping):
         raise AgentError(f"{rtype} record: data is not an object")
     if not isinstance(target, str):

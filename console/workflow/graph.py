@@ -13,23 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from console.targets import records
 from console.workflow.params import ExecParams
+from console.workflow.tools import BOX_TOOLS
 
 if TYPE_CHECKING:
     from console.workflow.models import StageBase, Workflow
 
 #: Where a stage with ``from: input`` / ``from: boxes`` reads its targets.
 SOURCES = ("input", "boxes")
-#: The kind of target each tool takes (exec and noop take any).
-TOOL_KINDS: dict[str, frozenset[str]] = {
-    "tcp_ping": frozenset({"host"}),
-    "tcp_connect": frozenset({"host"}),
-    "dns": frozenset({"host"}),
-    "banner": frozenset({"port"}),
-    "tls_cert": frozenset({"port"}),
-    "http_probe": frozenset({"url", "port"}),
-}
-#: Tools that may run once per box (``from: boxes``).
-BOX_TOOLS = frozenset({"baseline", "exec", "noop"})
 
 
 def _cycle(workflow: Workflow, start: int) -> list[str] | None:
@@ -71,7 +61,8 @@ def _check_stage(
     here: tuple[Any, ...] = ("stages", index)
     source = stage.targets.from_
     kind = stage.targets.type
-    tool = stage.tool_name
+    tool = stage.tool
+    spec = stage.tool_spec
     if source not in SOURCES:
         if source == stage.id:
             return (*here, "targets", "from"), f"cycle: stage {stage.id!r} reads its own results"
@@ -85,18 +76,18 @@ def _check_stage(
             return (*here, "targets", "from"), (
                 f"stage {source!r} comes later; a stage reads from input, boxes or an earlier stage"
             )
-    if tool == "baseline" and source != "boxes":
-        return (*here, "targets", "from"), "baseline checks the boxes themselves: use `from: boxes`"
-    if source == "boxes" and tool not in BOX_TOOLS:
-        per_box = ", ".join(sorted(BOX_TOOLS))
+    if spec.boxes == "only" and source != "boxes":
+        return (*here, "targets", "from"), f"{tool} checks the boxes themselves: use `from: boxes`"
+    if source == "boxes" and spec.boxes == "never":
+        per_box = ", ".join(BOX_TOOLS)
         return (*here, "targets", "from"), f"{tool} scans targets; only {per_box} run per box"
-    if tool in TOOL_KINDS and kind not in TOOL_KINDS[tool]:
-        wanted = " or ".join(sorted(TOOL_KINDS[tool]))
+    if spec.takes is not None and kind not in spec.takes:
+        wanted = " or ".join(sorted(spec.takes))
         return (*here, "targets", "type"), f"{tool} takes {wanted} targets, not {kind}"
     if stage.stream and source in SOURCES:
         return (*here, "stream"), "stream needs a source stage (it reads results as they arrive)"
     if stage.output:
-        possible = _tool_outputs(stage)
+        possible = stage.can_report
         for pos, rtype in enumerate(stage.output):
             if rtype not in possible:
                 reports = ", ".join(sorted(possible))
@@ -108,7 +99,7 @@ def _check_stage(
         problem = _check_where(workflow.stage(source), stage, here)
         if problem is not None:
             return problem
-    params = stage.params
+    params = stage.with_
     if isinstance(params, ExecParams):
         if params.timeout > stage.timeout:
             return (*here, "with", "timeout"), (
@@ -121,19 +112,11 @@ def _check_stage(
     return None
 
 
-def _tool_outputs(stage: StageBase) -> frozenset[str]:
-    """What the stage's tool can report, whatever ``output`` says."""
-    params = stage.params
-    if isinstance(params, ExecParams):
-        return params.outputs()
-    return records.TOOL_OUTPUTS.get(stage.tool_name, frozenset(records.RECORD_TYPES))
-
-
 def _check_where(
     source: StageBase, stage: StageBase, here: tuple[Any, ...]
 ) -> tuple[tuple[Any, ...], str] | None:
     """``where`` keys and ``type`` must be able to match what the source stage reports."""
-    produced = source.outputs()
+    produced = source.outputs
     where = stage.targets.where or {}
     types = produced
     if "type" in where:
@@ -145,7 +128,7 @@ def _check_where(
                 )
             if value not in produced:
                 return (*here, "targets", "where", "type"), (
-                    f"stage {source.id!r} ({source.tool_name}) reports {', '.join(sorted(produced))}, never {value}"
+                    f"stage {source.id!r} ({source.tool}) reports {', '.join(sorted(produced))}, never {value}"
                 )
         types = frozenset(str(v) for v in wanted)
     known_fields = frozenset().union(*(records.FIELDS[t] for t in types)) if types else frozenset()

@@ -1,48 +1,41 @@
-"""workflows.yaml: pydantic models of the file, graph checks, and the loader.
+"""workflows.yaml: pydantic models of the file, and the loader.
 
 The models *are* the file format (a docstring per field, unknown keys
-rejected). Each stage is discriminated by ``tool``, so its ``with`` block is
-validated by that tool's parameter model. What pydantic cannot see (stage
-references, cycles, where-filters that can never match, placeholders that need
-a port) is checked by :func:`console.workflow.graph.check_workflow`, which reports the offending
-field's path; the loader turns every problem into ONE line
-``FILE:LINE:COL: path.to.field: message`` (:class:`~console.errors.BadInput`).
+rejected). There is one stage class per tool of :data:`console.workflow.tools.TOOLS`,
+made from its entry: the stages are discriminated by ``tool``, so a stage's ``with``
+block is validated by that tool's parameter model. What pydantic cannot see (stage
+references, cycles, where-filters that can never match, placeholders that need a
+port) is checked by :func:`console.workflow.graph.check_workflow`, which reports the
+offending field's path; the loader turns every problem into ONE line
+``FILE:LINE:COL: path.to.field: message`` (:class:`~console.errors.BadInput`), and
+inlines each baseline stage's ``rules_file``.
 
-A run stores ``Workflow.model_dump(mode="json")`` and the master serves it from
-that copy (``Workflow.model_validate``), so a baseline stage carries its rules
-inlined: editing the rules file later never changes a queued run.
+These same classes are what a run stores and what the planner and the master read:
+:mod:`console.workflow.definition` freezes a loaded workflow into its JSON dump and
+reads it back with ``model_validate``.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, create_model, model_validator
 
-from agentkit.tools import BUILTIN_TOOLS
 from console import yamlsrc
 from console.errors import BadInput
 from console.targets import records
-from console.workflow.graph import check_workflow
-from console.workflow.params import (
-    BannerParams,
-    BaselineParams,
-    DnsParams,
-    ExecParams,
-    HttpProbeParams,
-    NoopParams,
-    Scalar,
-    StrictModel,
-    TcpConnectParams,
-    TcpPingParams,
-    TlsCertParams,
-    load_rules_file,
-)
+from console.workflow.graph import SOURCES, check_workflow
+from console.workflow.params import BaselineParams, Scalar, StrictModel, ToolParams, load_rules_file
 from console.workflow.params import Name as StageId
+from console.workflow.tools import TOOLS, Tool
 
 DEFAULT_FILE = "workflows.yaml"
+#: validation context that leaves out the graph checks: the file loader runs them itself
+#: (to point at the line), and a run's stored definition was checked when it was submitted
+SKIP_GRAPH_CHECKS: dict[str, Any] = {"graph_checks": False}
 
 
 class TargetsSpec(StrictModel):
@@ -57,10 +50,14 @@ class TargetsSpec(StrictModel):
 
 
 class StageBase(StrictModel):
-    """Fields every stage has, whatever its tool."""
+    """Fields every stage has, whatever its tool; each tool's class narrows ``tool`` and ``with``."""
 
     id: StageId
     """Unique stage id within the workflow ([A-Za-z0-9_-], not ``input`` or ``boxes``)."""
+    tool: str
+    """The built-in tool the stage runs."""
+    with_: ToolParams = Field(alias="with")
+    """The tool's parameters (see SPEC's table of built-in tools)."""
     targets: TargetsSpec = Field(default_factory=TargetsSpec)
     """Source and type of the stage's targets."""
     chunk: Annotated[int, Field(gt=0, le=1_000_000)] = 64
@@ -75,108 +72,66 @@ class StageBase(StrictModel):
     """Result types this stage reports (defaults from the tool; needed to filter an exec/jsonl stage by type)."""
 
     @property
-    def tool_name(self) -> str:
-        """The stage's tool (each subclass has a ``tool`` literal)."""
-        return str(getattr(self, "tool"))  # noqa: B009 - declared by the subclasses only
+    def tool_spec(self) -> Tool:
+        """What the master knows about the stage's tool."""
+        return TOOLS[self.tool]
 
     @property
-    def params(self) -> BaseModel:
-        return getattr(self, "with_")  # type: ignore[no-any-return]  # noqa: B009 - declared by subclasses
+    def source(self) -> str:
+        """Where the targets come from: ``input``, ``boxes`` or a stage id."""
+        return self.targets.from_
 
+    @property
+    def depends(self) -> tuple[str, ...]:
+        """The stages this one reads from (none for ``input`` and ``boxes``)."""
+        source = self.targets.from_
+        return () if source in SOURCES else (source,)
+
+    @property
+    def can_report(self) -> frozenset[str]:
+        """What the tool, with these parameters, can report (an exec stage: what its parser gives)."""
+        narrowed = self.with_.outputs()
+        return self.tool_spec.reports if narrowed is None else narrowed
+
+    @property
     def outputs(self) -> frozenset[str]:
-        """The result types this stage can report."""
-        if self.output:
-            return frozenset(self.output)
-        params = self.params
-        if isinstance(params, ExecParams):
-            return params.outputs()
-        return records.TOOL_OUTPUTS.get(self.tool_name, frozenset(records.RECORD_TYPES))
+        """The result types this stage reports: its ``output`` when given, else all it can report."""
+        return frozenset(self.output) if self.output else self.can_report
 
+    @cached_property
     def agent_params(self) -> dict[str, Any]:
-        """The JSON ``params`` the agent receives for this stage's tasks."""
-        params = self.params
-        if isinstance(params, BaselineParams):
-            return params.agent_params()
-        return params.model_dump(mode="json", exclude_none=True, by_alias=True)
+        """The JSON ``params`` the agent receives for this stage's tasks (computed once: dispatch reads it)."""
+        return self.with_.agent_params()
 
 
-def _with(model: type[BaseModel], required: bool = False) -> Any:
+def _stage_model(tool: Tool) -> type[StageBase]:
+    """The stage class of one tool: ``tool`` is its name, ``with`` its parameter model."""
     doc = "The tool's parameters (see SPEC's table of built-in tools)."
-    if required:
-        return Field(alias="with", description=doc)
-    return Field(default_factory=model, alias="with", description=doc)
+    with_default: Any = Field(alias="with", description=doc)
+    if not tool.params_required:
+        with_default = Field(default_factory=tool.params, alias="with", description=doc)
+    fields: dict[str, Any] = {
+        "tool": (Literal[tool.name], Field(description=tool.summary)),
+        "with_": (tool.params, with_default),
+    }
+    if tool.boxes == "only":
+        fields["targets"] = (TargetsSpec, Field(
+            default_factory=lambda: TargetsSpec.model_validate({"from": "boxes"}),
+            description=f"{tool.name} always reads `from: boxes` (the default here).",
+        ))
+    name = "".join(part.capitalize() for part in tool.name.split("_")) + "Stage"
+    model: type[StageBase] = create_model(name, __base__=StageBase, __module__=__name__, **fields)
+    model.__doc__ = tool.summary
+    return model
 
 
-class TcpPingStage(StageBase):
-    tool: Literal["tcp_ping"]
-    """Host discovery by TCP connect (an accept or a reset means up)."""
-    with_: TcpPingParams = _with(TcpPingParams)
+#: the stage class of each tool, in the table's order
+STAGE_MODELS: dict[str, type[StageBase]] = {name: _stage_model(tool) for name, tool in TOOLS.items()}
 
-
-class TcpConnectStage(StageBase):
-    tool: Literal["tcp_connect"]
-    """TCP connect scan."""
-    with_: TcpConnectParams = _with(TcpConnectParams)
-
-
-class BannerStage(StageBase):
-    tool: Literal["banner"]
-    """What a service says first."""
-    with_: BannerParams = _with(BannerParams)
-
-
-class HttpProbeStage(StageBase):
-    tool: Literal["http_probe"]
-    """HTTP(S) GET: status, title, server."""
-    with_: HttpProbeParams = _with(HttpProbeParams)
-
-
-class TlsCertStage(StageBase):
-    tool: Literal["tls_cert"]
-    """The peer certificate of a TLS port."""
-    with_: TlsCertParams = _with(TlsCertParams)
-
-
-class DnsStage(StageBase):
-    tool: Literal["dns"]
-    """Resolve hostnames."""
-    with_: DnsParams = _with(DnsParams)
-
-
-class BaselineStage(StageBase):
-    tool: Literal["baseline"]
-    """Host hardening checks on the box itself (Elkeid baseline rules)."""
-    with_: BaselineParams = _with(BaselineParams, required=True)
-    targets: TargetsSpec = Field(default_factory=lambda: TargetsSpec.model_validate({"from": "boxes"}))
-    """Baseline always reads ``from: boxes`` (the default here)."""
-
-
-class ExecStage(StageBase):
-    tool: Literal["exec"]
-    """An external program run from an argv list (never a shell) with a named output parser."""
-    with_: ExecParams = _with(ExecParams, required=True)
-
-
-class NoopStage(StageBase):
-    tool: Literal["noop"]
-    """Does nothing (optionally sleeps, or emits synthetic records): for tests and benchmarks."""
-    with_: NoopParams = _with(NoopParams)
-
-
-Stage = Annotated[
-    TcpPingStage
-    | TcpConnectStage
-    | BannerStage
-    | HttpProbeStage
-    | TlsCertStage
-    | DnsStage
-    | BaselineStage
-    | ExecStage
-    | NoopStage,
-    Field(discriminator="tool"),
-]
-#: the built-in tools, from the agent's own list (one list: a tool the agent lacks cannot be named)
-TOOLS: tuple[str, ...] = tuple(sorted(BUILTIN_TOOLS))
+if TYPE_CHECKING:
+    Stage = StageBase
+else:
+    Stage = Annotated[Union[tuple(STAGE_MODELS.values())], Field(discriminator="tool")]  # noqa: UP007
 
 
 class Workflow(StrictModel):
@@ -189,18 +144,13 @@ class Workflow(StrictModel):
 
     @model_validator(mode="after")
     def _graph(self, info: ValidationInfo) -> Workflow:
-        """Graph checks; the file loader defers them to report the exact field's line."""
-        if not (info.context or {}).get("defer_checks"):
+        """Graph checks, unless the context says they run elsewhere (:data:`SKIP_GRAPH_CHECKS`)."""
+        if (info.context or {}).get("graph_checks", True):
             problem = check_workflow(self)
             if problem is not None:
                 loc, message = problem
                 raise ValueError(f"{yamlsrc.format_path(loc)}: {message}")
         return self
-
-    @property
-    def typed_stages(self) -> list[StageBase]:
-        """The stages as their common base type (what callers iterating stages need)."""
-        return list(self.stages)
 
     def stage(self, stage_id: str) -> StageBase:
         for stage in self.stages:
@@ -210,26 +160,7 @@ class Workflow(StrictModel):
 
     def stage_params(self, stage: StageBase | str) -> dict[str, Any]:
         """The JSON params the agent receives for ``stage`` (baseline rules inlined)."""
-        return (self.stage(stage) if isinstance(stage, str) else stage).agent_params()
-
-    def dependencies(self) -> dict[str, list[str]]:
-        """Each stage's direct source stage (empty for input and boxes stages)."""
-        ids = {s.id for s in self.stages}
-        return {s.id: [s.targets.from_] if s.targets.from_ in ids else [] for s in self.stages}
-
-    def ancestors(self, stage_id: str) -> list[str]:
-        """All stages ``stage_id`` waits for, transitively, nearest first."""
-        deps = self.dependencies()
-        chain: list[str] = []
-        current = deps.get(stage_id, [])
-        while current and current[0] not in chain:
-            chain.append(current[0])
-            current = deps.get(current[0], [])
-        return chain
-
-    def independent(self, first: str, second: str) -> bool:
-        """True when neither stage depends on the other: they may run side by side."""
-        return first not in self.ancestors(second) and second not in self.ancestors(first)
+        return (self.stage(stage) if isinstance(stage, str) else stage).agent_params
 
 
 class WorkflowFile(StrictModel):
@@ -270,9 +201,9 @@ def parse_workflows(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> Workf
     if not isinstance(data, dict):
         raise yamlsrc.bad_input_at(smap, (), "expected a mapping with a `workflows:` key")
     try:
-        wf_file = WorkflowFile.model_validate(data, context={"defer_checks": True})
+        wf_file = WorkflowFile.model_validate(data, context=SKIP_GRAPH_CHECKS)
     except ValidationError as exc:
-        raise yamlsrc.validation_error_to_bad_input(exc, smap, skip=TOOLS) from None
+        raise yamlsrc.validation_error_to_bad_input(exc, smap, skip=tuple(TOOLS)) from None
     for name, workflow in wf_file.workflows.items():
         base: tuple[Any, ...] = ("workflows", name)
         problem = check_workflow(workflow)
@@ -280,10 +211,10 @@ def parse_workflows(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> Workf
             loc, message = problem
             raise yamlsrc.bad_input_at(smap, (*base, *loc), message)
         for index, stage in enumerate(workflow.stages):
-            if isinstance(stage.params, BaselineParams):
+            if isinstance(stage.with_, BaselineParams):
                 where = (*base, "stages", index, "with")
                 raw = data["workflows"][name]["stages"][index].get("with", {})
-                stage.params.resolve(raw, smap, where, base_dir)
+                stage.with_.resolve(raw, smap, where, base_dir)
     return wf_file
 
 
@@ -303,18 +234,20 @@ def describe(wf_file: WorkflowFile) -> list[str]:
     for name, workflow in wf_file.workflows.items():
         lines.append(f"{name.ljust(width)}  {workflow.description}".rstrip())
         for stage in workflow.stages:
-            source = stage.targets.from_
+            source = stage.source
             where = ""
             if stage.targets.where:
                 where = " where " + ", ".join(f"{k}={v}" for k, v in stage.targets.where.items())
             stream = " (streamed)" if stage.stream else ""
             what = "each box" if source == "boxes" else f"{stage.targets.type}s from {source}"
-            lines.append(f"{' ' * width}    {stage.id}: {stage.tool_name} on {what}{where}{stream}")
+            lines.append(f"{' ' * width}    {stage.id}: {stage.tool} on {what}{where}{stream}")
     return lines
 
 
 __all__ = [
-    "TOOLS",
+    "SKIP_GRAPH_CHECKS",
+    "STAGE_MODELS",
+    "Stage",
     "StageBase",
     "TargetsSpec",
     "Workflow",

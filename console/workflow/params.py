@@ -66,6 +66,18 @@ class StrictModel(BaseModel):
     )
 
 
+class ToolParams(StrictModel):
+    """A tool's ``with:`` block: what the agent receives as the task's ``params``."""
+
+    def agent_params(self) -> dict[str, Any]:
+        """The JSON ``params`` the agent receives (defaults filled in, unset options left out)."""
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+    def outputs(self) -> frozenset[str] | None:
+        """The record types these parameters narrow the tool's reports to (None: all the tool reports)."""
+        return None
+
+
 # -- ports ----------------------------------------------------------------------------
 
 
@@ -127,7 +139,7 @@ PortList = Annotated[list[int], BeforeValidator(_port_list)]
 # -- built-in tools -------------------------------------------------------------------
 
 
-class TcpPingParams(StrictModel):
+class TcpPingParams(ToolParams):
     ports: PortList = [22, 80, 443, 3389]
     """Ports to knock on; an accept or a reset means the host is up."""
     timeout: Seconds = 1.0
@@ -140,7 +152,7 @@ class TcpPingParams(StrictModel):
     """Probes per second, paced evenly; 0 means unbounded."""
 
 
-class TcpConnectParams(StrictModel):
+class TcpConnectParams(ToolParams):
     ports: PortRanges = "1-1024"
     """Ports to scan: a list or ranges such as ``"1-1024,8080"``."""
     timeout: Seconds = 0.5
@@ -151,7 +163,7 @@ class TcpConnectParams(StrictModel):
     """Probes per second, paced evenly; 0 means unbounded."""
 
 
-class BannerParams(StrictModel):
+class BannerParams(ToolParams):
     timeout: Seconds = 3.0
     """Seconds to wait for the service to speak."""
     max_bytes: Annotated[int, Field(ge=1, le=65536)] = 1024
@@ -160,7 +172,7 @@ class BannerParams(StrictModel):
     """Ports probed at once per task."""
 
 
-class HttpProbeParams(StrictModel):
+class HttpProbeParams(ToolParams):
     timeout: Seconds = 5.0
     """Seconds for the whole request."""
     verify_tls: bool = False
@@ -171,21 +183,21 @@ class HttpProbeParams(StrictModel):
     """Requests in flight at once per task."""
 
 
-class TlsCertParams(StrictModel):
+class TlsCertParams(ToolParams):
     timeout: Seconds = 5.0
     """Seconds for the TLS handshake."""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
     """Handshakes in flight at once per task."""
 
 
-class DnsParams(StrictModel):
+class DnsParams(ToolParams):
     timeout: Seconds = 3.0
     """Seconds per name."""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
     """Names resolved at once per task."""
 
 
-class NoopParams(StrictModel):
+class NoopParams(ToolParams):
     sleep: Annotated[float, Field(ge=0, le=86400)] = 0
     """Seconds to sleep (honouring cancel)."""
     records: Annotated[int, Field(ge=0, le=10_000_000)] = 0
@@ -210,7 +222,7 @@ def _argv_list(value: Any) -> Any:
     return value
 
 
-class ExecParams(StrictModel):
+class ExecParams(ToolParams):
     argv: Annotated[
         list[Annotated[str, BeforeValidator(_exec_arg)]],
         BeforeValidator(_argv_list),
@@ -236,6 +248,7 @@ class ExecParams(StrictModel):
         return self
 
     def outputs(self) -> frozenset[str]:
+        """What the parser gives: ``lines`` its ``type``, the others their fixed set."""
         if self.parser == "lines":
             return frozenset({self.type or "host_up"})
         return PARSER_OUTPUTS[self.parser]
@@ -346,7 +359,7 @@ def load_rules_file(path: str | Path, *, display: str | None = None) -> list[Bas
     return doc.check_list
 
 
-class BaselineParams(StrictModel):
+class BaselineParams(ToolParams):
     rules: Annotated[list[BaselineCheck], Field(min_length=1, max_length=10_000)] | None = None
     """Inline checks in Elkeid's check_list format (or use rules_file)."""
     rules_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None

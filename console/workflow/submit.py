@@ -12,31 +12,8 @@ from typing import Any
 
 from console.errors import BadInput
 from console.targets.sets import parse_scope, parse_targets
-from console.workflow.models import StageBase, Workflow, load_workflows
-
-
-def stage_definition(stage: StageBase) -> dict[str, Any]:
-    """What the run stores for a stage: agent params resolved (baseline rules inlined)."""
-    return {
-        "id": stage.id,
-        "tool": stage.tool_name,
-        "params": stage.agent_params(),
-        "targets": {"from": stage.targets.from_, "type": stage.targets.type, "where": stage.targets.where},
-        "chunk": stage.chunk,
-        "retries": stage.retries,
-        "timeout": stage.timeout,
-        "stream": stage.stream,
-        "output": sorted(stage.outputs()),
-    }
-
-
-def run_definition(name: str, workflow: Workflow) -> dict[str, Any]:
-    """The frozen definition a run is served from: later edits of the file never change it."""
-    return {
-        "name": name,
-        "description": workflow.description,
-        "stages": [stage_definition(s) for s in workflow.typed_stages],
-    }
+from console.workflow.definition import freeze
+from console.workflow.models import load_workflows
 
 
 @dataclass(frozen=True)
@@ -72,7 +49,7 @@ def prepare_run(
     """Load the workflow, check targets and scope; BadInput (one line) on anything wrong."""
     wf_file = load_workflows(workflows_file)
     wf = wf_file.get(workflow)
-    readers = [s.id for s in wf.typed_stages if s.targets.from_ == "input"]
+    readers = [s.id for s in wf.stages if s.source == "input"]
     canonical_targets: str | None = None
     if targets is not None and targets.strip():
         target_set = parse_targets(targets, field="--targets")
@@ -86,7 +63,7 @@ def prepare_run(
         raise BadInput("must be between -1000000 and 1000000", field="--priority")
     return PreparedRun(
         workflow=workflow,
-        definition=run_definition(workflow, wf),
+        definition=freeze(workflow, wf),
         targets=canonical_targets,
         scope=canonical_scope,
         agents=agents,

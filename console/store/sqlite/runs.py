@@ -110,22 +110,20 @@ class SQLiteRuns(base.Runs):
     # -- intents (any process) ---------------------------------------------------------
 
     def pause(self, run_id: str) -> RunState:
-        with self.db.transaction() as conn:
-            state = self._state_for_update(conn, run_id)
-            if state in (RunState.PENDING, RunState.RUNNING):
-                conn.execute("UPDATE runs SET state = ? WHERE id = ?", (RunState.PAUSED, run_id))
-                self.db.event(conn, run_id, "info", "pause", "pause requested")
-                return RunState.PAUSED
-            return state
+        return self._move(run_id, (RunState.PENDING, RunState.RUNNING), RunState.PAUSED, "pause")
 
     def resume(self, run_id: str) -> RunState:
+        return self._move(run_id, (RunState.PAUSED,), RunState.PENDING, "resume")
+
+    def _move(self, run_id: str, when: tuple[RunState, ...], to: RunState, kind: str) -> RunState:
+        """``when`` the run is in one of those states, put it in ``to`` (logged); return its state now."""
         with self.db.transaction() as conn:
             state = self._state_for_update(conn, run_id)
-            if state == RunState.PAUSED:
-                conn.execute("UPDATE runs SET state = ? WHERE id = ?", (RunState.PENDING, run_id))
-                self.db.event(conn, run_id, "info", "resume", "resume requested")
-                return RunState.PENDING
-            return state
+            if state not in when:
+                return state
+            conn.execute("UPDATE runs SET state = ? WHERE id = ?", (to, run_id))
+            self.db.event(conn, run_id, "info", kind, f"{kind} requested")
+            return to
 
     def stop(self, run_id: str) -> RunState:
         with self.db.transaction() as conn:

@@ -322,17 +322,12 @@ class Fleet:
         return min(fresh, key=lambda h: (len(h.busy) / h.slots, len(h.busy), h.name))
 
     async def send(self, handle: AgentHandle, messages: list[Any]) -> bool:
-        link = handle.link
-        if link is None or handle.state not in AGENT_LINKED:
-            return False
-        try:
-            await link.send_many(messages)
-        except TransportError as err:
-            self.lose(handle, str(err))
-            return False
-        return True
+        from console.fleet.protocol import encode
+
+        return await self.send_raw(handle, b"".join(encode(m) for m in messages))
 
     async def send_raw(self, handle: AgentHandle, data: bytes) -> bool:
+        """Write pre-encoded protocol lines to a linked box; a failed write loses the box (False)."""
         link = handle.link
         if link is None or handle.state not in AGENT_LINKED:
             return False

@@ -163,13 +163,7 @@ class AgentLink(abc.ABC):
 
     async def send_many(self, messages: list[Any]) -> None:
         """Write several messages with one drain (a dispatch batch costs one syscall-ish)."""
-        if self._writer is None or self.closed:
-            raise TransportError(f"{self.name}: link is not open")
-        try:
-            self._writer.write(b"".join(_encode(m) for m in messages))
-            await self._writer.drain()
-        except (ConnectionError, BrokenPipeError, OSError) as err:
-            raise TransportError(f"{self.name}: write failed: {err}") from err
+        await self.send_raw(b"".join(_encode(m) for m in messages))
 
     async def send_raw(self, data: bytes) -> None:
         """Write pre-encoded protocol lines (the master's dispatch fast path)."""

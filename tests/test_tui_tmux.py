@@ -98,8 +98,18 @@ def test_console_shows_a_cli_run_progress_and_pauses_it(tmux: Tmux, tmp_path: Pa
     run_id = submitted.stdout.strip()
     assert run_id
 
+    def screen_and_store() -> str:
+        """What a failure needs to be understood: the screen, and what the store says happened."""
+        with open_store(db) as store:
+            run = store.runs.get(run_id)
+            told = [f"{e.kind}: {e.message}" for e in store.events.recent(limit=50)]
+            boxes = [f"{a.name} {a.state} {a.error or ''}" for a in store.agents.all()]
+        size = tmux.run("display", "-p", "-t", "console", "#{window_width}x#{window_height}", check=False).stdout
+        return (f"{tmux.screen()}\nwindow {size.strip()}; run {run.state}, owner {run.owner}; agents {boxes}\n"
+                + "\n".join(told))
+
     # the run shows up, is served by the console's master, and progresses
-    wait_until(lambda: "running" in run_line(tmux.screen(), run_id), "the run running", tmux.screen)
+    wait_until(lambda: "running" in run_line(tmux.screen(), run_id), "the run running", screen_and_store)
     wait_until(lambda: progress_of(run_line(tmux.screen(), run_id))[0] > 0, "progress", tmux.screen)
     done, total = progress_of(run_line(tmux.screen(), run_id))
     assert total == 200 and done < total

@@ -41,13 +41,13 @@ def test_shipped_workflows_validate() -> None:
     recon = wf_file.get("recon")
     assert [s.id for s in recon.stages] == ["alive", "ports", "banners", "http", "tls"]
     assert recon.stage("ports").targets.where == {"type": "host_up"}
-    ports = TcpConnectParams.model_validate({"ports": recon.stage_params("ports")["ports"]})
+    ports = TcpConnectParams.model_validate({"ports": recon.stage("ports").agent_params["ports"]})
     assert ports.ports.startswith("1-1024,")
     assert recon.stage("tls").targets.type == "port"
     web = wf_file.get("web")
     assert {s.targets.from_ for s in web.stages} == {"input"}
     baseline = wf_file.get("baseline")
-    params = baseline.stage_params("checks")
+    params = baseline.stage("checks").agent_params
     titles = " ".join(rule["title"] for rule in params["rules"])
     for topic in ("root login", "password authentication", "PermitEmptyPasswords", "MaxAuthTries",
                   "X11", "/etc/passwd", "/etc/shadow", "/etc/ssh/sshd_config", "expiration", "UID 0"):
@@ -61,7 +61,7 @@ def test_packaged_copies_are_identical() -> None:
 
 def test_packaged_file_loads_standalone() -> None:
     wf_file = load_workflows(ROOT / "console" / "data" / "workflows.yaml")
-    assert len(wf_file.get("baseline").stage_params("checks")["rules"]) >= 10
+    assert len(wf_file.get("baseline").stage("checks").agent_params["rules"]) >= 10
 
 
 def test_default_path_prefers_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,8 +169,8 @@ def test_model_round_trip_through_json(name: str) -> None:
     assert again == workflow
     assert again.model_dump(mode="json") == workflow.model_dump(mode="json")
     for stage in workflow.stages:
-        assert again.stage_params(stage.id) == workflow.stage_params(stage)
-        json.dumps(workflow.stage_params(stage))  # agent params are plain JSON
+        assert again.stage(stage.id).agent_params == stage.agent_params
+        json.dumps(stage.agent_params)  # agent params are plain JSON
 
 
 def test_stored_baseline_does_not_follow_file_edits(tmp_path: Path) -> None:
@@ -181,11 +181,11 @@ def test_stored_baseline_does_not_follow_file_edits(tmp_path: Path) -> None:
     ))
     workflow = load_workflows(path).get("b")
     stored = workflow.model_dump(mode="json")
-    before = workflow.stage_params("checks")
+    before = workflow.stage("checks").agent_params
     assert before["checks"] == ["1", "9"] and before["root"] == "/"
     assert len(before["rules"]) == 15
     (tmp_path / "rules.yaml").write_text("garbage: [")
-    assert Workflow.model_validate(stored).stage_params("checks") == before
+    assert Workflow.model_validate(stored).stage("checks").agent_params == before
 
 
 def test_inline_rules(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_inline_rules(tmp_path: Path) -> None:
         "            - check_id: perm\n              title: passwd mode\n"
         "              check: {rules: [{type: file_permission, param: [/etc/passwd, 644]}]}\n"
     ))
-    params = load_workflows(path).get("b").stage_params("checks")
+    params = load_workflows(path).get("b").stage("checks").agent_params
     assert params["root"] == "/srv/tree"
     assert params["rules"][0]["check"]["rules"][0]["param"] == ["/etc/passwd", "644"]
 
@@ -208,7 +208,7 @@ def test_elkeid_rule_files_load_via_rules_file(tmp_path: Path, rules: Path) -> N
         "workflows:\n  b:\n    stages:\n"
         f"      - {{id: checks, tool: baseline, with: {{rules_file: {rules}}}, targets: {{from: boxes}}}}\n"
     ))
-    params = load_workflows(path).get("b").stage_params("checks")
+    params = load_workflows(path).get("b").stage("checks").agent_params
     raw = rules.read_text()
     assert len(params["rules"]) == raw.count("check_id:")
     assert all("title" in rule for rule in params["rules"])
@@ -222,7 +222,7 @@ def test_rules_file_relative_to_workflow_file(tmp_path: Path, monkeypatch: pytes
         "      - {id: c, tool: baseline, with: {rules_file: r.yaml}, targets: {from: boxes}}\n"
     ))
     monkeypatch.chdir(tmp_path)
-    assert load_workflows(path).get("b").stage_params("c")["rules"]
+    assert load_workflows(path).get("b").stage("c").agent_params["rules"]
 
 
 @pytest.mark.parametrize(
@@ -404,7 +404,7 @@ def test_generated_workflows_round_trip_through_yaml_and_json(tmp_path_factory: 
     path.write_text(yaml.safe_dump({"workflows": {"gen": dumped}}, sort_keys=False))
     assert load_workflows(path).get("gen") == loaded
     for stage in loaded.stages:
-        assert json.loads(json.dumps(loaded.stage_params(stage))) == loaded.stage_params(stage)
+        assert json.loads(json.dumps(stage.agent_params)) == stage.agent_params
 
 
 def test_every_agent_tool_has_a_stage_model_and_no_other() -> None:

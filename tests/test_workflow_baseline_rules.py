@@ -43,7 +43,7 @@ def _tree(base: Path, files: dict[str, tuple[str, int]]) -> str:
 
 
 def _outcomes(root: str) -> dict[str, str]:
-    params = load_workflows(ROOT / "workflows.yaml").get("baseline").stage_params("checks")
+    params = load_workflows(ROOT / "workflows.yaml").get("baseline").stage("checks").agent_params
 
     def no_commands(argv: list[str]) -> tuple[int | None, str]:
         raise AssertionError(f"the shipped rules run no commands, got {argv}")

@@ -158,11 +158,6 @@ class Workflow(StrictModel):
                 return stage
         raise KeyError(stage_id)
 
-    def stage_params(self, stage: StageBase | str) -> dict[str, Any]:
-        """The JSON params the agent receives for ``stage`` (baseline rules inlined)."""
-        return (self.stage(stage) if isinstance(stage, str) else stage).agent_params
-
-
 class WorkflowFile(StrictModel):
     """A workflows file: named workflows."""
 

@@ -202,7 +202,7 @@ async def _measure(db: Path) -> dict[str, Any]:
         other = open_store(db)
         try:
             for _ in range(3):
-                for intent, state in ((other.request_pause, "paused"), (other.request_resume, "pending")):
+                for intent, state in ((other.runs.pause, "paused"), (other.runs.resume, "pending")):
                     figures["intent"].append(await frames.change_to_paint(
                         lambda i=intent: i(RUN_A),  # type: ignore[misc]
                         lambda s=state: app.view is not None  # type: ignore[misc]

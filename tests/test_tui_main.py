@@ -201,3 +201,20 @@ async def test_a_failing_worker_is_reported_once_in_the_events_log(console_db: P
         text = "".join(segment.text for segment in events.lines[-1])
         assert "pause/resume" in text and "nosuchrun" in text
         assert app.is_running  # an error in a worker never closes the console
+
+
+async def test_a_master_that_fails_at_start_says_so_in_the_header_and_the_log(
+    console_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure before the main screen is ready is kept and shown once it is; the header stops saying 'on'."""
+    from console.master.scheduler import Master
+
+    async def broken_serve(self: Master, **_: object) -> None:
+        raise RuntimeError("no store for you")
+
+    monkeypatch.setattr(Master, "serve", broken_serve)
+    app = FleetscanApp(console_db, start_master=True, clock=lambda: FROZEN_NOW, poll_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        events = app.query_one("#events", FeedLog)
+        await wait_for(pilot, lambda: any("no store for you" in "".join(s.text for s in line) for line in events.lines))
+        assert "master failed" in app.sub_title

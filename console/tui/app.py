@@ -68,6 +68,8 @@ class FleetscanApp(App[int]):
         self.master: Any = None
         #: how many views were drawn (tests and the benchmark wait on it)
         self.views_drawn = 0
+        #: worker failures that came before the main screen could show them (written once it can)
+        self._early_lines: list[Text] = []
 
     def get_default_screen(self) -> MainScreen:
         return MainScreen()
@@ -128,8 +130,12 @@ class FleetscanApp(App[int]):
         line = Text()
         line.append("ERROR ", style="bold #ff5f5f")
         line.append(f"{event.worker.name}: {message}")
+        if event.worker.name == "master":  # the header must not go on saying "master on"
+            self.sub_title = f"{self.db_path.name} · master failed (see events)"
         if self._main_ready():
             self.main.log_line(line)
+        else:
+            self._early_lines.append(line)
 
     # -- live updates --------------------------------------------------------------
 
@@ -150,6 +156,9 @@ class FleetscanApp(App[int]):
             self.watcher.selected_run = view.selected_run
         with self.batch_update():
             self.main.show_view(view, self.watcher.selected_run, self.selected_run(), self.clock())
+            for line in self._early_lines:
+                self.main.log_line(line)
+            self._early_lines.clear()
         self.views_drawn += 1
 
     def _tick(self) -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from console.errors import StoreCorrupt
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 _V1 = """
 CREATE TABLE runs (
@@ -99,7 +101,12 @@ def migrate(conn: sqlite3.Connection, path: Path | str = "the store") -> None:
         raise StoreCorrupt(
             f"{path}: schema version {version} is newer than this fleetscan knows ({SCHEMA_VERSION}); upgrade fleetscan"
         )
-    db = sqlite_utils.Database(conn)
+    if version == SCHEMA_VERSION:
+        return
+    import sqlite_utils  # only when migrating (its import costs more than opening the store)
+
+    # no plugins (they would run third-party code on our connection), no pragmas
+    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
     while version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -215,7 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.run:
         _print_summary(store.runs.summary(args.run), args.json)
         return EXIT_OK
-    summaries = [store.runs.summary(r.id) for r in store.runs.newest()]
+    summaries = store.runs.summaries()
     if args.json:
         print(json.dumps({"runs": summaries}))
     else:

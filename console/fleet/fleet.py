@@ -322,9 +322,9 @@ class Fleet:
         return min(fresh, key=lambda h: (len(h.busy) / h.slots, len(h.busy), h.name))
 
     async def send(self, handle: AgentHandle, messages: list[Any]) -> bool:
-        from console.fleet.protocol import encode
+        from console.fleet.protocol import encode_many
 
-        return await self.send_raw(handle, b"".join(encode(m) for m in messages))
+        return await self.send_raw(handle, encode_many(messages))
 
     async def send_raw(self, handle: AgentHandle, data: bytes) -> bool:
         """Write pre-encoded protocol lines to a linked box; a failed write loses the box (False)."""

@@ -163,7 +163,9 @@ class AgentLink(abc.ABC):
 
     async def send_many(self, messages: list[Any]) -> None:
         """Write several messages with one drain (a dispatch batch costs one syscall-ish)."""
-        await self.send_raw(b"".join(_encode(m) for m in messages))
+        from console.fleet.protocol import encode_many
+
+        await self.send_raw(encode_many(messages))
 
     async def send_raw(self, data: bytes) -> None:
         """Write pre-encoded protocol lines (the master's dispatch fast path)."""

@@ -137,6 +137,11 @@ def encode(msg: MasterMessage) -> bytes:
     return data + b"\n"
 
 
+def encode_many(messages: list[MasterMessage]) -> bytes:
+    """Several master -> agent messages as one write (each its own line)."""
+    return b"".join(encode(m) for m in messages)
+
+
 class TaskEncoder:
     """``encode`` for the dispatch path: a stage's ``task`` line with only id and targets left to fill.
 

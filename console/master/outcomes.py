@@ -54,10 +54,14 @@ class InFlight:
         self.batch_since = time.monotonic()
         return batch
 
-    def event(self, run_id: str | None, level: str, kind: str, message: str) -> None:
+    def _pending(self) -> IngestBatch:
+        """The batch to add to; its age starts with its first entry (the flush deadline counts from it)."""
         if not self.batch:
             self.batch_since = time.monotonic()
-        self.batch.events.append(EventLine(run_id, level, kind, message))
+        return self.batch
+
+    def event(self, run_id: str | None, level: str, kind: str, message: str) -> None:
+        self._pending().events.append(EventLine(run_id, level, kind, message))
 
     # -- executions ------------------------------------------------------------------------
 
@@ -135,10 +139,9 @@ class InFlight:
                 ex.task.task_id, ts, json.dumps(checked.data, separators=(",", ":")),
             ))
         if rows:
-            if not self.batch:
-                self.batch_since = time.monotonic()
-            self.batch.records.extend(rows)
-            if len(self.batch.records) >= FLUSH_RECORDS:
+            records = self._pending().records
+            records.extend(rows)
+            if len(records) >= FLUSH_RECORDS:
                 self._wake()
 
     def _on_done(self, handle: AgentHandle, message: wire.Done) -> None:
@@ -186,9 +189,7 @@ class InFlight:
     def complete(self, task: TaskRun, state: TaskState, agent: str | None, error: str | None) -> None:
         task.finished = True
         self.tasks.pop(task.task_id, None)
-        if not self.batch:
-            self.batch_since = time.monotonic()
-        self.batch.completions.append(Completion(task.task_id, task.run_id, task.stage_id, state, agent, error))
+        self._pending().completions.append(Completion(task.task_id, task.run_id, task.stage_id, state, agent, error))
 
     def retry_or_fail(self, task: TaskRun, agent: str, reason: str, delay: float | None) -> None:
         if can_retry(task.attempt, task.max_attempts):

@@ -76,21 +76,13 @@ class Runs(ABC):
 
     def summary(self, run_id: str) -> dict[str, Any]:
         """SPEC's ``--json`` object for one run (plus workflow, created, priority, per-stage dropped)."""
-        run = self.get(run_id)
-        stages = [
-            {
-                "id": s.id, "state": str(s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
-                "tasks_failed": s.tasks_failed, "results": s.results, "dropped": s.dropped,
-            }
-            for s in self.stages(run_id)
-        ]
-        end = run.ended if run.ended is not None else time.time()
-        duration = round(max(0.0, end - run.started), 3) if run.started is not None else 0.0
-        return {
-            "run": run.id, "state": str(run.state), "stages": stages,
-            "results": sum(s["results"] for s in stages), "duration_s": duration,
-            "workflow": run.workflow, "created": run.created, "priority": run.priority, "error": run.error,
-        }
+        return _summary(self.get(run_id), self.stages(run_id))
+
+    def summaries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """``summary`` of the newest runs, newest first, in two reads whatever their number."""
+        runs = self.newest(limit)
+        stages = self.stages_of([r.id for r in runs])
+        return [_summary(run, stages[run.id]) for run in runs]
 
     @abstractmethod
     def pause(self, run_id: str) -> RunState:
@@ -103,6 +95,23 @@ class Runs(ABC):
     @abstractmethod
     def stop(self, run_id: str) -> RunState:
         """Ask a live owner to cancel the run's tasks and end it ``stopped``; with no live owner, end it now."""
+
+
+def _summary(run: RunRow, stage_rows: Iterable[StageRow]) -> dict[str, Any]:
+    stages = [
+        {
+            "id": s.id, "state": str(s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
+            "tasks_failed": s.tasks_failed, "results": s.results, "dropped": s.dropped,
+        }
+        for s in stage_rows
+    ]
+    end = run.ended if run.ended is not None else time.time()
+    duration = round(max(0.0, end - run.started), 3) if run.started is not None else 0.0
+    return {
+        "run": run.id, "state": str(run.state), "stages": stages,
+        "results": sum(s["results"] for s in stages), "duration_s": duration,
+        "workflow": run.workflow, "created": run.created, "priority": run.priority, "error": run.error,
+    }
 
 
 class Results(ABC):

@@ -116,15 +116,6 @@ class ResultRow:
             return {}
         return value if isinstance(value, dict) else {}
 
-    def record(self) -> dict[str, Any]:
-        """The SPEC's record shape (``fleetscan results --format jsonl``)."""
-        return {
-            "run": self.run_id, "stage": self.stage_id, "type": self.type, "key": self.key,
-            "target": self.target, "agent": self.agent,
-            "task": None if self.task_id is None else str(self.task_id), "ts": self.ts,
-            "data": self.data_dict(),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class OwnedRun:

@@ -162,3 +162,14 @@ def test_results_browser_pages_by_key_over_a_text_filter(tmp_path: Path) -> None
         assert results.same_page(second, limit=4).rows == second.rows
         assert results.types(run_id) == ["host_up"]
         assert results.latest(2)[-1].key == "k30"
+
+
+def test_summaries_of_the_newest_runs_equal_each_runs_summary(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.db") as store:
+        ids = [store.runs.create("w", {"stages": [{"id": "a", "tool": "noop"}, {"id": "b", "tool": "noop"}]},
+                                 f"127.0.0.{i}") for i in range(1, 4)]
+        store.runs.pause(ids[1])
+        listed = store.runs.summaries()
+        assert [s["run"] for s in listed] == list(reversed(ids))
+        assert listed == [store.runs.summary(run_id) for run_id in reversed(ids)]
+        assert store.runs.summaries(limit=1) == listed[:1]

@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from console.errors import BadInput
+
+M = TypeVar("M", bound=BaseModel)
 
 #: A path into a loaded document: mapping keys and sequence indexes.
 DocPath = tuple[Any, ...]
@@ -261,3 +263,16 @@ def load_file(path: str | Path, *, display: str | None = None) -> tuple[Any, Sou
         line = raw[: exc.start].count(b"\n") + 1
         raise BadInput("not valid UTF-8 text", file=name, line=line) from None
     return load_text(text, name)
+
+
+def validate_document(
+    model: type[M], data: Any, smap: SourceMap, expected: str, *, context: Any = None, skip: Collection[str] = ()
+) -> M:
+    """A loaded document validated into ``model``: BadInput at the document when it is not a mapping
+    (``expected`` says what it should be), else at the first field pydantic refuses."""
+    if not isinstance(data, dict):
+        raise bad_input_at(smap, (), expected)
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise validation_error_to_bad_input(exc, smap, skip=skip) from None

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from console import yamlsrc
 from console.errors import BadInput
@@ -96,12 +96,7 @@ class Inventory(StrictModel):
 
 def parse_inventory(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> list[BoxSpec]:
     """Validate a loaded inventory document; keys resolved against ``base_dir``."""
-    if not isinstance(data, dict):
-        raise yamlsrc.bad_input_at(smap, (), "expected a mapping with an `agents:` list")
-    try:
-        inventory = Inventory.model_validate(data)
-    except ValidationError as exc:
-        raise yamlsrc.validation_error_to_bad_input(exc, smap) from None
+    inventory = yamlsrc.validate_document(Inventory, data, smap, "expected a mapping with an `agents:` list")
     seen: set[str] = set()
     boxes: list[BoxSpec] = []
     for index, box in enumerate(inventory.agents):

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, create_model, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, create_model, model_validator
 
 from console import yamlsrc
 from console.errors import BadInput
@@ -193,12 +193,10 @@ def default_workflows_path() -> Path:
 
 def parse_workflows(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> WorkflowFile:
     """Validate a loaded document (with its source map) into a WorkflowFile, rules inlined."""
-    if not isinstance(data, dict):
-        raise yamlsrc.bad_input_at(smap, (), "expected a mapping with a `workflows:` key")
-    try:
-        wf_file = WorkflowFile.model_validate(data, context=SKIP_GRAPH_CHECKS)
-    except ValidationError as exc:
-        raise yamlsrc.validation_error_to_bad_input(exc, smap, skip=tuple(TOOLS)) from None
+    wf_file = yamlsrc.validate_document(
+        WorkflowFile, data, smap, "expected a mapping with a `workflows:` key", context=SKIP_GRAPH_CHECKS,
+        skip=tuple(TOOLS),
+    )
     for name, workflow in wf_file.workflows.items():
         base: tuple[Any, ...] = ("workflows", name)
         problem = check_workflow(workflow)

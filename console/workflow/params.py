@@ -20,7 +20,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     model_validator,
 )
 
@@ -347,12 +346,9 @@ def _duplicate_check(checks: list[BaselineCheck]) -> int | None:
 def load_rules_file(path: str | Path, *, display: str | None = None) -> list[BaselineCheck]:
     """Read an Elkeid rule file with the safe loader; BadInput with the rule file's line on error."""
     data, smap = yamlsrc.load_file(path, display=display)
-    if not isinstance(data, dict):
-        raise yamlsrc.bad_input_at(smap, (), "expected an Elkeid baseline document with `check_list:`")
-    try:
-        doc = RulesDocument.model_validate(data)
-    except ValidationError as exc:
-        raise yamlsrc.validation_error_to_bad_input(exc, smap) from None
+    doc = yamlsrc.validate_document(
+        RulesDocument, data, smap, "expected an Elkeid baseline document with `check_list:`"
+    )
     dup = _duplicate_check(doc.check_list)
     if dup is not None:
         raise yamlsrc.bad_input_at(smap, ("check_list", dup, "check_id"), "duplicate check_id")

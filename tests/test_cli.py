@@ -166,6 +166,11 @@ def test_workflows_check_names_file_line_and_field(tmp_path: Path) -> None:
         (["run", "recon", "--targets", "127.0.0.1", "--scope", "127.0.0.0/8,$(id)"], "--scope"),
         (["submit", "recon", "--targets", "127.0.0.1", "--agents", "local:0"], "agents"),
         (["status", "deadbeef"], "run"),
+        (["submit", "recon", "--targets", "127.0.0.1", "--exclude", "127.0.0.1;id"], "--exclude"),
+        (["submit", "recon", "--targets", "127.0.0.1", "--max-rate", "0"], "--max-rate"),
+        (["submit", "recon", "--targets", "127.0.0.1", "--host-rate", "-5"], "--host-rate"),
+        (["submit", "recon", "--targets", "127.0.0.1", "--notify", "ftp://127.0.0.1/x"], "--notify"),
+        (["submit", "recon", "--targets", "127.0.0.1", "--notify", "http://"], "--notify"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, argv: list[str], field: str) -> None:
@@ -176,6 +181,22 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, argv
     assert len(lines) == 1, out.stderr
     assert field in lines[0]
     assert runs_in(db) == 0
+
+
+def test_submit_stores_the_whole_request_and_status_reports_it(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    out = fleetscan(
+        "submit", "recon", "--targets", "127.0.0.1-3", "--scope", "127.0.0.0/29", "--exclude", "127.0.0.2",
+        "--max-rate", "500", "--host-rate", "50", "--notify", "http://127.0.0.1:9/hook", "--priority", "3", db=db,
+    )
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip()
+    status = json.loads(fleetscan("status", run_id, "--json", db=db).stdout)
+    assert status["targets"] == "127.0.0.1-127.0.0.3" and status["scope"] == "127.0.0.0/29"
+    assert status["exclude"] == "127.0.0.2"
+    assert (status["max_rate"], status["host_rate"], status["priority"]) == (500, 50, 3)
+    assert status["notify"] == "http://127.0.0.1:9/hook"
+    assert "@" in status["submitted_by"]
 
 
 # -- the real thing -------------------------------------------------------------------------

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--targets", metavar="SPEC", help="addresses, CIDRs, ranges, hosts, host:port, @file")
         sp.add_argument("--scope", metavar="SPEC", help="what derived targets may be (default: the targets)")
         sp.add_argument("--priority", type=int, default=0, help="higher runs are dispatched first (default 0)")
+        sp.add_argument("--exclude", metavar="SPEC",
+                        help="addresses, ranges and hosts never contacted (target syntax, @file too)")
+        sp.add_argument("--max-rate", type=int, metavar="N", help="probes per second summed over the whole fleet")
+        sp.add_argument("--host-rate", type=int, metavar="N",
+                        help="probes per second any one target address receives from the whole fleet")
+        sp.add_argument("--notify", metavar="URL", help="POST a JSON summary (with changes) here when the run ends")
         if name == "run":
             sp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     cmd("master", "headless master: serves submitted runs until interrupted")
@@ -138,7 +144,8 @@ def _create_run(args: argparse.Namespace, agents: str) -> tuple[Store, str]:
 
     prepared = prepare_run(
         workflows_file=_workflows_path(args), workflow=args.workflow, targets=args.targets,
-        scope=args.scope, priority=args.priority, agents=agents,
+        scope=args.scope, priority=args.priority, agents=agents, exclude=args.exclude,
+        max_rate=args.max_rate, host_rate=args.host_rate, notify=args.notify,
     )
     store = _store(args)
     return store, prepared.create(store)

@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
+from console.runoptions import RunOptions
 from console.status import RunState, StageState
 from console.store.rows import (
     AgentRow,
@@ -55,6 +56,7 @@ class Runs(ABC):
     def create(
         self, workflow: str, definition: dict[str, Any], targets: str | None = None, scope: str | None = None,
         agents: str | None = None, priority: int = 0, workflows_file: str | None = None,
+        options: RunOptions | None = None,
     ) -> str:
         """Write a pending run and its stages' progress rows in one transaction; return the new run id."""
 
@@ -111,6 +113,9 @@ def _summary(run: RunRow, stage_rows: Iterable[StageRow]) -> dict[str, Any]:
         "run": run.id, "state": str(run.state), "stages": stages,
         "results": sum(s["results"] for s in stages), "duration_s": duration,
         "workflow": run.workflow, "created": run.created, "priority": run.priority, "error": run.error,
+        "targets": run.targets, "scope": run.scope if run.scope is not None else run.targets,
+        "exclude": run.exclude, "agents": run.agents, "max_rate": run.max_rate, "host_rate": run.host_rate,
+        "notify": run.notify, "submitted_by": run.submitted_by, "schedule": run.schedule_id,
     }
 
 

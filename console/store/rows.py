@@ -34,6 +34,16 @@ class RunRow:
     owner_seen: float | None = None
     #: a stop was asked for; the owner is cancelling the run's tasks
     stop_requested: bool = False
+    #: addresses, ranges and hosts never contacted (target syntax, canonical form)
+    exclude: str | None = None
+    #: probes/s summed over the fleet (``--max-rate``) and per target address (``--host-rate``); None = unbounded
+    max_rate: int | None = None
+    host_rate: int | None = None
+    #: where the end-of-run notification goes (``--notify``)
+    notify: str | None = None
+    #: ``user@host`` of whoever submitted it, and the schedule that started it (if one did)
+    submitted_by: str | None = None
+    schedule_id: str | None = None
     #: progress summed over the run's stages (filled by the listing reads, 0 elsewhere)
     tasks_total: int = 0
     tasks_done: int = 0

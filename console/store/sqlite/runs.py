@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from console.errors import RunNotFound
+from console.runoptions import RunOptions
 from console.status import RUN_TERMINAL, TASK_OPEN, AgentState, RunState, StageState, TaskState
 from console.store import base
 from console.store.rows import AgentRow, EventRow, RunRow, StageRow
@@ -17,7 +18,7 @@ from console.store.sqlite.database import Database, maps_errors, marks
 
 _RUN_COLUMNS = (
     "id, workflow, targets, scope, agents, workflows_file, priority, state, created, started, ended, error,"
-    " owner, owner_seen, stop_requested"
+    " owner, owner_seen, stop_requested, exclude, max_rate, host_rate, notify, submitted_by, schedule_id"
 )
 
 
@@ -30,7 +31,9 @@ def run_row(r: dict[str, Any]) -> RunRow:
         id=r["id"], workflow=r["workflow"] or "", state=RunState(r["state"]), priority=_int(r["priority"]),
         targets=r["targets"], scope=r["scope"], agents=r["agents"], workflows_file=r["workflows_file"],
         created=r["created"], started=r["started"], ended=r["ended"], error=r["error"], owner=r["owner"],
-        owner_seen=r["owner_seen"], stop_requested=bool(r["stop_requested"]),
+        owner_seen=r["owner_seen"], stop_requested=bool(r["stop_requested"]), exclude=r["exclude"],
+        max_rate=r["max_rate"], host_rate=r["host_rate"], notify=r["notify"], submitted_by=r["submitted_by"],
+        schedule_id=r["schedule_id"],
         tasks_total=_int(r.get("tasks_total")), tasks_done=_int(r.get("tasks_done")),
         tasks_failed=_int(r.get("tasks_failed")), results=_int(r.get("results")),
     )
@@ -53,7 +56,9 @@ class SQLiteRuns(base.Runs):
     def create(
         self, workflow: str, definition: dict[str, Any], targets: str | None = None, scope: str | None = None,
         agents: str | None = None, priority: int = 0, workflows_file: str | None = None,
+        options: RunOptions | None = None,
     ) -> str:
+        opts = options or RunOptions()
         stages = definition.get("stages") or []
         run_id = secrets.token_hex(4)
         with self.db.transaction() as conn:
@@ -61,10 +66,12 @@ class SQLiteRuns(base.Runs):
                 run_id = secrets.token_hex(4)
             conn.execute(
                 "INSERT INTO runs (id, workflow, definition, workflows_file, targets, scope, agents, priority,"
-                " state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " state, created, exclude, max_rate, host_rate, notify, submitted_by, schedule_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, workflow, json.dumps(definition), workflows_file, targets, scope, agents,
-                    int(priority), RunState.PENDING, time.time(),
+                    int(priority), RunState.PENDING, time.time(), opts.exclude, opts.max_rate, opts.host_rate,
+                    opts.notify, opts.submitted_by, opts.schedule_id,
                 ),
             )
             conn.executemany(

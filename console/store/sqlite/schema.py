@@ -89,8 +89,20 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE runs SET stop_requested = 1, error = NULL WHERE error = 'stop requested'")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """A run's full request (exclusions, rate budgets, notification URL, who submitted it, the schedule
+    that made it) and, per record, the master that dispatched its task."""
+    runs = db.table("runs")
+    for name, kind in (
+        ("exclude", str), ("max_rate", int), ("host_rate", int), ("notify", str), ("submitted_by", str),
+        ("schedule_id", str),
+    ):
+        runs.add_column(name, kind)
+    db.table("results").add_column("master", str)
+
+
 #: ordered migrations: index i brings the schema from user_version i to i + 1
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

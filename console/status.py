@@ -77,7 +77,7 @@ TASK_OPEN = frozenset({TaskState.QUEUED, TaskState.LEASED})
 AGENT_LINKED = frozenset({AgentState.UP, AgentState.SET_ASIDE})
 
 #: a master not seen for this long is dead; its runs are orphaned and may be taken over
-MASTER_DEAD_AFTER_S = 5.0
+MASTER_DEAD_AFTER_S = 10.0
 
 #: retry backoff: first retry after BACKOFF_BASE_S, doubling, capped
 BACKOFF_BASE_S = 0.2

@@ -15,7 +15,7 @@ for _var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
 os.environ.setdefault("FLEETSCAN_KNOWN_HOSTS", str(_SESSION_HOME / "known_hosts"))
 
 pytest_plugins: list[str] = []
-for _plugin in ("tests.fixtures.servers", "tests.fixtures.sshd"):
+for _plugin in ("tests.fixtures.servers", "tests.fixtures.sshd", "tests.fixtures.postgres"):
     if (Path(__file__).parent / "fixtures" / (_plugin.rsplit(".", 1)[1] + ".py")).exists():
         pytest_plugins.append(_plugin)
 

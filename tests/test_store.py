@@ -32,10 +32,10 @@ def _add_tasks(store: Store, run_id: str, n: int, stage: str = "a") -> list[int]
         for i in range(n):
             cur = conn.execute(
                 "INSERT INTO tasks (run_id, stage_id, seq, targets, state, max_attempts, created)"
-                " VALUES (?, ?, ?, ?, 'queued', 2, ?)",
+                " VALUES (?, ?, ?, ?, 'queued', 2, ?) RETURNING id",
                 (run_id, stage, i, json.dumps([f"127.0.0.{i % 250 + 1}"]), time.time()),
             )
-            ids.append(int(cur.lastrowid or 0))
+            ids.append(int(cur.fetchone()[0]))
     return ids
 
 
@@ -56,8 +56,8 @@ def test_default_db_path_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert default_db_path().name == "fleetscan.db"
 
 
-def test_create_get_list_and_summary_shape(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_create_get_list_and_summary_shape(store_url: str) -> None:
+    store = open_store(store_url)
     first = store.runs.create("recon", DEFINITION, "127.0.0.1", None, "local", 0, None)
     second = store.runs.create("web", DEFINITION, "127.0.0.2", "127.0.0.0/24", "local:2", 5, "wf.yaml")
     assert store.runs.get(first).state == RunState.PENDING
@@ -86,16 +86,15 @@ def _claim_worker(path: str, master: str, out: multiprocessing.Queue) -> None:  
     out.put(got)
 
 
-def test_claims_are_atomic_across_processes(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_claims_are_atomic_across_processes(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
-    # both masters own the run for the purpose of this test: claims only look at owner + state
+    # three masters claim from one running run at once
     store.queue.adopt_runs("m1")
     ids = _add_tasks(store, run_id, 600)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    store.db.conn.execute("UPDATE runs SET owner = 'shared'")
-    procs = [ctx.Process(target=_claim_worker, args=(str(tmp_path / "t.db"), "shared", queue)) for _ in range(3)]
+    procs = [ctx.Process(target=_claim_worker, args=(store_url, "shared", queue)) for _ in range(3)]
     for proc in procs:
         proc.start()
     results = [queue.get(timeout=120) for _ in procs]
@@ -105,11 +104,11 @@ def test_claims_are_atomic_across_processes(tmp_path: Path) -> None:
     assert len(claimed) == len(set(claimed)), "a task was claimed twice"
     assert sorted(claimed) == ids
     attempts = store.db.conn.execute("SELECT DISTINCT attempts FROM tasks").fetchall()
-    assert attempts == [(1,)]
+    assert [tuple(a) for a in attempts] == [(1,)]
 
 
-def test_claim_order_priority_not_before_and_pinned(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_claim_order_priority_not_before_and_pinned(store_url: str) -> None:
+    store = open_store(store_url)
     low = store.runs.create("a", DEFINITION, "127.0.0.1", None, None, 0, None)
     high = store.runs.create("b", DEFINITION, "127.0.0.1", None, None, 9, None)
     store.queue.adopt_runs("m")
@@ -127,8 +126,8 @@ def test_claim_order_priority_not_before_and_pinned(tmp_path: Path) -> None:
     assert store.queue.claim_tasks("m", 10, 30) == []
 
 
-def test_redelivered_batch_never_duplicates(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_redelivered_batch_never_duplicates(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     store.queue.adopt_runs("m")
     (task,) = _add_tasks(store, run_id, 1)
@@ -146,8 +145,8 @@ def test_redelivered_batch_never_duplicates(tmp_path: Path) -> None:
     assert stage["results"] == 50 and stage["tasks_done"] == 1
 
 
-def test_requeue_and_failure_counters(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_requeue_and_failure_counters(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     store.queue.adopt_runs("m")
     first, second = _add_tasks(store, run_id, 2)
@@ -163,8 +162,8 @@ def test_requeue_and_failure_counters(tmp_path: Path) -> None:
     assert [r.id for r in again] == [first] and again[0].attempts == 2
 
 
-def test_iter_results_streams_in_id_order_with_filters(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_iter_results_streams_in_id_order_with_filters(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     rows = [
         (run_id, "a" if i % 2 else "b", "host_up" if i % 3 else "port_open", f"k{i}", "127.0.0.1", "box", 1,
@@ -183,8 +182,8 @@ def test_iter_results_streams_in_id_order_with_filters(tmp_path: Path) -> None:
     assert set(first) == {"run", "stage", "type", "key", "target", "agent", "task", "ts", "data"}
 
 
-def test_pause_resume_and_stop_without_live_owner(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_pause_resume_and_stop_without_live_owner(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     assert store.runs.pause(run_id) == RunState.PAUSED
     assert store.runs.resume(run_id) == RunState.PENDING
@@ -197,8 +196,8 @@ def test_pause_resume_and_stop_without_live_owner(tmp_path: Path) -> None:
     assert store.runs.pause(run_id) == RunState.STOPPED  # terminal: intents are no-ops
 
 
-def test_stop_with_live_owner_is_an_intent(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_stop_with_live_owner_is_an_intent(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     store.queue.register_master("live")
     store.queue.adopt_runs("live")
@@ -207,23 +206,49 @@ def test_stop_with_live_owner_is_an_intent(tmp_path: Path) -> None:
     assert run.stop_requested and run.state == RunState.RUNNING
 
 
-def test_orphaned_run_is_adopted_and_its_leases_requeued(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_orphaned_run_is_adopted_and_its_leases_requeued(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     store.queue.register_master("old")
     assert store.queue.adopt_runs("old") == [run_id]
     _add_tasks(store, run_id, 2)
     store.queue.claim_tasks("old", 2, 300)
-    assert store.queue.adopt_runs("new") == []  # the owner is alive (this very process)
+    store.queue.register_master("new")
+    assert store.queue.adopt_runs("new") == [run_id]  # shared: the new master serves it beside the old
+    leased = store.db.query("SELECT state, attempts, lease_owner FROM tasks")
+    assert leased == [{"state": "leased", "attempts": 1, "lease_owner": "old"}] * 2  # the old one is alive
+    assert store.runs.get(run_id).owner == "old"
     store.db.conn.execute("UPDATE masters SET pid = 999999999 WHERE id = 'old'")  # a dead pid on this host
     assert store.queue.adopt_runs("new") == [run_id]
     rows = store.db.query("SELECT state, attempts, lease_owner FROM tasks")
     assert rows == [{"state": "queued", "attempts": 0, "lease_owner": None}] * 2
     assert store.runs.get(run_id).owner == "new"
+    assert [m.id for m in store.queue.masters()] == ["new"]
 
 
-def test_sweeper_requeues_or_fails_expired_leases(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_a_silent_master_is_dead_after_ten_seconds(store_url: str) -> None:
+    """Liveness is the heartbeat: a master on another host (no pid to check) silent for 10 s is gone."""
+    store = open_store(store_url)
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    store.queue.register_master("far")
+    store.queue.adopt_runs("far")
+    _add_tasks(store, run_id, 3)
+    assert len(store.queue.claim_tasks("far", 3, 300)) == 3
+    store.queue.touch_owned("far", agents=4, in_flight=3)
+    (row,) = store.queue.masters()
+    assert (row.agents, row.in_flight) == (4, 3)
+    store.db.conn.execute("UPDATE masters SET host = 'elsewhere', seen = ? WHERE id = 'far'", (time.time() - 9.0,))
+    store.queue.adopt_runs("near")
+    assert {r["lease_owner"] for r in store.db.query("SELECT lease_owner FROM tasks")} == {"far"}  # 9 s: alive
+    store.db.conn.execute("UPDATE masters SET seen = ? WHERE id = 'far'", (time.time() - 10.5,))
+    store.queue.adopt_runs("near")
+    rows = store.db.query("SELECT state, attempts, lease_owner FROM tasks")
+    assert rows == [{"state": "queued", "attempts": 0, "lease_owner": None}] * 3
+    assert [t.id for t in store.queue.claim_tasks("near", 5, 30)] == [r[0] for r in store.db.conn.execute("SELECT id FROM tasks ORDER BY id").fetchall()]
+
+
+def test_sweeper_requeues_or_fails_expired_leases(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     store.queue.adopt_runs("m")
     first, second = _add_tasks(store, run_id, 2)
@@ -234,9 +259,9 @@ def test_sweeper_requeues_or_fails_expired_leases(tmp_path: Path) -> None:
     assert states == {first: "queued", second: "failed"}
 
 
-def test_events_and_data_version(tmp_path: Path) -> None:
-    store = _store(tmp_path)
-    other = open_store(tmp_path / "t.db")
+def test_events_and_data_version(store_url: str) -> None:
+    store = open_store(store_url)
+    other = open_store(store_url)
     before = store.change_token()
     run_id = other.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
     assert store.change_token() != before
@@ -246,8 +271,8 @@ def test_events_and_data_version(tmp_path: Path) -> None:
     assert store.events.recent(run_id, after_id=events[-1].id) == []
 
 
-def test_agents_upsert_roundtrip(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_agents_upsert_roundtrip(store_url: str) -> None:
+    store = open_store(store_url)
     store.agents.report([AgentRow("box1", state=AgentState.UP, slots=4, programs={"nmap": "/usr/bin/nmap"})])
     (agent,) = store.agents.all()
     assert agent.state == "up" and agent.programs == {"nmap": "/usr/bin/nmap"}
@@ -267,8 +292,8 @@ def test_busy_database_is_waited_for(tmp_path: Path) -> None:
     assert store.runs.get(run_id).state == RunState.PENDING
 
 
-def test_pinned_tasks_of_an_unusable_box_are_failed(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_pinned_tasks_of_an_unusable_box_are_failed(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = store.runs.create("baseline", DEFINITION, "", None, None, 0, None)
     store.queue.adopt_runs("m")
     first, second = _add_tasks(store, run_id, 2)

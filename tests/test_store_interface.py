@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,17 +22,48 @@ from console.store.writes import IngestBatch, TaskPlan
 DEFINITION = {"stages": [{"id": "a", "tool": "noop"}]}
 
 
-@pytest.mark.parametrize("url", ["postgresql://scan@127.0.0.1:5432/fleet", "file:///tmp/x.db", "mysql://h/db"])
+@pytest.mark.parametrize("url", ["file:///tmp/x.db", "mysql://scan:secret@h/db", "sqlite://x.db"])
 def test_a_url_is_never_taken_for_a_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BadInput) as err:
         open_store(url)
-    assert err.value.field == "--db" and "://" in str(err.value) and "scan@" not in str(err.value)
-    assert list(tmp_path.iterdir()) == []  # nothing created under a `postgresql:` directory
+    assert err.value.field == "--db" and "://" in str(err.value) and "secret" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # nothing created under a `mysql:` directory
 
 
-def test_every_part_of_the_sqlite_store_implements_the_interface(tmp_path: Path) -> None:
-    with open_store(tmp_path / "s.db") as store:
+def test_a_postgresql_server_that_is_down_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fixtures.sshd import free_port
+
+    monkeypatch.chdir(tmp_path)
+    url = f"postgresql://scan:s3cret@127.0.0.1:{free_port('127.0.0.1')}/fleet"
+    with pytest.raises(StoreError) as err:
+        open_store(url)
+    text = str(err.value)
+    assert err.value.exit_code == 2 and "\n" not in text and "s3cret" not in text
+    assert f"postgresql://scan@127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}/fleet" in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_login_is_one_line_exit_2(postgres_server: Any) -> None:
+    url = f"postgresql://nobody:pw@127.0.0.1:{postgres_server.port}/postgres"
+    with pytest.raises(StoreError) as err:
+        open_store(url)
+    assert err.value.exit_code == 2 and "\n" not in str(err.value) and ":pw@" not in str(err.value)
+    assert "nobody" in str(err.value)
+
+
+def test_postgresql_is_imported_only_for_a_postgresql_url(tmp_path: Path) -> None:
+    code = (
+        "import sys; from console.store import open_store; from console.cli.main import build_parser;"
+        f" s = open_store({str(tmp_path / 'x.db')!r}); s.runs.newest(); s.close();"
+        " bad = [m for m in sys.modules if m.startswith(('psycopg', 'console.store.postgres'))]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_part_of_the_store_implements_the_interface(store_url: str) -> None:
+    with open_store(store_url) as store:
         assert isinstance(store, base.Store)
         parts = {
             "runs": base.Runs, "results": base.Results, "events": base.Events, "agents": base.Agents,
@@ -113,8 +147,8 @@ def test_version_1_files_migrate_the_stop_intent_into_its_own_column(tmp_path: P
         assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-def test_input_planning_is_a_compare_and_set_on_the_cursor(tmp_path: Path) -> None:
-    with open_store(tmp_path / "s.db") as store:
+def test_input_planning_is_a_compare_and_set_on_the_cursor(store_url: str) -> None:
+    with open_store(store_url) as store:
         run_id = store.runs.create("w", DEFINITION, "127.0.0.1-4")
         plan = TaskPlan(run_id, "a", priority=3, max_attempts=2)
         assert store.plans.add_input_tasks(plan, [["127.0.0.1", "127.0.0.2"]], cursor=0, new_cursor=2,
@@ -141,8 +175,8 @@ def test_input_planning_is_a_compare_and_set_on_the_cursor(tmp_path: Path) -> No
         assert any(e.kind == "scope" for e in store.events.recent(run_id))
 
 
-def test_results_browser_pages_by_key_over_a_text_filter(tmp_path: Path) -> None:
-    with open_store(tmp_path / "s.db") as store:
+def test_results_browser_pages_by_key_over_a_text_filter(store_url: str) -> None:
+    with open_store(store_url) as store:
         run_id = store.runs.create("w", DEFINITION, "127.0.0.1")
         records = [
             (run_id, "a", "host_up", f"k{i}", "127.0.0.1", "box", 1, "ts",
@@ -164,8 +198,8 @@ def test_results_browser_pages_by_key_over_a_text_filter(tmp_path: Path) -> None
         assert results.latest(2)[-1].key == "k30"
 
 
-def test_summaries_of_the_newest_runs_equal_each_runs_summary(tmp_path: Path) -> None:
-    with open_store(tmp_path / "s.db") as store:
+def test_summaries_of_the_newest_runs_equal_each_runs_summary(store_url: str) -> None:
+    with open_store(store_url) as store:
         ids = [store.runs.create("w", {"stages": [{"id": "a", "tool": "noop"}, {"id": "b", "tool": "noop"}]},
                                  f"127.0.0.{i}") for i in range(1, 4)]
         store.runs.pause(ids[1])

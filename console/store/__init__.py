@@ -28,10 +28,11 @@ def default_db_path() -> Path:
 
 
 def open_store(where: str | os.PathLike[str] | None = None) -> Store:
-    """Open the store at a file path (SQLite, created and migrated as needed) or the default one.
+    """Open the store at a file path (SQLite, created and migrated as needed), a ``postgresql://``
+    URL (PostgreSQL, schema created or migrated), or the default one.
 
-    A URL is bad input unless fleetscan has a backend for its scheme: a ``postgresql://`` or
-    ``file://`` string must never quietly become a local file of that name.
+    Any other URL is bad input: a ``file://`` or ``mysql://`` string must never quietly become a
+    local file of that name. psycopg is imported only here, when a PostgreSQL URL asks for it.
     """
     from console.errors import BadInput
 
@@ -41,6 +42,10 @@ def open_store(where: str | os.PathLike[str] | None = None) -> Store:
     match = _URL.match(text)
     if match:
         scheme = match.group(1).lower()
+        if scheme in ("postgresql", "postgres"):
+            from console.store.postgres.store import PostgresStore
+
+            return PostgresStore.open(text)
         raise BadInput(f"no store backend for {scheme}:// URLs (give a file path for the SQLite store)", field="--db")
     from console.store.sqlite.store import SQLiteStore
 

@@ -128,6 +128,27 @@ class ResultRow:
 
 
 @dataclass(frozen=True, slots=True)
+class MasterRow:
+    """A master sharing the store, as its last heartbeat reported it (``fleetscan masters``)."""
+
+    id: str
+    host: str
+    pid: int | None
+    started: float | None
+    #: wall time of the last heartbeat
+    seen: float | None
+    agents: int
+    in_flight: int
+
+    def record(self) -> dict[str, Any]:
+        """SPEC's ``masters --json`` object."""
+        return {
+            "id": self.id, "host": self.host, "pid": self.pid, "agents": self.agents, "in_flight": self.in_flight,
+            "started": self.started, "heartbeat": self.seen,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class OwnedRun:
     """What a master needs of a run it works on (the stored workflow definition included)."""
 

@@ -62,6 +62,8 @@ class IngestBatch:
     completions: list[Completion] = field(default_factory=list)
     requeues: list[Requeue] = field(default_factory=list)
     events: list[EventLine] = field(default_factory=list)
+    #: the master that dispatched these tasks (each record's ``master``)
+    master: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.records or self.completions or self.requeues or self.events)

@@ -43,7 +43,13 @@ def store_error(path: object, err: BaseException) -> StoreError:
 
 
 def maps_errors(cls: C) -> C:
-    """Class decorator: every public method (generators included) raises StoreError, never sqlite3.Error."""
+    """Class decorator: every public method (generators included) raises StoreError, never a driver error.
+
+    The part's ``db`` says which errors are its driver's and how they map (SQLite or PostgreSQL);
+    a method whose error the backend can recover from (a PostgreSQL connection lost, a deadlock)
+    is called again after ``db.retry_after`` reconnected: every method is one transaction, so a
+    retried call is a retried transaction.
+    """
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isgeneratorfunction(fn):
@@ -51,17 +57,21 @@ def maps_errors(cls: C) -> C:
             def gen(self: Any, *args: Any, **kwargs: Any) -> Any:
                 try:
                     yield from fn(self, *args, **kwargs)
-                except sqlite3.Error as err:
-                    raise store_error(self.db.path, err) from err
+                except self.db.errors as err:
+                    raise self.db.map_error(err) from err
 
             return gen
 
         @functools.wraps(fn)
         def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(self, *args, **kwargs)
-            except sqlite3.Error as err:
-                raise store_error(self.db.path, err) from err
+            attempt = 0
+            while True:
+                try:
+                    return fn(self, *args, **kwargs)
+                except self.db.errors as err:
+                    if not self.db.retry_after(err, attempt):
+                        raise self.db.map_error(err) from err
+                    attempt += 1
 
         return call
 
@@ -72,12 +82,44 @@ def maps_errors(cls: C) -> C:
 
 
 class Database:
-    """The connection, its transaction helper and the event log writer that every part shares."""
+    """The connection, its transaction helper and the event log writer that every part shares.
+
+    This is also the dialect seam: the part classes (runs, results, queue, plans) are written against
+    ``conn.execute``/``executemany`` with ``?`` placeholders and these few hooks, so the PostgreSQL
+    backend (console/store/postgres) runs the same SQL; it overrides the hooks where the engines differ.
+    """
+
+    #: the driver's errors that maps_errors turns into StoreError
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    #: appended to the claim's inner SELECT (PostgreSQL: `` FOR UPDATE OF t SKIP LOCKED``; SQLite's
+    #: ``BEGIN IMMEDIATE`` already makes a claim exclusive)
+    skip_locked = ""
+    #: appended to a SELECT that reads a row to change it (PostgreSQL: `` FOR UPDATE``)
+    row_lock = ""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
         self.host = socket.gethostname()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def map_error(self, err: BaseException) -> StoreError:
+        return store_error(self.path, err)
+
+    def retry_after(self, err: BaseException, attempt: int) -> bool:
+        """True once the store recovered from ``err`` and the failed call may run again (SQLite: never;
+        its busy timeout already waited)."""
+        return False
+
+    def notify(self, conn: Any, what: str) -> None:
+        """Inside an intent's transaction: wake the other masters (SQLite: they watch ``data_version``)."""
+
+    def lock_stage(self, conn: Any, run_id: str, stage_id: str) -> None:
+        """Inside a planning transaction: hold the stage row so two masters never plan it at once
+        (SQLite: ``BEGIN IMMEDIATE`` already serialises every writer)."""
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -122,14 +164,15 @@ class Database:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     @staticmethod
-    def event(conn: sqlite3.Connection, run_id: str | None, level: str, kind: str, message: str) -> None:
+    def event(conn: Any, run_id: str | None, level: str, kind: str, message: str) -> None:
         conn.execute(
             "INSERT INTO events (ts, run_id, level, kind, message) VALUES (?, ?, ?, ?, ?)",
             (time.time(), run_id, level, kind, message[:MAX_EVENT_TEXT]),
         )
 
-    def dead_masters(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-        """Which of ``ids`` are gone: unknown, not seen for a while, or a dead pid on this host."""
+    def dead_masters(self, conn: Any, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are gone: unknown, silent for MASTER_DEAD_AFTER_S, or (the fast path for
+        masters on one machine) a dead pid on this host."""
         now = time.time()
         dead = set(ids)
         for master_id, pid, host, seen in conn.execute(

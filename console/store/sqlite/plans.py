@@ -10,8 +10,8 @@ there as dropped, ``task_id`` -1, so it is counted and logged once).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
+from typing import Any
 
 from console.status import TASK_OPEN, StageState, TaskState
 from console.store import base
@@ -84,6 +84,7 @@ class SQLitePlans(base.Plans):
         self, plan: TaskPlan, kept: list[str], dropped: list[str], cursor: int, note: str | None = None
     ) -> None:
         with self.db.transaction() as conn:
+            self.db.lock_stage(conn, plan.run_id, plan.stage_id)
             self._mark_running(conn, plan)
             conn.executemany(
                 "INSERT OR IGNORE INTO stage_targets (run_id, stage_id, value) VALUES (?, ?, ?)",
@@ -103,10 +104,15 @@ class SQLitePlans(base.Plans):
                     )
                     if note:
                         self.db.event(conn, plan.run_id, "warning", "scope", note)
-            conn.execute("UPDATE stages SET cursor = ? WHERE run_id = ? AND id = ?", (cursor, plan.run_id, plan.stage_id))
+            # never backwards: another master may have read further meanwhile
+            conn.execute(
+                "UPDATE stages SET cursor = ? WHERE run_id = ? AND id = ? AND cursor < ?",
+                (cursor, plan.run_id, plan.stage_id, cursor),
+            )
 
     def chunk_targets(self, plan: TaskPlan, size: int, *, partial_ok: bool, finish: bool) -> int:
         with self.db.transaction() as conn:
+            self.db.lock_stage(conn, plan.run_id, plan.stage_id)
             waiting = conn.execute(
                 "SELECT rowid, value FROM stage_targets WHERE run_id = ? AND stage_id = ? AND task_id IS NULL"
                 " ORDER BY rowid",
@@ -126,6 +132,7 @@ class SQLitePlans(base.Plans):
 
     def complete_stage(self, run_id: str, stage_id: str) -> StageState | None:
         with self.db.transaction() as conn:
+            self.db.lock_stage(conn, run_id, stage_id)
             open_tasks = conn.execute(
                 f"SELECT count(*) FROM tasks WHERE run_id = ? AND stage_id = ? AND state IN ({marks(TASK_OPEN)})",
                 (run_id, stage_id, *TASK_OPEN),
@@ -133,6 +140,8 @@ class SQLitePlans(base.Plans):
             if open_tasks:
                 return None
             row = stage_row(self.db.query("SELECT * FROM stages WHERE run_id = ? AND id = ?", (run_id, stage_id))[0])
+            if row.state in (StageState.COMPLETED, StageState.FAILED):
+                return row.state  # another master serving the run completed it
             failed = row.tasks_failed > 0
             state = StageState.FAILED if failed else StageState.COMPLETED
             now = time.time()
@@ -150,7 +159,7 @@ class SQLitePlans(base.Plans):
     # -- shared ------------------------------------------------------------------------
 
     def _insert_tasks(
-        self, conn: sqlite3.Connection, plan: TaskPlan, chunks: list[list[str]], pinned: str | None = None
+        self, conn: Any, plan: TaskPlan, chunks: list[list[str]], pinned: str | None = None
     ) -> int:
         """Insert one task per chunk (marking the stage running); the row id when exactly one was inserted."""
         if not chunks:
@@ -171,12 +180,12 @@ class SQLitePlans(base.Plans):
             for offset, chunk in enumerate(chunks)
         ]
         if len(rows) == 1:
-            return int(conn.execute(sql, rows[0]).lastrowid or 0)
+            return int(conn.execute(sql + " RETURNING id", rows[0]).fetchone()[0])
         conn.executemany(sql, rows)
         return 0
 
     @staticmethod
-    def _mark_running(conn: sqlite3.Connection, plan: TaskPlan) -> None:
+    def _mark_running(conn: Any, plan: TaskPlan) -> None:
         conn.execute(
             "UPDATE stages SET state = ?, started = coalesce(started, ?) WHERE run_id = ? AND id = ? AND state = ?",
             (StageState.RUNNING, time.time(), plan.run_id, plan.stage_id, StageState.PENDING),

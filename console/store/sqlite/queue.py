@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from console.status import RUN_ACTIVE, TASK_OPEN, RunState, TaskState
+from console.status import AGENT_LINKED, MASTER_DEAD_AFTER_S, RUN_ACTIVE, TASK_OPEN, RunState, TaskState
 from console.store import base
-from console.store.rows import ClaimedTask, OwnedRun
+from console.store.rows import ClaimedTask, MasterRow, OwnedRun
 from console.store.sqlite.database import Database, maps_errors, marks
 from console.store.sqlite.runs import finish_stopped
 from console.store.writes import IngestBatch, NewRecord
@@ -26,22 +25,25 @@ from console.store.writes import IngestBatch, NewRecord
 FORGET_MASTERS_AFTER_S = 86400.0
 
 
-def give_back(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> int:
+def give_back(conn: Any, where: str, params: tuple[Any, ...]) -> int:
     """Leased tasks matching ``where`` go back to the queue at once with their attempt returned:
     losing them was not the task's fault (a master stopped, died, or never dispatched them)."""
     return conn.execute(
-        "UPDATE tasks SET state = ?, lease_owner = NULL, lease_expires = NULL, attempts = max(attempts - 1, 0)"
+        "UPDATE tasks SET state = ?, lease_owner = NULL, lease_expires = NULL,"
+        " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
         f" WHERE state = ? AND {where}",
         (TaskState.QUEUED, TaskState.LEASED, *params),
     ).rowcount
 
 
-def _add_stage_counts(conn: sqlite3.Connection, column: str, counts: Counter[tuple[str, str]]) -> None:
+def _add_stage_counts(conn: Any, column: str, counts: Counter[tuple[str, str]]) -> None:
+    """Stage rows in one order (several masters update the same counters: no lock-order deadlock)."""
     assert column in ("tasks_done", "tasks_failed", "results")
-    conn.executemany(
-        f"UPDATE stages SET {column} = {column} + ? WHERE run_id = ? AND id = ?",
-        [(count, run_id, stage_id) for (run_id, stage_id), count in counts.items()],
-    )
+    if counts:
+        conn.executemany(
+            f"UPDATE stages SET {column} = {column} + ? WHERE run_id = ? AND id = ?",
+            [(count, run_id, stage_id) for (run_id, stage_id), count in sorted(counts.items())],
+        )
 
 
 @maps_errors
@@ -50,12 +52,18 @@ class SQLiteQueue(base.TaskQueue):
         self.db = db
 
     # -- masters and ownership ---------------------------------------------------------
+    #
+    # Every live master serves every active run it is asked to, task by task: claims are not limited
+    # to one owner. ``runs.owner`` names one live master serving the run (the stop intent asks it),
+    # taken over when that master goes. A master is alive while it heartbeats (MASTER_DEAD_AFTER_S);
+    # the first master to notice one gone gives its leased tasks back, attempt returned.
 
     def register_master(self, master_id: str) -> None:
         now = time.time()
         with self.db.transaction() as conn:
+            conn.execute("DELETE FROM masters WHERE id = ?", (master_id,))
             conn.execute(
-                "INSERT OR REPLACE INTO masters (id, pid, host, started, seen) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO masters (id, pid, host, started, seen, agents, in_flight) VALUES (?, ?, ?, ?, ?, 0, 0)",
                 (master_id, os.getpid(), self.db.host, now, now),
             )
             # masters killed long ago (kill -9 leaves their row): forget them once they own nothing
@@ -71,6 +79,7 @@ class SQLiteQueue(base.TaskQueue):
     def adopt_runs(self, master_id: str, run_ids: list[str] | None = None) -> list[str]:
         now = time.time()
         with self.db.transaction() as conn:
+            self._reap_dead_masters(conn, master_id)
             sql = f"SELECT id, state, owner FROM runs WHERE state IN ({marks(RUN_ACTIVE)})"
             params: list[Any] = [*RUN_ACTIVE]
             if run_ids is not None:
@@ -79,25 +88,30 @@ class SQLiteQueue(base.TaskQueue):
             rows = conn.execute(sql, params).fetchall()
             others = sorted({owner for _, _, owner in rows if owner is not None and owner != master_id})
             dead = self.db.dead_masters(conn, others) if others else set()
-            owned: list[str] = []
+            served: list[str] = []
             for run_id, state, owner in rows:
-                if owner is not None and owner != master_id and owner not in dead:
-                    continue
-                if owner == master_id and state != RunState.PENDING:
-                    owned.append(run_id)  # already ours: no write (keeps the change token quiet)
-                    continue
-                if owner != master_id:
-                    moved = give_back(conn, "run_id = ?", (run_id,))
-                    note = f" from master {owner} (gone), {moved} leased task(s) re-queued" if owner else ""
-                    self.db.event(conn, run_id, "info", "adopt", f"run taken by master {master_id}{note}")
+                served.append(run_id)
+                if state != RunState.PENDING and owner is not None and (owner == master_id or owner not in dead):
+                    continue  # served already, its owner alive: no write (keeps the change token quiet)
                 new_state = RunState.RUNNING if state == RunState.PENDING else state
                 conn.execute(
                     "UPDATE runs SET owner = ?, owner_seen = ?, state = ?, started = coalesce(started, ?)"
-                    " WHERE id = ?",
-                    (master_id, now, new_state, now, run_id),
+                    " WHERE id = ? AND state = ?",
+                    (master_id if owner is None or owner in dead else owner, now, new_state, now, run_id, state),
                 )
-                owned.append(run_id)
-        return owned
+        return served
+
+    def _reap_dead_masters(self, conn: Any, master_id: str) -> None:
+        """Masters silent past MASTER_DEAD_AFTER_S (or a dead pid here): their leased tasks back to the
+        queue, attempt given back, their row gone. Whoever deletes the row does the give-back, once."""
+        ids = [r[0] for r in conn.execute("SELECT id FROM masters WHERE id <> ?", (master_id,)).fetchall()]
+        for dead in sorted(self.db.dead_masters(conn, ids)) if ids else ():
+            if not conn.execute("DELETE FROM masters WHERE id = ? RETURNING id", (dead,)).fetchall():
+                continue
+            moved = give_back(conn, "lease_owner = ?", (dead,))
+            conn.execute("UPDATE runs SET owner = NULL WHERE owner = ?", (dead,))
+            if moved:
+                self.db.event(conn, None, "warning", "master", f"master {dead} gone: {moved} leased task(s) re-queued")
 
     def owned_runs(self, master_id: str) -> list[OwnedRun]:
         return [
@@ -107,16 +121,35 @@ class SQLiteQueue(base.TaskQueue):
                 scope=r["scope"],
             )
             for r in self.db.query(
-                "SELECT id, state, stop_requested, priority, definition, targets, scope FROM runs WHERE owner = ?",
-                (master_id,),
+                "SELECT id, state, stop_requested, priority, definition, targets, scope FROM runs"
+                " WHERE state IN (?, ?) ORDER BY created",
+                (RunState.RUNNING, RunState.PAUSED),
             )
         ]
 
-    def touch_owned(self, master_id: str) -> None:
+    def touch_owned(self, master_id: str, agents: int | None = None, in_flight: int | None = None) -> None:
         now = time.time()
         with self.db.transaction() as conn:
-            conn.execute("UPDATE masters SET seen = ? WHERE id = ?", (now, master_id))
+            seen = conn.execute(
+                "UPDATE masters SET seen = ?, agents = coalesce(?, agents), in_flight = coalesce(?, in_flight)"
+                " WHERE id = ?",
+                (now, agents, in_flight, master_id),
+            ).rowcount
+            if not seen:  # presumed dead during a stall of its own: it is back
+                conn.execute(
+                    "INSERT INTO masters (id, pid, host, started, seen, agents, in_flight) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (master_id, os.getpid(), self.db.host, now, now, agents or 0, in_flight or 0),
+                )
             conn.execute("UPDATE runs SET owner_seen = ? WHERE owner = ?", (now, master_id))
+
+    def masters(self) -> list[MasterRow]:
+        return [
+            MasterRow(
+                id=r["id"], host=r["host"] or "", pid=r["pid"], started=r["started"], seen=r["seen"],
+                agents=int(r["agents"] or 0), in_flight=int(r["in_flight"] or 0),
+            )
+            for r in self.db.query("SELECT id, host, pid, started, seen, agents, in_flight FROM masters ORDER BY started, id")
+        ]
 
     def release_runs(self, master_id: str, run_ids: Iterable[str] | None = None) -> int:
         with self.db.transaction() as conn:
@@ -139,35 +172,41 @@ class SQLiteQueue(base.TaskQueue):
 
     def finish_run(self, run_id: str, state: RunState, error: str | None = None) -> None:
         with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE runs SET state = ?, ended = ?, owner = NULL, stop_requested = 0, error = ? WHERE id = ?",
-                (state, time.time(), error, run_id),
-            )
+            ended = conn.execute(
+                "UPDATE runs SET state = ?, ended = ?, owner = NULL, stop_requested = 0, error = ?"
+                f" WHERE id = ? AND state IN ({marks(RUN_ACTIVE)})",
+                (state, time.time(), error, run_id, *RUN_ACTIVE),
+            ).rowcount
+            if not ended:
+                return  # another master serving the run ended it first
             level = "info" if state == RunState.COMPLETED else "warning"
             self.db.event(conn, run_id, level, "run", f"run {state}" + (f": {error}" if error else ""))
 
     # -- claims and leases -------------------------------------------------------------
 
     def claim_tasks(
-        self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = ()
+        self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = (),
+        run_ids: Iterable[str] | None = None,
     ) -> list[ClaimedTask]:
         if n <= 0:
             return []
         now = time.time()
         boxes = list(pinned_boxes)
         pinned_clause = f"(t.pinned IS NULL OR t.pinned IN ({marks(boxes)}))" if boxes else "t.pinned IS NULL"
+        runs = list(run_ids) if run_ids is not None else None
+        runs_clause = f" AND id IN ({marks(runs)})" if runs is not None else ""
         sql = (
             "UPDATE tasks SET state = ?, attempts = attempts + 1, lease_owner = ?, lease_expires = ?,"
             " started = coalesce(started, ?) WHERE id IN ("
             " SELECT t.id FROM tasks t WHERE t.state = ?"
-            "  AND t.run_id IN (SELECT id FROM runs WHERE owner = ? AND state = ? AND stop_requested = 0)"
+            f"  AND t.run_id IN (SELECT id FROM runs WHERE state = ? AND stop_requested = 0{runs_clause})"
             "  AND (t.not_before IS NULL OR t.not_before <= ?)"
-            f"  AND {pinned_clause} ORDER BY t.priority DESC, t.id LIMIT ?)"
+            f"  AND {pinned_clause} ORDER BY t.priority DESC, t.id LIMIT ?{self.db.skip_locked})"
             " RETURNING id, run_id, stage_id, targets, attempts, max_attempts, priority, pinned, tried"
         )
         params: list[Any] = [
-            TaskState.LEASED, master_id, now + lease_s, now, TaskState.QUEUED, master_id, RunState.RUNNING, now,
-            *boxes, n,
+            TaskState.LEASED, master_id, now + lease_s, now, TaskState.QUEUED, RunState.RUNNING, *(runs or ()),
+            now, *boxes, n,
         ]
         with self.db.transaction() as conn:
             rows = conn.execute(sql, params).fetchall()
@@ -182,13 +221,18 @@ class SQLiteQueue(base.TaskQueue):
         return claimed
 
     def fail_pinned(self, master_id: str, keep_boxes: list[str], reason: str) -> int:
+        """Only boxes no other live master reports linked: several masters may have different fleets."""
         now = time.time()
         with self.db.transaction() as conn:
             failed = conn.execute(
                 "UPDATE tasks SET state = ?, error = ?, ended = ? WHERE state = ? AND pinned IS NOT NULL"
                 f" AND pinned NOT IN ({marks(keep_boxes)})"
-                " AND run_id IN (SELECT id FROM runs WHERE owner = ?) RETURNING run_id, stage_id",
-                (TaskState.FAILED, reason, now, TaskState.QUEUED, *keep_boxes, master_id),
+                f" AND run_id IN (SELECT id FROM runs WHERE state IN ({marks(RUN_ACTIVE)}))"
+                f" AND pinned NOT IN (SELECT name FROM agents WHERE master <> ? AND state IN ({marks(AGENT_LINKED)})"
+                "  AND master IN (SELECT id FROM masters WHERE seen >= ?))"
+                " RETURNING run_id, stage_id",
+                (TaskState.FAILED, reason, now, TaskState.QUEUED, *keep_boxes, *RUN_ACTIVE, master_id, *AGENT_LINKED,
+                 now - MASTER_DEAD_AFTER_S),
             ).fetchall()
             counts = Counter((r, s) for r, s in failed)
             _add_stage_counts(conn, "tasks_failed", counts)
@@ -221,20 +265,21 @@ class SQLiteQueue(base.TaskQueue):
             ).rowcount
 
     def sweep_expired(self, master_id: str) -> tuple[int, int]:
+        """Every active run's expired leases (any master may sweep: the runs are shared)."""
         now = time.time()
-        owned = "run_id IN (SELECT id FROM runs WHERE owner = ?)"
+        active = f"run_id IN (SELECT id FROM runs WHERE state IN ({marks(RUN_ACTIVE)}))"
         with self.db.transaction() as conn:
             failed = conn.execute(
                 "UPDATE tasks SET state = ?, error = 'lease expired', ended = ?, lease_owner = NULL,"
-                f" lease_expires = NULL WHERE state = ? AND lease_expires < ? AND attempts >= max_attempts AND {owned}"
+                f" lease_expires = NULL WHERE state = ? AND lease_expires < ? AND attempts >= max_attempts AND {active}"
                 " RETURNING run_id, stage_id",
-                (TaskState.FAILED, now, TaskState.LEASED, now, master_id),
+                (TaskState.FAILED, now, TaskState.LEASED, now, *RUN_ACTIVE),
             ).fetchall()
             _add_stage_counts(conn, "tasks_failed", Counter((r, s) for r, s in failed))
             requeued = conn.execute(
                 "UPDATE tasks SET state = ?, lease_owner = NULL, lease_expires = NULL"
-                f" WHERE state = ? AND lease_expires < ? AND {owned}",
-                (TaskState.QUEUED, TaskState.LEASED, now, master_id),
+                f" WHERE state = ? AND lease_expires < ? AND {active}",
+                (TaskState.QUEUED, TaskState.LEASED, now, *RUN_ACTIVE),
             ).rowcount
         return requeued, len(failed)
 
@@ -245,15 +290,9 @@ class SQLiteQueue(base.TaskQueue):
         now = time.time()
         with self.db.transaction() as conn:
             for key, rows in _by_stage(batch.records).items():
-                before = conn.total_changes
-                conn.executemany(
-                    "INSERT OR IGNORE INTO results (run_id, stage_id, type, key, target, agent, task_id, ts, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                if conn.total_changes > before:
-                    inserted[key] += conn.total_changes - before
-            _add_stage_counts(conn, "results", inserted)
+                new = self._insert_records(conn, rows, batch.master)
+                if new:
+                    inserted[key] += new
             done: Counter[tuple[str, str]] = Counter()
             failed: Counter[tuple[str, str]] = Counter()
             groups: dict[tuple[str, str | None, str | None], list[int]] = {}
@@ -272,8 +311,6 @@ class SQLiteQueue(base.TaskQueue):
                         done.update((r, s) for r, s in changed)
                     elif state == TaskState.FAILED:
                         failed.update((r, s) for r, s in changed)
-            _add_stage_counts(conn, "tasks_done", done)
-            _add_stage_counts(conn, "tasks_failed", failed)
             conn.executemany(
                 "UPDATE tasks SET state = ?, not_before = ?, tried = ?, error = ?, lease_owner = NULL,"
                 " lease_expires = NULL WHERE id = ? AND state = ?",
@@ -284,7 +321,21 @@ class SQLiteQueue(base.TaskQueue):
             )
             for event in batch.events:
                 self.db.event(conn, *event)
+            # the shared counters last: another master's batch waits on these rows only until this commit
+            _add_stage_counts(conn, "results", inserted)
+            _add_stage_counts(conn, "tasks_done", done)
+            _add_stage_counts(conn, "tasks_failed", failed)
         return dict(inserted)
+
+    def _insert_records(self, conn: Any, rows: list[NewRecord], master: str | None) -> int:
+        """Insert one stage's records, each (run, stage, type, key) once; return how many were new."""
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO results (run_id, stage_id, type, key, target, agent, task_id, ts, data, master)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*row, master) for row in rows],
+        )
+        return int(conn.total_changes - before)
 
 
 def _by_stage(records: list[NewRecord]) -> dict[tuple[str, str], list[NewRecord]]:

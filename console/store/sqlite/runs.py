@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -79,6 +78,7 @@ class SQLiteRuns(base.Runs):
                 [(run_id, str(s["id"]), i, str(s.get("tool", ""))) for i, s in enumerate(stages)],
             )
             self.db.event(conn, run_id, "info", "submit", f"run {run_id} of {workflow} submitted")
+            self.db.notify(conn, "submit")
         return run_id
 
     def get(self, run_id: str) -> RunRow:
@@ -130,6 +130,7 @@ class SQLiteRuns(base.Runs):
                 return state
             conn.execute("UPDATE runs SET state = ? WHERE id = ?", (to, run_id))
             self.db.event(conn, run_id, "info", kind, f"{kind} requested")
+            self.db.notify(conn, kind)
             return to
 
     def stop(self, run_id: str) -> RunState:
@@ -141,19 +142,20 @@ class SQLiteRuns(base.Runs):
             if owner is not None and owner not in self.db.dead_masters(conn, [owner]):
                 conn.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
                 self.db.event(conn, run_id, "info", "stop", "stop requested")
+                self.db.notify(conn, "stop")
                 return state
             finish_stopped(self.db, conn, run_id)
+            self.db.notify(conn, "stop")
             return RunState.STOPPED
 
-    @staticmethod
-    def _state_for_update(conn: sqlite3.Connection, run_id: str) -> RunState:
-        row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    def _state_for_update(self, conn: Any, run_id: str) -> RunState:
+        row = conn.execute(f"SELECT state FROM runs WHERE id = ?{self.db.row_lock}", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r}", field="run")
         return RunState(row[0])
 
 
-def finish_stopped(db: Database, conn: sqlite3.Connection, run_id: str) -> None:
+def finish_stopped(db: Database, conn: Any, run_id: str) -> None:
     """End a run ``stopped``, every unfinished task cancelled (inside the caller's transaction)."""
     now = time.time()
     conn.execute(

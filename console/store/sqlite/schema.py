@@ -101,8 +101,15 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("results").add_column("master", str)
 
 
+def _master_heartbeat(db: sqlite_utils.Database) -> None:
+    """Masters share runs task by task and live by heartbeat: each reports its agents and tasks in flight."""
+    masters = db.table("masters")
+    masters.add_column("agents", int, not_null_default=0)
+    masters.add_column("in_flight", int, not_null_default=0)
+
+
 #: ordered migrations: index i brings the schema from user_version i to i + 1
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _master_heartbeat]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -79,8 +79,8 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-async def test_run_completes_over_two_agents(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
+async def test_run_completes_over_two_agents(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = submit(store, [stage("a", params={"records": 2}), stage("b", "a")], "127.0.0.1-8")
     state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
     assert state == RunState.COMPLETED
@@ -149,15 +149,15 @@ async def test_agent_killed_mid_task_completes_elsewhere_with_the_same_records(t
 
 
 @pytest.mark.slow
-async def test_stop_cancels_running_tasks_and_their_processes(tmp_path: Path) -> None:
+async def test_stop_cancels_running_tasks_and_their_processes(store_url: str) -> None:
     marker = f"fleetscan-stop-{uuid.uuid4().hex}"
-    store = open_store(tmp_path / "s.db")
+    store = open_store(store_url)
     run_id = submit(store, [stage("a", tool="exec", params=exec_params(60, marker))], "127.0.0.1-10")
     master = Master(store, "local:2")
 
     async def stop() -> None:
         await wait_for(lambda: len(processes_with(marker)) >= 2, what="tool processes")
-        other = open_store(tmp_path / "s.db")  # the intent comes from another connection
+        other = open_store(store_url)  # the intent comes from another connection
         other.runs.stop(run_id)
         await wait_for(lambda: store.runs.get(run_id).state == "stopped", 30, "the run to stop")
         await wait_for(lambda: not processes_with(marker), 10, "tool processes to go")
@@ -169,8 +169,8 @@ async def test_stop_cancels_running_tasks_and_their_processes(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-async def test_pause_stops_dispatch_and_resume_continues(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "s.db")
+async def test_pause_stops_dispatch_and_resume_continues(store_url: str) -> None:
+    store = open_store(store_url)
     run_id = submit(store, [stage("a", params={"sleep": 0.2})], "127.0.0.1-40")
     master = Master(store, "local")
 
@@ -191,8 +191,8 @@ async def test_pause_stops_dispatch_and_resume_continues(tmp_path: Path) -> None
     assert store.runs.summary(run_id)["stages"][0]["tasks_done"] == 40
 
 
-async def test_run_submitted_from_another_process_is_picked_up(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+async def test_run_submitted_from_another_process_is_picked_up(store_url: str) -> None:
+    db = store_url
     store = open_store(db)
     master = Master(store, "local")
     code = (
@@ -213,8 +213,8 @@ async def test_run_submitted_from_another_process_is_picked_up(tmp_path: Path) -
 
 
 @pytest.mark.slow
-async def test_master_killed_then_resumed_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+async def test_master_killed_then_resumed_loses_and_duplicates_nothing(store_url: str) -> None:
+    db = store_url
     store = open_store(db)
     run_id = submit(store, [stage("a", tool="exec", params=exec_params(0.5))], "127.0.0.1-60")
     code = (

@@ -137,10 +137,13 @@ def test_redelivered_batch_never_duplicates(store_url: str) -> None:
                   json.dumps({"host": f"127.0.0.{i}"}))
         for i in range(1, 51)
     ]
-    batch = IngestBatch(records=rows, completions=[Completion(task, run_id, "a", TaskState.DONE, "box1")])
+    batch = IngestBatch(
+        records=rows, completions=[Completion(task, run_id, "a", TaskState.DONE, "box1")], master="m-one"
+    )
     assert store.queue.apply_batch(batch) == {(run_id, "a"): 50}
     assert store.queue.apply_batch(batch) == {}
     assert store.results.count(run_id) == 50
+    assert {r["master"] for r in store.results.records(run_id)} == {"m-one"}
     stage = store.runs.summary(run_id)["stages"][0]
     assert stage["results"] == 50 and stage["tasks_done"] == 1
 
@@ -179,7 +182,7 @@ def test_iter_results_streams_in_id_order_with_filters(store_url: str) -> None:
     typed = list(store.results.records(run_id, stage="b", type="port_open", batch=7))
     assert len(typed) == store.results.count(run_id, stage="b", type="port_open") > 0
     first = only_a[0]
-    assert set(first) == {"run", "stage", "type", "key", "target", "agent", "task", "ts", "data"}
+    assert set(first) == {"run", "stage", "type", "key", "target", "agent", "master", "task", "ts", "data"}
 
 
 def test_pause_resume_and_stop_without_live_owner(store_url: str) -> None:

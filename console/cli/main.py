@@ -35,8 +35,9 @@ class _Parser(argparse.ArgumentParser):
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--db, --workflows, --agents: accepted before or after the sub-command."""
     default = None if top else argparse.SUPPRESS
-    parser.add_argument("--db", default=default, metavar="PATH",
-                        help="SQLite state file (default: $FLEETSCAN_DB, else fleetscan.db in the user data dir)")
+    parser.add_argument("--db", default=default, metavar="PATH|URL",
+                        help="SQLite state file or postgresql://USER@HOST:PORT/DBNAME"
+                             " (default: $FLEETSCAN_DB, else fleetscan.db in the user data dir)")
     parser.add_argument("--workflows", default=default, metavar="FILE",
                         help="workflow file (default: ./workflows.yaml if present, else the packaged one)")
     parser.add_argument("--agents", default=default, metavar="SRC",
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--check", action="store_true")
     sp.add_argument("--trust", metavar="NAME", help="show NAME's host key fingerprint and record it as trusted")
     sp.add_argument("--yes", action="store_true", help="with --trust: do not ask for confirmation")
+    from console.cli.masters import add_parser as add_masters
+
+    add_masters(sub, _common)
     return p
 
 
@@ -257,6 +261,12 @@ def cmd_workflows(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_masters(args: argparse.Namespace) -> int:
+    from console.cli.masters import masters_command
+
+    return masters_command(args)
+
+
 def cmd_agents(args: argparse.Namespace) -> int:
     from console.cli.agents import agents_command
 
@@ -266,7 +276,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tui": cmd_tui, "run": cmd_run, "submit": cmd_submit, "master": cmd_master, "resume": cmd_resume,
     "pause": cmd_control, "stop": cmd_control, "status": cmd_status, "results": cmd_results,
-    "workflows": cmd_workflows, "agents": cmd_agents,
+    "workflows": cmd_workflows, "agents": cmd_agents, "masters": cmd_masters,
 }
 
 

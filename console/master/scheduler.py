@@ -72,7 +72,7 @@ class Master:
         master_id: str | None = None,
     ) -> None:
         self.store = store
-        self.location = store.location
+        self.location = store.address
         self.fleet_source = fleet_source
         self.workflows_file = workflows_file
         self.master_id = master_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -186,7 +186,10 @@ class Master:
         """Adopt runs, read intents (pause, resume, stop) of the owned ones."""
         db = self._require_db()
         await self._db(db.queue.adopt_runs, self.master_id, run_ids)
-        rows = {r.id: r for r in await self._db(db.queue.owned_runs, self.master_id)}
+        # every live master serves every active run (task by task); `run`/`resume` serve only theirs
+        rows = {
+            r.id: r for r in await self._db(db.queue.owned_runs, self.master_id) if run_ids is None or r.id in run_ids
+        }
         for run_id, row in rows.items():
             ctx = self.runs.get(run_id)
             if ctx is None:
@@ -251,7 +254,10 @@ class Master:
         if want <= 0 or not any(c.state == RunState.RUNNING and not c.stopping for c in self.runs.values()):
             return
         boxes = [h.name for h in self.fleet.handles.values() if h.state in AGENT_LINKED]
-        rows = await self._db(self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes)
+        serving = [r for r, c in self.runs.items() if c.state == RunState.RUNNING and not c.stopping]
+        rows = await self._db(
+            self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes, run_ids=serving
+        )
         self._queue_empty = not rows
         if not rows:
             return
@@ -277,6 +283,7 @@ class Master:
         if not force and len(flight.batch.records) < FLUSH_RECORDS and time.monotonic() - flight.batch_since < FLUSH_EVERY_S:
             return
         batch = flight.take_batch()
+        batch.master = self.master_id
         await self._db(self._require_db().queue.apply_batch, batch)
         if batch.completions or batch.requeues:
             self._plan_dirty = self._claim_dirty = True
@@ -413,7 +420,8 @@ class Master:
             tick += 1
             self.flight.check_timeouts()
             if tick % 2 == 0:
-                await self._db(db.queue.touch_owned, self.master_id)
+                agents = len(self.fleet.up()) if self.fleet is not None else 0
+                await self._db(db.queue.touch_owned, self.master_id, agents, len(self.flight.execs))
                 if self.fleet is not None:
                     await self._db(db.agents.report, self.fleet.rows(self.master_id))
             if tick % 10 == 0:

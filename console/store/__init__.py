@@ -27,6 +27,36 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("fleetscan")) / "fleetscan.db"
 
 
+def default_location() -> str | Path:
+    """What ``open_store()`` opens: ``$FLEETSCAN_DB`` as given when it is a URL, else :func:`default_db_path`."""
+    env = os.environ.get("FLEETSCAN_DB", "")
+    return env if _URL.match(env) else default_db_path()
+
+
+def is_url(where: str | os.PathLike[str]) -> bool:
+    """A ``scheme://`` store address (never to be taken for a file name, nor put through ``Path``)."""
+    return bool(_URL.match(os.fspath(where)))
+
+
+def redact(url: str) -> str:
+    """A store URL without its password: what every message and ``Store.location`` shows."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def store_label(where: str | os.PathLike[str]) -> str:
+    """A short name for a title bar: the file name, or the URL without its password."""
+    return redact(os.fspath(where)) if is_url(where) else Path(where).name
+
+
 def open_store(where: str | os.PathLike[str] | None = None) -> Store:
     """Open the store at a file path (SQLite, created and migrated as needed), a ``postgresql://``
     URL (PostgreSQL, schema created or migrated), or the default one.
@@ -37,7 +67,7 @@ def open_store(where: str | os.PathLike[str] | None = None) -> Store:
     from console.errors import BadInput
 
     if where is None or str(where) == "":
-        where = default_db_path()
+        where = default_location()
     text = os.fspath(where)
     match = _URL.match(text)
     if match:

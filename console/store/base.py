@@ -36,6 +36,7 @@ from console.store.rows import (
     ClaimedTask,
     ConsoleView,
     EventRow,
+    MasterRow,
     OwnedRun,
     ResultFilter,
     ResultPage,
@@ -46,7 +47,7 @@ from console.store.rows import (
 )
 from console.store.writes import IngestBatch, TaskPlan
 
-#: a raw result row for export: (id, run, stage, type, key, target, agent, task_id, ts, data_json)
+#: a raw result row for export: (id, run, stage, type, key, target, agent, task_id, ts, data_json, master)
 RawResult = tuple[Any, ...]
 PAGE_SIZE = 50
 
@@ -134,7 +135,8 @@ class Results(ABC):
             for row in rows:
                 yield {
                     "run": row[1], "stage": row[2], "type": row[3], "key": row[4], "target": row[5],
-                    "agent": row[6], "task": str(row[7]) if row[7] is not None else None, "ts": row[8],
+                    "agent": row[6], "master": row[10], "task": str(row[7]) if row[7] is not None else None,
+                    "ts": row[8],
                     "data": json.loads(row[9]),
                 }
 
@@ -224,15 +226,22 @@ class TaskQueue(ABC):
 
     @abstractmethod
     def adopt_runs(self, master_id: str, run_ids: list[str] | None = None) -> list[str]:
-        """Take pending runs and runs whose owner is gone (their leased tasks re-queued, attempt given
-        back); return the ids of the active runs this master now owns (of ``run_ids`` only, when given)."""
+        """Serve the active runs (of ``run_ids`` only, when given) beside any other master: pending ones
+        start running; dead masters' leased tasks are re-queued, attempt given back. Returns their ids."""
 
     @abstractmethod
-    def owned_runs(self, master_id: str) -> list[OwnedRun]: ...
+    def owned_runs(self, master_id: str) -> list[OwnedRun]:
+        """The running and paused runs, which every live master serves (the caller keeps those it was asked to)."""
 
     @abstractmethod
-    def touch_owned(self, master_id: str) -> None:
-        """Heartbeat: this master and the runs it owns are alive."""
+    def touch_owned(self, master_id: str, agents: int | None = None, in_flight: int | None = None) -> None:
+        """Heartbeat: this master (with ``agents`` linked and ``in_flight`` tasks) and the runs it owns are
+        alive. A master silent for MASTER_DEAD_AFTER_S is dead: the next ``adopt_runs`` of another master
+        gives its leased tasks back."""
+
+    @abstractmethod
+    def masters(self) -> list[MasterRow]:
+        """The masters sharing this store, as their last heartbeat reported them."""
 
     @abstractmethod
     def release_runs(self, master_id: str, run_ids: Iterable[str] | None = None) -> int:
@@ -248,10 +257,12 @@ class TaskQueue(ABC):
 
     @abstractmethod
     def claim_tasks(
-        self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = ()
+        self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = (),
+        run_ids: Iterable[str] | None = None,
     ) -> list[ClaimedTask]:
-        """Lease up to ``n`` due queued tasks of this master's running runs, highest priority then oldest
-        first; a pinned task only for the boxes named. The attempt is counted here, so a crash counts."""
+        """Lease up to ``n`` due queued tasks of the running runs (of ``run_ids`` only, when given), highest
+        priority then oldest first; a pinned task only for the boxes named. Several masters claim at once,
+        each task once. The attempt is counted here, so a crash counts."""
 
     @abstractmethod
     def fail_pinned(self, master_id: str, keep_boxes: list[str], reason: str) -> int:
@@ -338,6 +349,8 @@ class Store(ABC):
 
     #: where it is, for messages (a path, or a URL without its password)
     location: str
+    #: what ``open_store`` takes to open this store again (a URL may hold a password: never print it)
+    address: str
 
     @abstractmethod
     def close(self) -> None: ...

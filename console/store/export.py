@@ -18,7 +18,7 @@ from console.errors import BadInput
 from console.store.base import Store
 
 FORMATS = ("jsonl", "csv", "json")
-COLUMNS = ("run", "stage", "type", "key", "target", "agent", "task", "ts")
+COLUMNS = ("run", "stage", "type", "key", "target", "agent", "master", "task", "ts")
 CSV_COLUMNS = (*COLUMNS, "data")
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -31,7 +31,7 @@ def _json_lines(page: list[Row]) -> Iterator[str]:
     for row in page:
         head = _encode({
             "run": row[1], "stage": row[2], "type": row[3], "key": row[4], "target": row[5],
-            "agent": row[6], "task": None if row[7] is None else str(row[7]), "ts": row[8],
+            "agent": row[6], "master": row[10], "task": None if row[7] is None else str(row[7]), "ts": row[8],
         })
         yield f'{head[:-1]}, "data": {row[9]}}}'
 
@@ -59,7 +59,7 @@ def _csv(pages: Iterable[list[Row]], out: TextIO) -> int:
     writer.writerow(CSV_COLUMNS)
     count = 0
     for page in pages:
-        writer.writerows((*row[1:7], None if row[7] is None else str(row[7]), row[8], row[9]) for row in page)
+        writer.writerows((*row[1:7], row[10], None if row[7] is None else str(row[7]), row[8], row[9]) for row in page)
         count += len(page)
     return count
 

@@ -1,7 +1,9 @@
 """The one change watcher: notice another process's write to the store within ~20 ms.
 
 Every backend has a cheap change token (SQLite: ``PRAGMA data_version``, which moves
-whenever another connection commits and costs microseconds to read without a lock).
+whenever another connection commits and costs microseconds to read without a lock;
+PostgreSQL: the notifications on its LISTEN connection, sent inside every submission and
+intent, plus the newest event id).
 Polling it is the notification; a slow unconditional wake (every ``fallback_s``) makes a
 missed change impossible to wait on forever. The master awaits :meth:`StoreWatcher.run`
 on its event loop; the console's refresh thread calls :meth:`changed` and :meth:`wait`.
@@ -10,6 +12,7 @@ on its event loop; the console's refresh thread calls :meth:`changed` and :meth:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -66,11 +69,14 @@ class StoreWatcher:
 
     async def run(self, event: asyncio.Event) -> None:
         """Set ``event`` on every change until cancelled (the master's wake-up)."""
-        self.changed()
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(self.changed)
         while not self.stopped:
             await asyncio.sleep(self.poll_s)
             try:
-                if self.changed():
+                # on a thread: a PostgreSQL token is a round trip (and a reconnect attempt when the
+                # server went away), which must never hold up the master's event loop
+                if await asyncio.to_thread(self.changed):
                     event.set()
             except StoreError:
                 event.set()  # the store itself is in trouble: let the master's loop meet the error

@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.errors import FleetscanError
 from console.status import RUN_TERMINAL
+from console.store import store_label
 from console.store.rows import ConsoleView, RunRow
 from console.tui import intents
 from console.tui.dialogs import ConfirmScreen, HelpScreen
@@ -55,9 +56,12 @@ class FleetscanApp(App[int]):
         poll_interval: float = 0.25,
     ) -> None:
         super().__init__()
-        from console.store import default_db_path
+        from console.store import default_location, is_url
 
-        self.db_path = Path(db_path).expanduser() if db_path is not None else default_db_path()
+        if db_path is None:
+            self.db_path: str | Path = default_location()
+        else:
+            self.db_path = str(db_path) if is_url(db_path) else Path(db_path).expanduser()
         self.workflows_file = workflows_file
         self.agents_source = agents_source
         self.start_master = start_master
@@ -84,7 +88,7 @@ class FleetscanApp(App[int]):
         return bool(stack) and isinstance(stack[0], MainScreen) and stack[0].ready
 
     def on_mount(self) -> None:
-        self.sub_title = f"{self.db_path.name} · master {'on' if self.start_master else 'off'}"
+        self.sub_title = f"{store_label(self.db_path)} · master {'on' if self.start_master else 'off'}"
         self.watch_store()
         if self.start_master:
             self.run_master()
@@ -131,7 +135,7 @@ class FleetscanApp(App[int]):
         line.append("ERROR ", style="bold #ff5f5f")
         line.append(f"{event.worker.name}: {message}")
         if event.worker.name == "master":  # the header must not go on saying "master on"
-            self.sub_title = f"{self.db_path.name} · master failed (see events)"
+            self.sub_title = f"{store_label(self.db_path)} · master failed (see events)"
         if self._main_ready():
             self.main.log_line(line)
         else:
@@ -281,7 +285,7 @@ class FleetscanApp(App[int]):
         self.watcher.stop()
         master = self.master
         if master is not None:
-            self.sub_title = f"{self.db_path.name} · stopping the master..."
+            self.sub_title = f"{store_label(self.db_path)} · stopping the master..."
             master.shutdown()
             for worker in list(self.workers):
                 if worker.group == "master":

@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 
 from console.errors import StoreError
+from console.store import redact
 from console.store.postgres.connection import Connection
 from console.store.sqlite.database import Database
 
@@ -38,18 +38,6 @@ class StoreUnreachable(StoreError):
     """The PostgreSQL server is down or refused the login: bad input at start (exit 2)."""
 
     exit_code = 2
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for every message and ``Store.location``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def one_line(err: BaseException) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from console.store import base
 from console.store.postgres.database import CHANNEL, PGDatabase
 from console.store.rows import FEED_EVENTS, FEED_RESULTS, MAX_RUNS, ConsoleView
@@ -52,6 +54,7 @@ class PostgresStore(base.Store):
     def __init__(self, db: PGDatabase) -> None:
         self.db = db
         self.location = db.location
+        self.address = db.url
         self.runs = SQLiteRuns(db)
         self.results = SQLiteResults(db)
         self.events = SQLiteEvents(db)
@@ -70,6 +73,15 @@ class PostgresStore(base.Store):
         self.db.close()
 
     def change_token(self) -> int:
+        """Never waits out a reconnect (the watcher calls it often): one attempt, else StoreError."""
+        try:
+            return self._token()
+        except psycopg.Error as err:
+            if self.db.raw.closed or self.db.raw.broken:
+                self.db.reconnect(deadline_s=0.0)
+            raise self.db.map_error(err) from err
+
+    def _token(self) -> int:
         raw = self.db.raw
         if self._listening is not raw.pgconn:
             raw.execute(f"LISTEN {CHANNEL}")

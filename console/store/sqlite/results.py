@@ -10,7 +10,7 @@ from console.store import base
 from console.store.rows import ResultFilter, ResultRow
 from console.store.sqlite.database import Database, maps_errors
 
-_ROW_COLUMNS = "id, run_id, stage_id, type, key, target, agent, task_id, ts, data"
+_ROW_COLUMNS = "id, run_id, stage_id, type, key, target, agent, task_id, ts, data, master"
 
 
 def result_row(r: tuple[Any, ...]) -> ResultRow:

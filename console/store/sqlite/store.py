@@ -23,7 +23,7 @@ from console.store.sqlite.runs import SQLiteAgents, SQLiteEvents, SQLiteRuns
 class SQLiteStore(base.Store):
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.location = str(db.path)
+        self.location = self.address = str(db.path)
         self.runs = SQLiteRuns(db)
         self.results = SQLiteResults(db)
         self.events = SQLiteEvents(db)

@@ -306,3 +306,19 @@ def test_pinned_tasks_of_an_unusable_box_are_failed(store_url: str) -> None:
     states = dict(store.db.conn.execute("SELECT id, state FROM tasks").fetchall())
     assert states == {first: "failed", second: "queued"}
     assert store.runs.summary(run_id)["stages"][0]["tasks_failed"] == 1
+
+
+def test_a_batch_mixing_known_and_new_records_counts_only_the_new(store_url: str) -> None:
+    store = open_store(store_url)
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+
+    def rec(i: int) -> tuple[str, str, str, str, str, str, int, str, str]:
+        return (run_id, "a", "host_up", f"127.0.0.{i}", f"127.0.0.{i}", "box1", 1, "ts", json.dumps({"i": i}))
+
+    assert store.queue.apply_batch(IngestBatch(records=[rec(i) for i in range(1, 11)], master="m1")) == {(run_id, "a"): 10}
+    mixed = [rec(i) for i in range(6, 16)] + [rec(15)]  # 5 known, 5 new, one new one twice
+    assert store.queue.apply_batch(IngestBatch(records=mixed, master="m2")) == {(run_id, "a"): 5}
+    records = list(store.results.records(run_id))
+    assert sorted(r["key"] for r in records) == sorted(f"127.0.0.{i}" for i in range(1, 16))
+    assert {r["key"]: r["master"] for r in records}["127.0.0.6"] == "m1"  # the first delivery stays
+    assert store.runs.summary(run_id)["stages"][0]["results"] == 15

@@ -29,7 +29,16 @@ _RECORD_COLUMNS = "run_id, stage_id, type, key, target, agent, task_id, ts, data
 @maps_errors
 class PGQueue(SQLiteQueue):
     def _insert_records(self, conn: Any, rows: list[NewRecord], master: str | None) -> int:
+        """COPY straight into ``results`` under a savepoint (the common case: every record is new);
+        when one is already there (a re-delivered batch), COPY into a staging table and move them with
+        ``INSERT … SELECT … ON CONFLICT DO NOTHING``, which skips the known ones."""
         raw = conn.raw
+        try:
+            with raw.transaction(), raw.cursor() as cur:  # a savepoint inside the batch's transaction
+                self._copy(cur, "results", rows, master)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
         if getattr(raw, "_fleetscan_staging", None) is not raw.pgconn:
             raw.execute(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS results_in (run_id TEXT, stage_id TEXT, type TEXT, key TEXT,"
@@ -37,9 +46,7 @@ class PGQueue(SQLiteQueue):
             )
             raw._fleetscan_staging = raw.pgconn  # once per connection (a reconnect makes a new one)
         with raw.cursor() as cur:
-            with cur.copy(f"COPY results_in ({_RECORD_COLUMNS}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row((*row, master))
+            self._copy(cur, "results_in", rows, master)
             cur.execute(
                 f"INSERT INTO results ({_RECORD_COLUMNS}) SELECT {_RECORD_COLUMNS} FROM results_in"
                 " ON CONFLICT DO NOTHING"
@@ -47,6 +54,12 @@ class PGQueue(SQLiteQueue):
             new = max(cur.rowcount, 0)
             cur.execute("TRUNCATE results_in")
         return new
+
+    @staticmethod
+    def _copy(cur: Any, table: str, rows: list[NewRecord], master: str | None) -> None:
+        with cur.copy(f"COPY {table} ({_RECORD_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((*row, master))
 
 
 @maps_errors

@@ -99,7 +99,10 @@ class Connection:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
         cur = self.raw.cursor()
-        cur.executemany(translate(sql), [tuple(r) for r in rows])  # type: ignore[arg-type]
+        params = [tuple(r) for r in rows]
+        if not params:
+            return Cursor(cur)  # nothing to send: no round trip (sqlite3 does nothing either)
+        cur.executemany(translate(sql), params)  # type: ignore[arg-type]
         if cur.rowcount > 0:
             self.total_changes += cur.rowcount
         return Cursor(cur)

@@ -128,5 +128,12 @@ class PGDatabase(Database):
     def notify(self, conn: Any, what: str) -> None:
         conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, what))
 
+    #: masters on different machines may share a host name (containers): judge by heartbeat only
+    pid_fast_path = False
+
+    def clock(self, conn: Any) -> float:
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        return float(row[0])
+
     def lock_stage(self, conn: Any, run_id: str, stage_id: str) -> None:
         conn.execute("SELECT 1 FROM stages WHERE run_id = ? AND id = ? FOR UPDATE", (run_id, stage_id))

@@ -117,6 +117,14 @@ class Database:
     def notify(self, conn: Any, what: str) -> None:
         """Inside an intent's transaction: wake the other masters (SQLite: they watch ``data_version``)."""
 
+    def clock(self, conn: Any) -> float:
+        """The wall clock heartbeats are written and judged by (SQLite: this machine's; PostgreSQL: the
+        server's, so masters on machines whose clocks disagree still judge each other right)."""
+        return time.time()
+
+    #: a master whose pid is dead on this host is dead at once (SQLite: masters share one machine)
+    pid_fast_path = True
+
     def lock_stage(self, conn: Any, run_id: str, stage_id: str) -> None:
         """Inside a planning transaction: hold the stage row so two masters never plan it at once
         (SQLite: ``BEGIN IMMEDIATE`` already serialises every writer)."""
@@ -173,14 +181,14 @@ class Database:
     def dead_masters(self, conn: Any, ids: list[str]) -> set[str]:
         """Which of ``ids`` are gone: unknown, silent for MASTER_DEAD_AFTER_S, or (the fast path for
         masters on one machine) a dead pid on this host."""
-        now = time.time()
+        now = self.clock(conn)
         dead = set(ids)
         for master_id, pid, host, seen in conn.execute(
             f"SELECT id, pid, host, seen FROM masters WHERE id IN ({marks(ids)})", ids
         ).fetchall():
             if seen is not None and now - seen > MASTER_DEAD_AFTER_S:
                 continue
-            if host == self.host and pid is not None and not pid_alive(int(pid)):
+            if self.pid_fast_path and host == self.host and pid is not None and not pid_alive(int(pid)):
                 continue
             dead.discard(master_id)
         return dead

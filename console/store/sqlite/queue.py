@@ -59,8 +59,8 @@ class SQLiteQueue(base.TaskQueue):
     # the first master to notice one gone gives its leased tasks back, attempt returned.
 
     def register_master(self, master_id: str) -> None:
-        now = time.time()
         with self.db.transaction() as conn:
+            now = self.db.clock(conn)
             conn.execute("DELETE FROM masters WHERE id = ?", (master_id,))
             conn.execute(
                 "INSERT INTO masters (id, pid, host, started, seen, agents, in_flight) VALUES (?, ?, ?, ?, ?, 0, 0)",
@@ -128,8 +128,8 @@ class SQLiteQueue(base.TaskQueue):
         ]
 
     def touch_owned(self, master_id: str, agents: int | None = None, in_flight: int | None = None) -> None:
-        now = time.time()
         with self.db.transaction() as conn:
+            now = self.db.clock(conn)
             seen = conn.execute(
                 "UPDATE masters SET seen = ?, agents = coalesce(?, agents), in_flight = coalesce(?, in_flight)"
                 " WHERE id = ?",
@@ -222,8 +222,8 @@ class SQLiteQueue(base.TaskQueue):
 
     def fail_pinned(self, master_id: str, keep_boxes: list[str], reason: str) -> int:
         """Only boxes no other live master reports linked: several masters may have different fleets."""
-        now = time.time()
         with self.db.transaction() as conn:
+            now = self.db.clock(conn)
             failed = conn.execute(
                 "UPDATE tasks SET state = ?, error = ?, ended = ? WHERE state = ? AND pinned IS NOT NULL"
                 f" AND pinned NOT IN ({marks(keep_boxes)})"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from console.store import open_store
 from tests.fixtures.chaos import FleetscanProcess, fleetscan, wait_until, write_workflow
 from tests.test_scheduler import TOOL_SCRIPT
 
@@ -75,3 +76,27 @@ def test_two_masters_share_a_submitted_run_and_are_listed(store_url: str, tmp_pa
     assert {r["master"] for r in records} == {m["id"] for m in listed}  # both masters did part of the work
     status = json.loads(fleetscan("status", run_id, "--json", db=store_url).stdout)  # type: ignore[arg-type]
     assert status["stages"][0]["tasks_done"] == 60 and status["stages"][0]["tasks_failed"] == 0
+
+
+async def test_the_console_serves_and_shows_a_run_on_either_store(store_url: str) -> None:
+    """The console on a postgresql:// URL: its master runs a submitted run, its screen shows it,
+    and its title names the store without a password."""
+    from console.tui.app import FleetscanApp
+    from console.tui.panels import RunsTable
+
+    store = open_store(store_url)
+    run_id = store.runs.create("idle", {"stages": [{"id": "a", "tool": "noop", "params": {},
+                                "targets": {"from": "input", "type": "host"}, "chunk": 1}]}, "127.0.0.1-5")
+    # trust authentication ignores the password: it is here to be kept out of the title
+    address = store_url.replace("fleetscan@", "fleetscan:hunter2@")
+    app = FleetscanApp(address, agents_source="local", start_master=True, poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(600):
+            if store.runs.get(run_id).state == "completed" and app.view and app.view.runs[0].state == "completed":
+                break
+            await pilot.pause(0.05)
+        assert store.runs.get(run_id).state == "completed"
+        assert app.query_one(RunsTable).row_count == 1
+        assert str(app.sub_title).startswith(Path(store_url).name if "://" not in store_url else store_url)
+        assert "hunter2" not in str(app.sub_title)
+    assert store.runs.summary(run_id)["stages"][0]["tasks_done"] == 5

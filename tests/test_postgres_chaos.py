@@ -5,6 +5,7 @@ target's one host_up record, each once), however the work was split or interrupt
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from console.master.scheduler import Master
 from console.status import RunState
 from console.store import open_store
+from tests.fixtures.chaos import parent, processes_with
 from tests.test_scheduler import exec_params, stage, submit, wait_for
 
 pytestmark = pytest.mark.slow
@@ -25,6 +27,12 @@ HEADLESS = (
     "asyncio.run(Master(open_store(sys.argv[1]), 'local:2').serve())"
 )
 TARGETS = 40
+
+
+def my_agents() -> set[int]:
+    """The local agent processes this test process started (the master runs in it)."""
+    me = os.getpid()
+    return {pid for pid in processes_with("agentkit") if parent(pid) == me}
 
 
 def expected_keys() -> list[str]:
@@ -79,7 +87,13 @@ async def test_the_postgresql_server_restarted_mid_run_loses_nothing(postgres_se
             return 0
 
     await wait_for(lambda: done() >= 5, 90, "progress before the restart")
+    agents = my_agents()
+    assert len(agents) == 2
+    before = done()
     await asyncio.to_thread(postgres_server.restart, 2.0)
+    assert before < TARGETS - 10  # mid-run: most of the work is left for after the restart
+    await wait_for(lambda: done() >= before + 10, 90, "progress after the restart")
+    assert my_agents() == agents  # the master kept its agents while it reconnected
     state = await asyncio.wait_for(task, 180)
     assert state == RunState.COMPLETED
     store = open_store(pg_url)

@@ -327,3 +327,18 @@ def test_a_batch_mixing_known_and_new_records_counts_only_the_new(store_url: str
     assert sorted(r["key"] for r in records) == sorted(f"127.0.0.{i}" for i in range(1, 16))
     assert {r["key"]: r["master"] for r in records}["127.0.0.6"] == "m1"  # the first delivery stays
     assert store.runs.summary(run_id)["stages"][0]["results"] == 15
+
+
+def test_a_run_stopped_by_several_masters_ends_once(store_url: str) -> None:
+    store = open_store(store_url)
+    run_id = store.runs.create("recon", DEFINITION, "127.0.0.1", None, None, 0, None)
+    for master in ("m1", "m2"):
+        store.queue.register_master(master)
+        store.queue.adopt_runs(master)
+    _add_tasks(store, run_id, 2)
+    assert store.runs.stop(run_id) == RunState.RUNNING  # a live master serves it: an intent
+    store.queue.end_stopped(run_id)  # m1 cancelled its tasks
+    ended = store.runs.get(run_id).ended
+    store.queue.end_stopped(run_id)  # m2 too, a moment later
+    assert store.runs.get(run_id).state == RunState.STOPPED and store.runs.get(run_id).ended == ended
+    assert [e.message for e in store.events.recent(run_id) if e.kind == "stop"] == ["stop requested", "run stopped"]

@@ -14,7 +14,15 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from console.status import AGENT_LINKED, MASTER_DEAD_AFTER_S, RUN_ACTIVE, TASK_OPEN, RunState, TaskState
+from console.status import (
+    AGENT_LINKED,
+    MASTER_DEAD_AFTER_S,
+    RUN_ACTIVE,
+    RUN_TERMINAL,
+    TASK_OPEN,
+    RunState,
+    TaskState,
+)
 from console.store import base
 from console.store.rows import ClaimedTask, MasterRow, OwnedRun
 from console.store.sqlite.database import Database, maps_errors, marks
@@ -167,7 +175,11 @@ class SQLiteQueue(base.TaskQueue):
             return sum(give_back(conn, "id = ? AND lease_owner = ?", (task_id, master_id)) for task_id in task_ids)
 
     def end_stopped(self, run_id: str) -> None:
+        """Once: every master serving the run ends it after its own tasks were cancelled."""
         with self.db.transaction() as conn:
+            row = conn.execute(f"SELECT state FROM runs WHERE id = ?{self.db.row_lock}", (run_id,)).fetchone()
+            if row is None or row[0] in RUN_TERMINAL:
+                return
             finish_stopped(self.db, conn, run_id)
 
     def finish_run(self, run_id: str, state: RunState, error: str | None = None) -> None:

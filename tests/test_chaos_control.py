@@ -45,13 +45,13 @@ def _done(db: Path, run_id: str) -> dict[int, float]:
                                               (run_id,))}
 
 
-def test_pause_stops_dispatch_and_resume_finishes_with_the_same_records(tmp_path: Path) -> None:
+def test_pause_stops_dispatch_and_resume_finishes_with_the_same_records(tmp_path: Path, store_url: str) -> None:
     workflow = ChaosWorkflow(tmp_path, sleep=0.5, ports_stage=False)
     workflow.write()
     targets = "127.0.0.1-64"
     expected = fault_free(workflow, targets, tmp_path / "clean.db")
 
-    db = tmp_path / "pause.db"
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     with FleetscanProcess("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
                           "--agents", "local:2", "--json", db=db) as run:
         run_id = wait_until(lambda: _run_id(db), 60, "the run")
@@ -88,11 +88,11 @@ def test_pause_stops_dispatch_and_resume_finishes_with_the_same_records(tmp_path
     assert "pause" in kinds and "resume" in kinds
 
 
-def test_stop_cancels_running_tasks_on_the_boxes_while_the_master_serves_on(tmp_path: Path) -> None:
+def test_stop_cancels_running_tasks_on_the_boxes_while_the_master_serves_on(tmp_path: Path, store_url: str) -> None:
     """`fleetscan stop` against a `fleetscan master`: the tools die, the agents stay, the run ends stopped."""
     workflow = ChaosWorkflow(tmp_path, sleep=60.0)
     workflow.write()
-    db = tmp_path / "stop.db"
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     with FleetscanProcess("master", "--agents", "local:2", "--workflows", str(workflow.path), db=db) as master:
         submitted = fleetscan("submit", workflow.name, "--targets", "127.0.0.1-6", "--workflows",
                               str(workflow.path), db=db)
@@ -112,11 +112,11 @@ def test_stop_cancels_running_tasks_on_the_boxes_while_the_master_serves_on(tmp_
     wait_until(lambda: not any(alive(pid) for pid in agents), 10, "the agents to exit with the master")
 
 
-def test_stop_ends_fleetscan_run_with_nothing_left_behind(tmp_path: Path) -> None:
+def test_stop_ends_fleetscan_run_with_nothing_left_behind(tmp_path: Path, store_url: str) -> None:
     """`fleetscan stop` against `fleetscan run`: exit 1, run stopped, no agent or tool process remains."""
     workflow = ChaosWorkflow(tmp_path, sleep=60.0)
     workflow.write()
-    db = tmp_path / "stop.db"
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     with FleetscanProcess("run", workflow.name, "--targets", "127.0.0.1-6", "--workflows", str(workflow.path),
                           "--agents", "local:2", "--json", db=db) as run:
         run_id = wait_until(lambda: _run_id(db), 60, "the run")
@@ -164,13 +164,13 @@ def test_stop_while_an_agent_hangs_still_ends_the_run_and_leaves_nothing(tmp_pat
     wait_until(lambda: not any(alive(pid) for pid in agents), 15, "no agent process left")
 
 
-def test_two_resumes_of_one_interrupted_run_share_it_without_duplicates(tmp_path: Path) -> None:
+def test_two_resumes_of_one_interrupted_run_share_it_without_duplicates(tmp_path: Path, store_url: str) -> None:
     """Two `fleetscan resume` at once after a crash: one master owns the run, nothing runs twice."""
     workflow = ChaosWorkflow(tmp_path, sleep=0.5)
     workflow.write()
     targets = "127.0.0.1-24"
     expected = fault_free(workflow, targets, tmp_path / "clean.db")
-    db = tmp_path / "twice.db"
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     with FleetscanProcess("run", workflow.name, "--targets", targets, "--workflows", str(workflow.path),
                           "--agents", "local:2", db=db) as run:
         run_id = wait_until(lambda: _run_id(db), 60, "the run")

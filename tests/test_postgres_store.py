@@ -92,3 +92,38 @@ def test_planning_happens_once_however_many_masters_plan_at_once(store_url: str,
     assert planned == sorted(f"127.0.0.{i}" for i in range(1, 41))  # every target in exactly one task
     stage = setup.plans.stage(run_id, "a")
     assert stage.tasks_total == len(targets) == 10 + 6 and stage.cursor == 10 and stage.planned
+
+
+@pytest.mark.parametrize(("sqlite", "postgresql"), [
+    ("SELECT a FROM t WHERE b = ? AND c LIKE ? ESCAPE '\\'", "SELECT a FROM t WHERE b = %s AND c ILIKE %s ESCAPE '\\'"),
+    ("SELECT '100%' FROM t WHERE x IN ()", "SELECT '100%%' FROM t WHERE x IN (SELECT NULL WHERE false)"),
+    ("INSERT OR IGNORE INTO s (a, b) VALUES (?, ?)", "INSERT INTO s (a, b) VALUES (%s, %s) ON CONFLICT DO NOTHING"),
+    ("INSERT OR IGNORE INTO s (a) VALUES (?) RETURNING id",
+     "INSERT INTO s (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING id"),
+    ("INSERT OR REPLACE INTO agents (name, state) VALUES (?, ?)",
+     "INSERT INTO agents (name, state) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state"),
+    ("SELECT json_extract(data, '$.status'), count(*) FROM results",
+     "SELECT (data::jsonb #>> '{status}'), count(*) FROM results"),
+    ("SELECT json_extract(r.data, '$.a.b') FROM results r", "SELECT (r.data::jsonb #>> '{a,b}') FROM results r"),
+])
+def test_the_few_sqlite_spellings_are_translated(sqlite: str, postgresql: str) -> None:
+    from console.store.postgres.connection import translate
+
+    assert translate(sqlite) == postgresql
+
+
+def test_json_members_read_the_same_on_both_backends(store_url: str) -> None:
+    store = open_store(store_url)
+    run_id = store.runs.create("w", DEFINITION, "127.0.0.1")
+    records = [
+        (run_id, "a", "baseline", f"k{i}", "127.0.0.1", "box", 1, "ts", json.dumps({"status": s, "n": {"m": i}}))
+        for i, s in enumerate(["pass", "fail", "pass"])
+    ]
+    from console.store.writes import IngestBatch
+
+    store.queue.apply_batch(IngestBatch(records=records))
+    rows = store.db.query(  # type: ignore[attr-defined]
+        "SELECT json_extract(data, '$.status') AS status, count(*) AS n FROM results WHERE run_id = ?"
+        " GROUP BY json_extract(data, '$.status') ORDER BY status", (run_id,),
+    )
+    assert [(r["status"], r["n"]) for r in rows] == [("fail", 1), ("pass", 2)]

@@ -17,14 +17,14 @@ import pytest
 from console.master.scheduler import Master
 from console.status import RunState
 from console.store import open_store
-from tests.fixtures.chaos import parent, processes_with
+from tests.fixtures.chaos import parent, processes_with, straggler_copies
 from tests.test_scheduler import exec_params, stage, submit, wait_for
 
 pytestmark = pytest.mark.slow
 
 HEADLESS = (
     "import asyncio, sys; from console.store import open_store; from console.master.scheduler import Master; "
-    "asyncio.run(Master(open_store(sys.argv[1]), 'local:2').serve())"
+    "asyncio.run(Master(open_store(sys.argv[1]), 'local:2', master_id=sys.argv[2]).serve())"
 )
 TARGETS = 40
 
@@ -45,16 +45,20 @@ async def test_two_masters_share_a_run_and_one_killed_loses_and_doubles_nothing(
 ) -> None:
     url = str(tmp_path / "s.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
     store = open_store(url)
-    run_id = submit(store, [stage("a", tool="exec", params=exec_params(1.5))], f"127.0.0.1-{TARGETS}")
-    victim = subprocess.Popen([sys.executable, "-c", HEADLESS, url])
-    survivor = Master(store, "local:2")
+    victim = subprocess.Popen([sys.executable, "-c", HEADLESS, url, "victim"])
+    survivor = Master(store, "local:2", master_id="survivor")
     task = asyncio.create_task(survivor.serve())
     try:
-        def both_dispatched() -> bool:
-            owners = {r["master"] for r in store.db.query("SELECT DISTINCT master FROM results WHERE run_id = ?", (run_id,))}
-            return len(owners) >= 2
+        # both masters up with their agents, then the run: both claim from its start
+        await wait_for(lambda: len([m for m in store.queue.masters() if m.agents >= 2]) == 2, 90, "both masters")
+        run_id = submit(store, [stage("a", tool="exec", params=exec_params(1.0))], f"127.0.0.1-{TARGETS}")
 
-        await wait_for(both_dispatched, 90, "records from both masters")
+        def victim_busy() -> bool:
+            held = store.db.query("SELECT count(*) AS n FROM tasks WHERE lease_owner = 'victim'")[0]["n"]
+            done = store.db.query("SELECT count(*) AS n FROM results WHERE master = 'victim'")[0]["n"]
+            return bool(held and done)
+
+        await wait_for(victim_busy, 90, "the victim to have records and leased tasks")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         killed_at = time.monotonic()
@@ -65,13 +69,16 @@ async def test_two_masters_share_a_run_and_one_killed_loses_and_doubles_nothing(
             victim.kill()
         survivor.shutdown()
         await asyncio.wait_for(task, 30)
-    keys = [r["key"] for r in store.results.records(run_id)]
-    assert sorted(keys) == expected_keys()  # every target once: nothing lost, nothing doubled
+    records = list(store.results.records(run_id))
+    assert sorted(r["key"] for r in records) == expected_keys()  # every target once: nothing lost, nothing doubled
+    assert {r["master"] for r in records} == {"victim", "survivor"}
     summary = store.runs.summary(run_id)["stages"][0]
     assert summary["results"] == TARGETS and summary["tasks_done"] == TARGETS and summary["tasks_failed"] == 0
-    masters = {r["master"] for r in store.results.records(run_id)}
-    assert survivor.master_id in masters and len(masters) == 2
-    assert [m.id for m in store.queue.masters()] == []  # the dead one reaped, the survivor unregistered
+    # the tasks the victim held were given back with their attempt: each task done at its first attempt
+    run_events = [{"kind": e.kind, "message": e.message} for e in store.events.recent(run_id, limit=100_000)]
+    for row in store.db.query("SELECT id, attempts FROM tasks"):
+        assert row["attempts"] == 1 + straggler_copies(run_events, row["id"]), row
+    assert "survivor" not in [m.id for m in store.queue.masters()]  # it left; the victim's row goes once noticed
 
 
 async def test_the_postgresql_server_restarted_mid_run_loses_nothing(postgres_server: Any, pg_url: str) -> None:

@@ -27,6 +27,8 @@ from console.store.sqlite.database import Database
 CONNECT_TIMEOUT_S = 5
 #: a lost connection is retried this long (a server restart) before the call fails
 RECONNECT_FOR_S = 60.0
+#: a call whose connection broke again right after reconnecting gives up after this many reconnects
+RECONNECT_ATTEMPTS = 5
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
 #: the LISTEN/NOTIFY channel of intents and submissions
@@ -101,7 +103,7 @@ class PGDatabase(Database):
     def retry_after(self, err: BaseException, attempt: int) -> bool:
         if isinstance(err, _RETRY_NOW) and attempt < 20:
             return True
-        if not self.raw.closed and not self.raw.broken:
+        if attempt >= RECONNECT_ATTEMPTS or (not self.raw.closed and not self.raw.broken):
             return False
         return self.reconnect()
 

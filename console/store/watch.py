@@ -70,13 +70,24 @@ class StoreWatcher:
     async def run(self, event: asyncio.Event) -> None:
         """Set ``event`` on every change until cancelled (the master's wake-up)."""
         with contextlib.suppress(StoreError):
-            await asyncio.to_thread(self.changed)
+            await self._changed_off_loop()
         while not self.stopped:
             await asyncio.sleep(self.poll_s)
             try:
-                # on a thread: a PostgreSQL token is a round trip (and a reconnect attempt when the
-                # server went away), which must never hold up the master's event loop
-                if await asyncio.to_thread(self.changed):
+                if await self._changed_off_loop():
                     event.set()
             except StoreError:
                 event.set()  # the store itself is in trouble: let the master's loop meet the error
+
+    async def _changed_off_loop(self) -> bool:
+        """:meth:`changed` on a thread: a PostgreSQL token is a round trip (and a reconnect attempt when
+        the server went away), which must never hold up the master's event loop. Cancelled, it still
+        waits for the read in flight, so the caller may close the store the moment ``run`` returns."""
+        read = asyncio.get_running_loop().run_in_executor(None, self.changed)
+        try:
+            return await asyncio.shield(read)
+        except asyncio.CancelledError:
+            await asyncio.wait([read])
+            if not read.cancelled():
+                read.exception()  # retrieved: a failed last read is moot once cancelled
+            raise

@@ -207,3 +207,22 @@ def test_summaries_of_the_newest_runs_equal_each_runs_summary(store_url: str) ->
         assert [s["run"] for s in listed] == list(reversed(ids))
         assert listed == [store.runs.summary(run_id) for run_id in reversed(ids)]
         assert store.runs.summaries(limit=1) == listed[:1]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://scan:pw@192.0.2.7:5432/fleet", "postgresql://scan@192.0.2.7:5432/fleet"),
+    ("postgresql://scan:p:w@db.example/fleet?sslmode=require", "postgresql://scan@db.example/fleet?sslmode=require"),
+    ("postgresql://scan:pw@[2001:db8::1]:99999/fleet", "postgresql://scan@[2001:db8::1]:99999/fleet"),
+    ("postgresql://scan@db.example/fleet", "postgresql://scan@db.example/fleet"),
+    ("postgresql://db.example/fleet", "postgresql://db.example/fleet"),
+])
+def test_a_store_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from console.store import redact, store_label
+
+    assert redact(url) == shown == store_label(url)
+
+
+def test_a_malformed_postgresql_url_is_one_line_exit_2() -> None:
+    with pytest.raises(StoreError) as err:
+        open_store("postgresql://scan:pw@127.0.0.1:99999/fleet?nonsense=1")
+    assert err.value.exit_code == 2 and ":pw@" not in str(err.value) and "\n" not in str(err.value)

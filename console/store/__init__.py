@@ -39,16 +39,17 @@ def is_url(where: str | os.PathLike[str]) -> bool:
 
 
 def redact(url: str) -> str:
-    """A store URL without its password: what every message and ``Store.location`` shows."""
+    """A store URL without its password: what every message and ``Store.location`` shows. Works on
+    the text alone (a malformed port or host must not turn an error message into a traceback)."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}@{host}" + (f":{parts.port}" if parts.port else "")
+    userinfo, hostport = parts.netloc.rsplit("@", 1)
+    if ":" not in userinfo:
+        return url
+    netloc = f"{userinfo.split(':', 1)[0]}@{hostport}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -42,9 +43,11 @@ class StoreUnreachable(StoreError):
     exit_code = 2
 
 
-def one_line(err: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    return text or type(err).__name__
+def one_line(err: BaseException, url: str = "") -> str:
+    """The driver's message on one line, never holding the URL's password (libpq may echo a URI)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    password = urlsplit(url).password if url else None
+    return text.replace(url, redact(url)).replace(password, "***") if password else text
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -70,12 +73,12 @@ class PGDatabase(Database):
         try:
             raw = connect(url)
         except psycopg.Error as err:
-            raise StoreUnreachable(f"cannot open the store {redact(url)}: {one_line(err)}") from err
+            raise StoreUnreachable(f"cannot open the store {redact(url)}: {one_line(err, url)}") from err
         try:
             migrate(raw, redact(url))
         except psycopg.Error as err:
             raw.close()
-            raise StoreError(f"{redact(url)}: {one_line(err)}") from err
+            raise StoreError(f"{redact(url)}: {one_line(err, url)}") from err
         except BaseException:
             raw.close()
             raise
@@ -98,7 +101,7 @@ class PGDatabase(Database):
             yield self.conn
 
     def map_error(self, err: BaseException) -> StoreError:
-        return StoreError(f"{self.location}: {one_line(err)}")
+        return StoreError(f"{self.location}: {one_line(err, self.url)}")
 
     def retry_after(self, err: BaseException, attempt: int) -> bool:
         if isinstance(err, _RETRY_NOW) and attempt < 20:

@@ -44,14 +44,14 @@ def _run(workflow: ChaosWorkflow, targets: str, db: Path, agents: str) -> Fleets
                             "--agents", agents, "--json", db=db)
 
 
-def test_agent_killed_mid_task_goes_to_another_agent_with_the_same_records(tmp_path: Path) -> None:
+def test_agent_killed_mid_task_goes_to_another_agent_with_the_same_records(tmp_path: Path, store_url: str) -> None:
     """kill -9 of one local agent and its tool children: its tasks run again on a DIFFERENT agent."""
     workflow = ChaosWorkflow(tmp_path, sleep=2.0)
     workflow.write()
     targets = "127.0.0.1-6"  # 6 tasks over 3 agents of 4 slots: every agent keeps free slots (4+ each)
     expected = fault_free(workflow, targets, tmp_path / "clean.db", agents="local:3")
 
-    db = tmp_path / "chaos.db"
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     with _run(workflow, targets, db, "local:3") as run:
         victim, tools = wait_until(lambda: busiest_agent(workflow.marker, 2), 60,
                                    "an agent running two tasks")
@@ -190,14 +190,14 @@ def test_straggler_copy_first_done_wins_and_the_loser_is_cancelled(tmp_path: Pat
     wait_until(lambda: not any(alive(pid) for pid in agents), 10, "the master's agents to exit")
 
 
-def test_master_killed_its_local_agents_exit_and_resume_completes(tmp_path: Path) -> None:
+def test_master_killed_its_local_agents_exit_and_resume_completes(tmp_path: Path, store_url: str) -> None:
     """kill -9 of `fleetscan run` (local agents): stdin EOF ends the agents and their tools; resume finishes."""
     workflow = ChaosWorkflow(tmp_path, sleep=1.0)
     workflow.write()
     targets = "127.0.0.1-24"
     expected = fault_free(workflow, targets, tmp_path / "clean.db")
 
-    db = tmp_path / "crash.db"
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     with _run(workflow, targets, db, "local:2") as run:
         run_id = wait_until(lambda: only_run(db), 60, "the run")
         wait_until(lambda: len(tasks_in(db, run_id, "done")) >= 3 and bool(tool_processes(workflow.marker)), 60,
@@ -223,14 +223,14 @@ def tasks_in(db: Path, run_id: str, state: str) -> list[dict[str, object]]:
     return [t for t in tasks(db, run_id) if t["state"] == state]
 
 
-def test_partial_results_of_a_killed_attempt_are_neither_lost_nor_duplicated(tmp_path: Path) -> None:
+def test_partial_results_of_a_killed_attempt_are_neither_lost_nor_duplicated(tmp_path: Path, store_url: str) -> None:
     """A 3-target task whose agent dies after its first record: the retry redoes all three, each record once."""
     workflow = ChaosWorkflow(tmp_path, sleep=0.8, chunk=3, ports_stage=False)
     workflow.write()
     targets = "127.0.0.1-6"  # two tasks of three targets, one per agent
     expected = fault_free(workflow, targets, tmp_path / "clean.db")
 
-    db = tmp_path / "partial.db"
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     with _run(workflow, targets, db, "local:2") as run:
         run_id = wait_until(lambda: only_run(db), 60, "the run")
         first = wait_until(lambda: query(db, "SELECT task_id, target FROM results WHERE run_id = ? LIMIT 1", (run_id,)),

@@ -62,6 +62,9 @@ def test_two_masters_share_a_submitted_run_and_are_listed(store_url: str, tmp_pa
         assert {m["host"] for m in listed} == {socket.gethostname()}
         assert {m["pid"] for m in listed} == {first.pid, second.pid}
         assert set(listed[0]) >= {"id", "host", "agents", "in_flight", "heartbeat"}
+        table = fleetscan("masters", db=store_url)  # type: ignore[arg-type]
+        assert table.returncode == 0 and table.stdout.splitlines()[0].split() == ["ID", "HOST", "AGENTS", "IN", "FLIGHT", "HEARTBEAT"]
+        assert sorted(line.split()[0] for line in table.stdout.splitlines()[1:]) == sorted(m["id"] for m in listed)
         submitted = fleetscan("submit", "probe", "--targets", "127.0.0.1-60", "--workflows", str(workflow),
                               db=store_url)  # type: ignore[arg-type]
         run_id = submitted.stdout.strip()

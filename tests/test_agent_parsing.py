@@ -9,7 +9,7 @@ from agentkit.params import parse_ports
 from agentkit.targets import Scope, TargetError, host_port, iter_hosts, split_host_port
 from agentkit.tools.exec import check_template, target_values
 from agentkit.tools.parsers import jsonl, lines, masscan_json, nmap_xml
-from agentkit.tools.text import collapse, printable
+from agentkit.tools.text import collapse, decoded
 
 NMAP_XML = b"""<?xml version="1.0"?>
 <nmaprun>
@@ -129,6 +129,7 @@ def test_jsonl_and_lines() -> None:
 
 
 def test_text_hygiene() -> None:
-    assert printable(b"ok\r\n\x00\x7f\\") == "ok\\r\\n\\x00\\x7f\\\\"
-    assert printable(b"x" * 10, 4) == "xxxx..."
+    # decoded, bounded, never escaped by the agent (the master escapes once)
+    assert decoded(b"ok\r\n\x00\x7f\\\xff") == "ok\r\n\x00\x7f\\\ufffd"
+    assert decoded(b"x" * 10, 4) == "xxxx"
     assert collapse("  a \n\t b  ") == "a b"

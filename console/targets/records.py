@@ -176,6 +176,16 @@ class Service(_Data):
     """Port of the service."""
     banner: Text = ""
     """What the service said first (escaped, bounded); empty when it stayed silent."""
+    name: Text | None = None
+    """From ``service``: what answers (ssh, http, smtp, ftp, redis, ...; ``ssl`` for an unnamed TLS port)."""
+    product: Text | None = None
+    """From ``service``: the software, when the answer names it (OpenSSH, nginx, Exim ...)."""
+    version: Text | None = None
+    """From ``service``: its version, when the answer tells it."""
+    tls: bool | None = None
+    """From ``service``: the port completed a TLS handshake."""
+    method: Literal["probe", "port"] | None = None
+    """From ``service``: named by an answer (probe) or only by the port number (port)."""
 
 
 class Http(_Data):
@@ -187,6 +197,10 @@ class Http(_Data):
     """HTML <title>, whitespace collapsed."""
     server: Text = ""
     """Server header."""
+    redirects: list[Text] | None = None
+    """Absolute URLs followed, in order (only those inside the scope)."""
+    final_url: Text | None = None
+    """The URL that answered last (https when a plain request was answered as an HTTPS port)."""
 
 
 class TlsCert(_Data):
@@ -198,8 +212,14 @@ class TlsCert(_Data):
     """Certificate subject."""
     issuer: Text = ""
     """Certificate issuer."""
+    not_before: Text = ""
+    """Start of validity (ISO-8601 UTC)."""
     not_after: Text = ""
     """Expiry as the certificate states it."""
+    sans: list[Text] | None = None
+    """Subject alternative names (``DNS:x``, ``IP Address:y``)."""
+    protocol: Text = ""
+    """The TLS version negotiated (TLSv1 ... TLSv1.3)."""
 
 
 class Baseline(_Data):
@@ -389,9 +409,9 @@ def matches_where(record: Any, where: Mapping[str, Any] | None) -> bool:
 #: Fields known for each type (the models' fields plus well-known tool extras),
 #: for checking ``where`` keys in workflow files.
 _KNOWN_EXTRAS: dict[str, set[str]] = {
-    "port_open": {"service", "product", "version"},
-    "tls_cert": {"sans", "not_before", "serial", "sha256"},
-    "http": {"final_url", "error"},
+    "port_open": {"service", "product", "version", "tls", "cpe", "extrainfo"},
+    "tls_cert": {"serial", "sha256", "cipher", "starttls"},
+    "http": {"error", "location", "redirect_blocked"},
     "baseline": {"baseline"},
 }
 FIELDS: dict[str, frozenset[str]] = {

@@ -171,6 +171,15 @@ class BannerParams(ToolParams):
     """Ports probed at once per task."""
 
 
+class ServiceParams(ToolParams):
+    timeout: Seconds = 3.0
+    """Seconds to wait for each answer (a greeting, a handshake, a hello's reply)."""
+    intensity: Annotated[int, Field(ge=0, le=9)] = 7
+    """Hellos of this rarity or below are tried (0: greeting, TLS and the port's own hello only)."""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+    """Ports probed at once per task."""
+
+
 class HttpProbeParams(ToolParams):
     timeout: Seconds = 5.0
     """Seconds for the whole request."""
@@ -185,6 +194,9 @@ class HttpProbeParams(ToolParams):
 class TlsCertParams(ToolParams):
     timeout: Seconds = 5.0
     """Seconds for the TLS handshake."""
+    starttls: Literal["auto", "none", "smtp", "imap", "pop3", "ftp", "ldap", "postgres", "xmpp"] | None = None
+    """Upgrade a plain-text protocol first; auto (the agent's default when unset): SMTP 25/587, IMAP 143,
+    POP3 110, FTP 21, LDAP 389, PostgreSQL 5432, XMPP 5222 (TLS at once on other ports)."""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
     """Handshakes in flight at once per task."""
 

@@ -45,10 +45,11 @@ Seconds = Annotated[float, Field(gt=0, le=86400)]
 #: A port list expanding to more than this is refused for tcp_ping (it probes each port per host).
 MAX_PING_PORTS = 64
 PLACEHOLDERS = ("{target}", "{host}", "{port}", "{targets_file}")
-EXEC_PARSERS = ("nmap_xml", "masscan_json", "jsonl", "lines")
+EXEC_PARSERS = ("nmap_xml", "masscan_json", "masscan_ndjson", "jsonl", "lines")
 PARSER_OUTPUTS: dict[str, frozenset[str]] = {
-    "nmap_xml": frozenset({"host_up", "port_open"}),
+    "nmap_xml": frozenset({"host_up", "port_open", "service"}),
     "masscan_json": frozenset({"port_open"}),
+    "masscan_ndjson": frozenset({"port_open", "service"}),
     "jsonl": frozenset(records.RECORD_TYPES),
 }
 
@@ -240,7 +241,16 @@ class ExecParams(ToolParams):
         Field(min_length=1, max_length=256),
     ]
     """Program and arguments (never a shell); placeholders {target} {host} {port} {targets_file}, each a whole element."""
-    parser: Literal["nmap_xml", "masscan_json", "jsonl", "lines"]
+    argv6: (
+        Annotated[
+            list[Annotated[str, BeforeValidator(_exec_arg)]],
+            BeforeValidator(_argv_list),
+            Field(min_length=1, max_length=256),
+        ]
+        | None
+    ) = None
+    """The argv for IPv6 targets (e.g. nmap's with ``-6``); a task with both families runs each with its own."""
+    parser: Literal["nmap_xml", "masscan_json", "masscan_ndjson", "jsonl", "lines"]
     """How the program's output becomes records."""
     type: Literal["host_up", "port_open"] | None = None
     """What each output line is (``lines`` parser only): ``host_up`` (a host) or ``port_open`` (host:port)."""
@@ -249,9 +259,10 @@ class ExecParams(ToolParams):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExecParams:
-        program = self.argv[0]
-        if program in PLACEHOLDERS or program.startswith("-") or not program:
-            raise ValueError(f"argv[0] must be a program name, not {program!r}")
+        for field, argv in (("argv", self.argv), ("argv6", self.argv6)):
+            program = argv[0] if argv else "x"
+            if program in PLACEHOLDERS or program.startswith("-") or not program:
+                raise ValueError(f"{field}[0] must be a program name, not {program!r}")
         if self.parser == "lines" and self.type is None:
             raise ValueError("the lines parser needs `type` (the result type each line becomes)")
         if self.parser != "lines" and self.type is not None:

@@ -28,13 +28,15 @@ from tests.fixtures.daemons import (
     Nginx,
     Redis,
     Smtp,
+    Sshd,
     legacy_tls,
     nginx,
+    plain_sshd,
     redis_server,
     smtp_server,
 )
 
-__all__ = ["legacy_tls", "nginx", "redis_server", "smtp_server"]  # the fixtures, used by name
+__all__ = ["legacy_tls", "nginx", "plain_sshd", "redis_server", "smtp_server"]  # the fixtures, used by name
 _counter = iter(range(1, 1_000_000))
 
 
@@ -62,9 +64,11 @@ def by_target(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_service_names_each_real_server(
-    agent: AgentProcess, nginx: Nginx, legacy_tls: LegacyTls, smtp_server: Smtp, redis_server: Redis
+    agent: AgentProcess, nginx: Nginx, legacy_tls: LegacyTls, smtp_server: Smtp, redis_server: Redis,
+    plain_sshd: Sshd,
 ) -> None:
     targets = {
+        plain_sshd.target: ("ssh", "OpenSSH", plain_sshd.version, False),
         f"{NGINX_IP}:{nginx.http_port}": ("http", "nginx", nginx.version, False),
         f"{NGINX_IP}:{nginx.tls_port}": ("http", "nginx", nginx.version, True),
         legacy_tls.target: ("http", "", "", True),  # s_server -www answers GET over TLS 1.0

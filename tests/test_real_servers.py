@@ -120,6 +120,14 @@ def test_tls_cert_starttls_smtp_explicit_and_none(agent: AgentProcess, smtp_serv
     assert run(agent, "tls_cert", [smtp_server.target], {"timeout": 3.0, "starttls": "none"}) == []
 
 
+def test_tls_cert_starttls_auto_upgrades_port_25(agent: AgentProcess, smtp_server: Smtp) -> None:
+    [record] = run(agent, "tls_cert", [f"{smtp_server.target.rsplit(':', 1)[0]}:25"], {"timeout": 5.0})
+    assert record["data"]["starttls"] == "smtp"
+    assert record["data"]["subject"] == f"CN={SMTP_HOSTNAME},O=Fleetscan Tests"
+    service = run(agent, "service", [f"{smtp_server.target.rsplit(':', 1)[0]}:25"], {"timeout": 2.0})
+    assert [(r["data"]["name"], r["data"]["product"]) for r in service] == [("smtp", "Exim")]
+
+
 def test_tls_cert_on_nginx_443_and_a_non_standard_port(agent: AgentProcess, nginx: Nginx) -> None:
     targets = [f"{NGINX_IP}:{nginx.tls_port}"] + ([f"{NGINX_IP}:443"] if nginx.https_443 else [])
     found = by_target(run(agent, "tls_cert", targets, {}))

@@ -83,7 +83,7 @@ class _Lines:
         self.deadline = deadline
         self.buffer = b""
 
-    def _more(self) -> None:
+    def more(self) -> None:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise StartTlsError("timed out")
@@ -97,7 +97,7 @@ class _Lines:
 
     def line(self) -> bytes:
         while b"\n" not in self.buffer:
-            self._more()
+            self.more()
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.rstrip(b"\r")
 
@@ -110,12 +110,12 @@ class _Lines:
 
     def until(self, marker: bytes) -> bytes:
         while marker not in self.buffer:
-            self._more()
+            self.more()
         return self.buffer
 
     def exactly(self, count: int) -> bytes:
         while len(self.buffer) < count:
-            self._more()
+            self.more()
         data, self.buffer = self.buffer[:count], self.buffer[count:]
         return data
 
@@ -177,8 +177,14 @@ def upgrade(sock: socket.socket, protocol: str, host: str, deadline: float) -> N
         lines.until(b"</stream:features>")
         lines.buffer = b""
         sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        if b"<proceed" not in lines.until(b">"):
-            raise StartTlsError("starttls: not allowed")
+        while True:
+            start = lines.buffer.find(b"<proceed")
+            if start >= 0 and b">" in lines.buffer[start:]:
+                break
+            if b"<failure" in lines.buffer:
+                raise StartTlsError("starttls: refused")
+            lines.more()
+        lines.buffer = lines.buffer[lines.buffer.index(b">", start) + 1 :]
     else:
         raise StartTlsError("unknown STARTTLS protocol %r" % protocol)
     if lines.buffer:

@@ -348,7 +348,8 @@ def derive_target(record: Any, kind: str) -> str | None:
     """The next stage's target from a kept record, or None when it gives none of ``kind``.
 
     host: its host (an http record's url host). port: ``host:port``. url: the record's
-    own url for http records, else ``http://host:port/`` (https for 443 and 8443).
+    own url for http records; for a service record that says whether the port spoke TLS,
+    https exactly when it did; else ``http://host:port/`` (https for 443 and 8443).
     Every value is checked with :func:`console.targets.sets.validate_value`; a value that
     fails it gives None (the planner counts it as dropped).
     """
@@ -374,6 +375,8 @@ def derive_target(record: Any, kind: str) -> str | None:
             if isinstance(url, str):
                 return targets.validate_value("url", url)
             host = targets.validate_value("host", host)
+            if rtype == "service" and isinstance(data.get("tls"), bool):  # the service tool saw TLS or not
+                return targets.validate_value("url", targets.format_url("https" if data["tls"] else "http", host, port))
             return targets.validate_value("url", targets.url_for(host, port))
     except BadInput:
         return None

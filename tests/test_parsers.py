@@ -141,3 +141,21 @@ def test_nmap_hostname_target_keeps_its_name(agent: AgentProcess) -> None:
     assert [(r["target"], r["data"]["host"], r["data"]["port"]) for r in opened] == [
         ("localhost", "localhost", listeners[0].port)
     ]
+
+
+def test_exec_params_accept_argv6_and_masscan_ndjson() -> None:
+    from pydantic import ValidationError
+
+    from console.workflow.params import ExecParams
+
+    params = ExecParams.model_validate({"argv": ["nmap", "{targets_file}"], "argv6": ["nmap", "-6", "{targets_file}"],
+                                        "parser": "nmap_xml"})  # fmt: skip
+    assert params.agent_params()["argv6"] == ["nmap", "-6", "{targets_file}"]
+    assert params.outputs() == frozenset({"host_up", "port_open", "service"})
+    assert ExecParams.model_validate({"argv": ["masscan"], "parser": "masscan_ndjson"}).outputs() == frozenset(
+        {"port_open", "service"}
+    )
+    assert "argv6" not in ExecParams.model_validate({"argv": ["nmap"], "parser": "nmap_xml"}).agent_params()
+    for bad in ("nmap -6 x", ["-6", "nmap"]):
+        with pytest.raises(ValidationError):
+            ExecParams.model_validate({"argv": ["nmap"], "argv6": bad, "parser": "nmap_xml"})

@@ -8,8 +8,12 @@ server's own ``--version``, never from our output.
 
 from __future__ import annotations
 
+import hashlib
+import socket
 import ssl
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,9 +44,13 @@ __all__ = ["legacy_tls", "nginx", "plain_sshd", "redis_server", "smtp_server"]  
 _counter = iter(range(1, 1_000_000))
 
 
-@pytest.fixture(scope="module")
-def agent() -> Iterator[AgentProcess]:
-    process = AgentProcess.from_source()
+#: the agent on the venv's Python and on the oldest supported one when this machine has it
+AGENT_PYTHONS = [sys.executable] + [str(p) for p in sorted(Path("/root/.pyenv/versions").glob("3.8.*/bin/python"))[:1]]
+
+
+@pytest.fixture(scope="module", params=AGENT_PYTHONS, ids=lambda p: "py" + Path(p).parent.parent.name)
+def agent(request: pytest.FixtureRequest) -> Iterator[AgentProcess]:
+    process = AgentProcess.from_source(python=request.param)
     assert process.read()["op"] == "hello"
     try:
         yield process
@@ -105,8 +113,8 @@ def test_tls_cert_reads_tls_1_0_with_a_legacy_cipher(agent: AgentProcess, legacy
     assert data["cipher"] == LEGACY_CIPHER
     assert data["subject"] == "CN=legacy.fleetscan.test,O=Fleetscan Tests"
     assert data["sans"] == ["DNS:legacy.fleetscan.test"]
-    expected = ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(legacy_tls.cert.cert.read_text()))
-    assert expected.startswith("-----BEGIN CERTIFICATE-----")
+    served = ssl.PEM_cert_to_DER_cert(legacy_tls.cert.cert.read_text())  # the file s_server was given
+    assert data["sha256"] == hashlib.sha256(served).hexdigest()
     assert data["not_before"] < data["not_after"]
 
 
@@ -164,7 +172,13 @@ def test_http_redirect_chain_inside_the_scope_is_followed_and_recorded(agent: Ag
 
 
 def test_http_redirect_out_of_the_scope_is_reported_never_fetched(agent: AgentProcess, nginx: Nginx) -> None:
-    [record] = run(agent, "http_probe", [nginx.url("/away")], {}, scope=[SCOPE])
+    with socket.socket() as outside:  # where the redirect points: it must never be connected to
+        outside.bind((OUTSIDE_IP, nginx.outside_port))
+        outside.listen(4)
+        [record] = run(agent, "http_probe", [nginx.url("/away")], {}, scope=[SCOPE])
+        outside.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            outside.accept()
     data = record["data"]
     assert data["status"] == 301 and data["redirect_blocked"] == "out of scope"
     assert data["location"] == f"http://{OUTSIDE_IP}:{nginx.outside_port}/"

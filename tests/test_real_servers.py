@@ -9,9 +9,11 @@ server's own ``--version``, never from our output.
 from __future__ import annotations
 
 import hashlib
+import http.server
 import socket
 import ssl
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,3 +200,39 @@ def test_http_over_tls_1_0_with_a_legacy_cipher(agent: AgentProcess, legacy_tls:
     url = f"https://{legacy_tls.target}/"
     [record] = run(agent, "http_probe", [url], {})
     assert record["data"]["status"] == 200  # s_server -www answers any GET with its status page
+
+
+class _V6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_service_over_ipv6_loopback(agent: AgentProcess) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "v6site/2.5"  # what the test expects as product and version
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = _V6Server(("::1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    port = int(server.server_address[1])
+    try:
+        [record] = run(agent, "service", [f"[::1]:{port}"], {"timeout": 2.0})
+    finally:
+        server.shutdown()
+        server.server_close()
+    data = record["data"]
+    assert (data["host"], data["port"], data["name"], data["tls"]) == ("::1", port, "http", False)
+    assert (data["product"], data["version"], data["method"]) == ("v6site", "2.5", "probe")

@@ -13,7 +13,8 @@ Per ``host:port``, each step on a fresh connection, stopping at the first that t
 
 Nothing here authenticates or writes: every request is one a service answers to a
 stranger. A port that accepted but told nothing is named by its number (``method:
-port``) or ``unknown``; a port that does not accept gives no record.
+port``) or ``unknown``; a port that does not accept gives no record. A port is
+given at most 1.5 s + 5 x ``timeout`` in all (silent ones cost that; talkers much less).
 params: ``timeout`` (s to wait for each answer, default 3), ``intensity`` (0-9,
 default 7: hellos of that rarity or below; 0 is greeting, TLS and the port's own
 hello only), ``concurrency`` (default 32).
@@ -38,6 +39,9 @@ from agentkit.tools.tls_read import reading_context, server_name
 MAX_ANSWER = 16384
 #: how long a service may take to greet before we speak first
 GREETING_WAIT = 1.5
+#: a port gets at most GREETING_WAIT + PORT_BUDGET x timeout: one that accepts and never answers
+#: (a tarpit, a filtered proxy) costs that much, not one timeout per hello
+PORT_BUDGET = 5
 
 Connect = Callable[[], Optional[socket.socket]]
 
@@ -194,7 +198,8 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
 
     def work(target: str) -> None:
         host, port = parsed[target]
-        data = identify(host, port, timeout, intensity, time.monotonic() + max(ctx.remaining(), 0.01))
+        budget = min(max(ctx.remaining(), 0.01), GREETING_WAIT + PORT_BUDGET * timeout)
+        data = identify(host, port, timeout, intensity, time.monotonic() + budget)
         if data is not None:
             ctx.emit("service", target, data)
 

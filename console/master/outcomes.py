@@ -21,6 +21,7 @@ from console.fleet.fleet import AgentHandle, Fleet
 from console.master.executions import Execution, RunContext, TaskRun, iso_now
 from console.status import CancelReason, TaskState, can_retry, next_delay
 from console.store.writes import Completion, EventLine, IngestBatch, Requeue
+from console.targets.records import escape_text
 
 FLUSH_RECORDS = 2000
 #: after a cancel, how long an agent may take to answer ``done`` before the slot is taken back
@@ -93,7 +94,7 @@ class InFlight:
             if ex is not None:
                 ex.progress = (message.done, message.total)
         elif isinstance(message, wire.Error):
-            self.event(None, "warning", "agent", f"agent {handle.name} reports: {message.error[:300]}")
+            self.event(None, "warning", "agent", f"agent {handle.name} reports: {escape_text(message.error)}")
         else:
             self.event(None, "warning", "protocol", f"agent {handle.name}: unexpected {type(message).__name__}")
 
@@ -165,7 +166,7 @@ class InFlight:
         reason = ex.invalid or (
             f"timeout after {self.runs[task.run_id].stages[task.stage_id].timeout:g} s"
             if ex.cancelled == CancelReason.TIMEOUT and task.run_id in self.runs else None
-        ) or (message.error or "failed")
+        ) or (escape_text(message.error) if message.error else "failed")
         if self.fleet is not None:
             self.fleet.task_failed(handle)
         if not task.execs:

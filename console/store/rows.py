@@ -105,6 +105,18 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """A task of a run that failed for good, with the reason its last attempt gave (kept whole up to
+    4,096 characters): what `status` names when a run failed."""
+
+    task_id: int
+    stage_id: str
+    agent: str | None
+    error: str
+    ended: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ResultRow:
     """One stored record; ``data`` is the validated JSON text as stored (decoded on demand)."""
 

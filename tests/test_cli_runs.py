@@ -51,6 +51,8 @@ def test_a_unique_prefix_names_the_run_everywhere_and_a_bad_one_exits_2(tmp_path
     assert query(db, "SELECT state FROM runs WHERE id = 'abcd1111'")[0]["state"] == "paused"
     assert fleetscan("stop", "abcd22", db=db).returncode == 0
     assert query(db, "SELECT state FROM runs WHERE id = 'abcd2222'")[0]["state"] == "stopped"
+    stopped = json.loads(fleetscan("status", "abcd2222", "--json", db=db).stdout)
+    assert [s["state"] for s in stopped["stages"]] == ["stopped"]  # not "pending" for a run that ended
     # ambiguous: exit 2 naming both candidates, nothing changed
     out = fleetscan("pause", "abcd", db=db)
     assert out.returncode == 2 and "abcd1111" in out.stderr and "abcd2222" in out.stderr

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from console.runoptions import RunOptions
-from console.status import RunState, StageState
+from console.status import RunState, StageState, stage_label
 from console.store.rows import (
     AgentRow,
     ClaimedTask,
@@ -142,13 +142,15 @@ def _summary(
 ) -> dict[str, Any]:
     stages = [
         {
-            "id": s.id, "state": str(s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
+            "id": s.id, "state": stage_label(run.state, s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
             "tasks_failed": s.tasks_failed, "results": s.results, "dropped": s.dropped,
         }
         for s in stage_rows
     ]
     end = run.ended if run.ended is not None else time.time()
-    duration = round(max(0.0, end - run.started), 3) if run.started is not None else 0.0
+    if run.paused_at is not None:
+        end = min(end, run.paused_at)  # paused (or stopped while paused): the clock stopped then
+    duration = round(max(0.0, end - run.started - run.paused_s), 3) if run.started is not None else 0.0
     return {
         "run": run.id, "state": str(run.state), "stages": stages,
         "results": sum(s["results"] for s in stages), "duration_s": duration,

@@ -44,6 +44,9 @@ class RunRow:
     #: ``user@host`` of whoever submitted it, and the schedule that started it (if one did)
     submitted_by: str | None = None
     schedule_id: str | None = None
+    #: seconds spent paused since it started, and since when it is paused (None when it is not)
+    paused_s: float = 0.0
+    paused_at: float | None = None
     #: progress summed over the run's stages (filled by the listing reads, 0 elsewhere)
     tasks_total: int = 0
     tasks_done: int = 0

@@ -18,7 +18,8 @@ from console.store.sqlite.database import Database, maps_errors, marks
 
 _RUN_COLUMNS = (
     "id, workflow, targets, scope, agents, workflows_file, priority, state, created, started, ended, error,"
-    " owner, owner_seen, stop_requested, exclude, max_rate, host_rate, notify, submitted_by, schedule_id"
+    " owner, owner_seen, stop_requested, exclude, max_rate, host_rate, notify, submitted_by, schedule_id,"
+    " paused_s, paused_at"
 )
 
 
@@ -38,7 +39,7 @@ def run_row(r: dict[str, Any]) -> RunRow:
         created=r["created"], started=r["started"], ended=r["ended"], error=r["error"], owner=r["owner"],
         owner_seen=r["owner_seen"], stop_requested=bool(r["stop_requested"]), exclude=r["exclude"],
         max_rate=r["max_rate"], host_rate=r["host_rate"], notify=r["notify"], submitted_by=r["submitted_by"],
-        schedule_id=r["schedule_id"],
+        schedule_id=r["schedule_id"], paused_s=float(r.get("paused_s") or 0.0), paused_at=r.get("paused_at"),
         tasks_total=_int(r.get("tasks_total")), tasks_done=_int(r.get("tasks_done")),
         tasks_failed=_int(r.get("tasks_failed")), results=_int(r.get("results")),
     )
@@ -177,7 +178,14 @@ class SQLiteRuns(base.Runs):
             state = self._state_for_update(conn, run_id)
             if state not in when:
                 return state
-            conn.execute("UPDATE runs SET state = ? WHERE id = ?", (to, run_id))
+            now = time.time()
+            if to == RunState.PAUSED:
+                # the clock stops now (only for a run that has started: a pending run has no duration yet)
+                conn.execute("UPDATE runs SET state = ?, paused_at = CASE WHEN started IS NULL THEN NULL ELSE ? END"
+                             " WHERE id = ?", (to, now, run_id))
+            else:
+                conn.execute("UPDATE runs SET state = ?, paused_s = paused_s + coalesce(? - paused_at, 0),"
+                             " paused_at = NULL WHERE id = ?", (to, now, run_id))
             self.db.event(conn, run_id, "info", kind, f"{kind} requested")
             return to
 

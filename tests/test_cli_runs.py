@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from console.cli.main import build_parser
-from tests.fixtures.chaos import fleetscan, query, write_workflow
+from tests.fixtures.chaos import FleetscanProcess, fleetscan, query, wait_until, write_workflow
 
 NOOP = [{"id": "wait", "tool": "noop", "targets": {"from": "input", "type": "host"}, "chunk": 1}]
 
@@ -211,3 +211,21 @@ def test_a_baseline_summary_counts_pass_fail_and_error(tmp_path: Path) -> None:
 def test_status_of_an_empty_store(tmp_path: Path, argv: list[str]) -> None:
     out = fleetscan(*argv, db=tmp_path / "s.db")
     assert out.returncode == 0 and ("no runs" in out.stdout or json.loads(out.stdout) == {"runs": []})
+
+
+def test_a_running_run_whose_master_died_waits_for_a_master(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    wf = write_workflow(tmp_path / "wf.yaml", "sleepy", [
+        {"id": "wait", "tool": "noop", "with": {"sleep": 5}, "targets": {"from": "input", "type": "host"}, "chunk": 1},
+    ])
+    with FleetscanProcess("--workflows", str(wf), "run", "sleepy", "--targets", "127.0.0.1-4", db=db) as run:
+        run_id = wait_until(
+            lambda: next((r["id"] for r in query(db, "SELECT id, state FROM runs") if r["state"] == "running"), None),
+            60, "the run running",
+        )
+        served = json.loads(fleetscan("status", run_id, "--json", db=db).stdout)
+        assert served["state"] == "running" and served["waiting_for_master"] is False
+        run.kill()  # SIGKILL: the master is gone without a word
+    orphan = json.loads(fleetscan("status", run_id, "--json", db=db).stdout)
+    assert orphan["state"] == "running" and orphan["waiting_for_master"] is True
+    assert "waiting for a master" in fleetscan("status", run_id, db=db).stdout

@@ -111,7 +111,7 @@ def test_every_argument_of_every_command_has_help() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     missing = [
         f"{name} {action.dest}"
-        for name, command in sub.choices.items()
+        for name, command in [("fleetscan", parser), *sub.choices.items()]
         for action in command._actions
         if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()
     ]

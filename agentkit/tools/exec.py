@@ -38,6 +38,9 @@ from agentkit.targets import TargetError, host_port, parse_ip, split_host_port, 
 from agentkit.tools import parsers
 from agentkit.tools.text import collapse
 
+#: an error text is kept whole up to this many characters (the master keeps as much)
+ERROR_TEXT = 4096
+
 PLACEHOLDERS = ("{target}", "{host}", "{port}", "{targets_file}")
 PER_TARGET = ("{target}", "{host}", "{port}")
 
@@ -50,7 +53,7 @@ def safe_value(value: str, what: str) -> str:
     ):
         raise ToolError(
             "%s %r refused: empty, option-like, or contains whitespace/control characters"
-            % (what, value[:100])
+            % (what, value[:ERROR_TEXT - 100])
         )
     return value
 
@@ -69,7 +72,7 @@ def target_values(target: str) -> Dict[str, str]:
     except TargetError as err:
         raise ToolError("target %s" % err) from None
     if not valid_host(host):
-        raise ToolError("target %r is not a host, host:port or URL" % target[:100])
+        raise ToolError("target %r is not a host, host:port or URL" % target[:ERROR_TEXT - 100])
     return {"{target}": target, "{host}": safe_value(host, "host")}
 
 
@@ -139,7 +142,7 @@ def run_family(ctx: TaskContext, targets: List[str], params: Dict[str, Any], tem
     run_timeout = get_float(params, "timeout", ctx.timeout, 0.01, 7 * 86400.0)
     program = shutil.which(template[0])
     if program is None:
-        raise ToolError("program not found: %s" % collapse(template[0], 100))
+        raise ToolError("program not found: %s" % collapse(template[0], ERROR_TEXT - 100))
     per_target = any(item in PER_TARGET for item in template)
     checked = [target_values(target) for target in targets]
     targets_file: Optional[str] = None
@@ -166,7 +169,7 @@ def run_family(ctx: TaskContext, targets: List[str], params: Dict[str, Any], tem
                     ) from None
                 records = []  # a failed run: its exit code and stderr say why (below)
             if code != 0 and not records:
-                tail = collapse(err.decode("utf-8", "replace")[-300:], 300)
+                tail = collapse(err.decode("utf-8", "replace")[-(ERROR_TEXT - 200):], ERROR_TEXT - 200)
                 raise ToolError("%s exited %d: %s" % (os.path.basename(program), code, tail))
             for record in records:
                 ctx.emit(record.type, record.target, record.data)

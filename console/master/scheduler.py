@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.master.executions import RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, InFlight
+from console.master.pausing import Pausing
 from console.master.planner import WINDOW_TASKS, RunPlanner
 from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
 from console.store import open_store
@@ -84,6 +85,7 @@ class Master:
         self.dispatch_wake = asyncio.Event()
         #: the tasks this master leased, their executions on agents, and their outcomes to write
         self.flight = InFlight(self.runs, wake=self.wake.set, freed=self.dispatch_wake.set)
+        self.pausing = Pausing(self.flight)
         self._stopping = False
         self._executor: ThreadPoolExecutor | None = None
         self._claim_dirty = True
@@ -168,6 +170,7 @@ class Master:
                 last_claim = now
                 await self._refill()
             await self._flush()
+            await self.pausing.release(self._db, self._require_db().queue.release_tasks, self.master_id)
             await self._finish_stopping()
             if self._plan_dirty or now - last_plan >= REPLAN_EVERY_S:
                 self._plan_dirty = False
@@ -203,6 +206,7 @@ class Master:
             if row.stop_requested and not ctx.stopping:
                 self._begin_stop(ctx)
             if ctx.state == RunState.PAUSED:
+                self.pausing.hold(run_id)
                 await self._release_ready(lambda t, rid=run_id: t.run_id == rid)  # type: ignore[misc]
         for run_id in [r for r in self.runs if r not in rows]:
             self._forget_run(run_id)

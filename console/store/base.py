@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from console.runoptions import RunOptions
-from console.status import RunState, StageState
+from console.status import RunState, StageState, stage_label
 from console.store.rows import (
     AgentRow,
     ClaimedTask,
@@ -43,6 +43,7 @@ from console.store.rows import (
     RunRow,
     SourceRecord,
     StageRow,
+    TaskFailure,
 )
 from console.store.writes import IngestBatch, TaskPlan
 
@@ -76,15 +77,40 @@ class Runs(ABC):
     def stages_of(self, run_ids: list[str]) -> dict[str, tuple[StageRow, ...]]:
         """The stages of several runs at once (every id present in the answer)."""
 
+    @abstractmethod
+    def resolve(self, prefix: str) -> str:
+        """The id of the one run whose id is ``prefix`` or starts with it (4 characters or more).
+
+        RunNotFound (bad input, exit 2) when the prefix is shorter, matches no run, or matches
+        several (the message names the candidates). Portable SQL: no LIKE (``%`` and ``_`` in a prefix
+        are plain characters)."""
+
+    @abstractmethod
+    def failures(self, run_id: str, limit: int = 5) -> list[TaskFailure]:
+        """The run's tasks that failed for good, first failed first, with their reasons."""
+
+    @abstractmethod
+    def unserved(self, run_ids: list[str]) -> set[str]:
+        """Which of these runs are active (pending, running) but served by no live master: no owner yet,
+        or an owner that stopped heartbeating. Such a run waits for a master (`master`, the console)."""
+
     def summary(self, run_id: str) -> dict[str, Any]:
-        """SPEC's ``--json`` object for one run (plus workflow, created, priority, per-stage dropped)."""
-        return _summary(self.get(run_id), self.stages(run_id))
+        """SPEC's ``--json`` object for one run (plus workflow, created, priority, per-stage dropped,
+        the failed tasks and whether a master serves it)."""
+        run, stages = self.get(run_id), self.stages(run_id)
+        failures = self.failures(run_id) if any(s.tasks_failed for s in stages) else []
+        return _summary(run, stages, failures, run_id in self.unserved([run_id]))
 
     def summaries(self, limit: int = 100) -> list[dict[str, Any]]:
-        """``summary`` of the newest runs, newest first, in two reads whatever their number."""
+        """``summary`` of the newest runs, newest first, in three reads whatever their number (a run
+        with failed tasks adds one read for them)."""
         runs = self.newest(limit)
         stages = self.stages_of([r.id for r in runs])
-        return [_summary(run, stages[run.id]) for run in runs]
+        unserved = self.unserved([r.id for r in runs])
+        return [
+            _summary(run, stages[run.id], self.failures(run.id) if run.tasks_failed else [], run.id in unserved)
+            for run in runs
+        ]
 
     @abstractmethod
     def pause(self, run_id: str) -> RunState:
@@ -99,20 +125,41 @@ class Runs(ABC):
         """Ask a live owner to cancel the run's tasks and end it ``stopped``; with no live owner, end it now."""
 
 
-def _summary(run: RunRow, stage_rows: Iterable[StageRow]) -> dict[str, Any]:
+def _failure_text(run: RunRow, failures: list[TaskFailure]) -> str | None:
+    """The run's error, naming the first failed task and its reason (a stage list alone says too little)."""
+    if not failures or run.state != RunState.FAILED:
+        return run.error
+    first = failures[0]
+    where = f" on {first.agent}" if first.agent else ""
+    more = f" (and {len(failures) - 1} more failed task(s))" if len(failures) > 1 else ""
+    named = f"task {first.task_id} of stage {first.stage_id} failed{where}: {first.error}{more}"
+    return f"{run.error}; {named}" if run.error else named
+
+
+def _summary(
+    run: RunRow, stage_rows: Iterable[StageRow], failures: list[TaskFailure] | None = None,
+    unserved: bool = False,
+) -> dict[str, Any]:
     stages = [
         {
-            "id": s.id, "state": str(s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
+            "id": s.id, "state": stage_label(run.state, s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
             "tasks_failed": s.tasks_failed, "results": s.results, "dropped": s.dropped,
         }
         for s in stage_rows
     ]
     end = run.ended if run.ended is not None else time.time()
-    duration = round(max(0.0, end - run.started), 3) if run.started is not None else 0.0
+    if run.paused_at is not None:
+        end = min(end, run.paused_at)  # paused (or stopped while paused): the clock stopped then
+    duration = round(max(0.0, end - run.started - run.paused_s), 3) if run.started is not None else 0.0
     return {
         "run": run.id, "state": str(run.state), "stages": stages,
         "results": sum(s["results"] for s in stages), "duration_s": duration,
-        "workflow": run.workflow, "created": run.created, "priority": run.priority, "error": run.error,
+        "workflow": run.workflow, "created": run.created, "priority": run.priority,
+        "error": _failure_text(run, failures or []),
+        "failures": [
+            {"task": f.task_id, "stage": f.stage_id, "agent": f.agent, "error": f.error} for f in failures or []
+        ],
+        "waiting_for_master": unserved,
         "targets": run.targets, "scope": run.scope if run.scope is not None else run.targets,
         "exclude": run.exclude, "agents": run.agents, "max_rate": run.max_rate, "host_rate": run.host_rate,
         "notify": run.notify, "submitted_by": run.submitted_by, "schedule": run.schedule_id,
@@ -149,6 +196,10 @@ class Results(ABC):
     @abstractmethod
     def types(self, run_id: str) -> list[str]:
         """The record types a run's stages report (from its definition), else those present."""
+
+    @abstractmethod
+    def baseline_counts(self, run_id: str) -> dict[str, int]:
+        """The run's baseline records counted by their status (pass, fail, error); empty when it has none."""
 
     # -- the results browser: keyset pages over a filter ----------------------------------
 
@@ -199,6 +250,11 @@ class Events(ABC):
     @abstractmethod
     def recent(self, run_id: str | None = None, after_id: int = 0, limit: int = 200) -> list[EventRow]:
         """The newest ``limit`` events after ``after_id`` (of one run, or all), oldest first."""
+
+    @abstractmethod
+    def since(self, run_id: str | None = None, after_id: int = 0, limit: int = 1000) -> list[EventRow]:
+        """The OLDEST ``limit`` events after ``after_id`` (of one run, or every event, the fleet's
+        included), oldest first: paging forward through the whole log (``fleetscan events``)."""
 
 
 class Agents(ABC):

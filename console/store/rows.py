@@ -44,6 +44,9 @@ class RunRow:
     #: ``user@host`` of whoever submitted it, and the schedule that started it (if one did)
     submitted_by: str | None = None
     schedule_id: str | None = None
+    #: seconds spent paused since it started, and since when it is paused (None when it is not)
+    paused_s: float = 0.0
+    paused_at: float | None = None
     #: progress summed over the run's stages (filled by the listing reads, 0 elsewhere)
     tasks_total: int = 0
     tasks_done: int = 0
@@ -102,6 +105,18 @@ class EventRow:
     level: str
     kind: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """A task of a run that failed for good, with the reason its last attempt gave (kept whole up to
+    4,096 characters): what `status` names when a run failed."""
+
+    task_id: int
+    stage_id: str
+    agent: str | None
+    error: str
+    ended: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,8 +101,16 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("results").add_column("master", str)
 
 
+def _paused_time(db: sqlite_utils.Database) -> None:
+    """A run's time spent paused (``paused_s``, and ``paused_at`` while it is): its duration stops
+    counting while it is paused."""
+    runs = db.table("runs")
+    runs.add_column("paused_s", float, not_null_default=0.0)
+    runs.add_column("paused_at", float)
+
+
 #: ordered migrations: index i brings the schema from user_version i to i + 1
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _paused_time]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

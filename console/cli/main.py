@@ -189,7 +189,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     agents = _agents_source(args)
     store, run_id = _create_run(args, agents)
     print(f"run {run_id}", file=sys.stderr)
-    return _drive(store, run_id, agents, args.json)
+    code = _drive(store, run_id, agents, args.json)
+    if args.notify:
+        from console.history.notify import first_attempt
+
+        first_attempt(store, run_id, sys.stderr)
+    return code
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

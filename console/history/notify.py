@@ -14,7 +14,7 @@ import json
 import ssl
 import time
 from itertools import islice
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from console.errors import BadInput
@@ -121,3 +121,13 @@ def deliver_due(store: Store, limit: int = 20) -> int:
         if deliver(store, run.id) is not None:
             attempted += 1
     return attempted
+
+
+def first_attempt(store: Store, run_id: str, log: TextIO) -> None:
+    """`fleetscan run --notify`: the first delivery attempt before the command exits (a serving master
+    makes the retries when it fails)."""
+    ok = deliver(store, run_id)
+    if ok:
+        print("notification delivered", file=log)
+    elif ok is False:
+        print("notification failed; a serving master (console or `fleetscan master`) retries it", file=log)

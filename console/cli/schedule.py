@@ -100,15 +100,9 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 
-def _every(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def _list(store: Any, as_json: bool) -> int:
     from console.history.overview import schedule_view
+    from console.history.schedules import format_every
 
     views = [schedule_view(store, row) for row in store.schedules.all()]
     if as_json:
@@ -120,6 +114,6 @@ def _list(store: Any, as_json: bool) -> int:
         if v["last_run"]:
             changes = "" if v["last_changes"] is None else f", {v['last_changes']} change(s)"
             last = f"{v['last_run']} {v['last_state'] or '?'}{changes}"
-        print(f"{v['id']:<9} {v['workflow'][:12]:<12} {_every(v['every_s']):<6} {v['window'] or 'any time':<12} "
+        print(f"{v['id']:<9} {v['workflow'][:12]:<12} {format_every(v['every_s']):<6} {v['window'] or 'any time':<12} "
               f"{'paused' if v['paused'] else 'active':<7} {_when(v['next_due']):<17} {last}")
     return EXIT_OK

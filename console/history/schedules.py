@@ -60,6 +60,14 @@ def format_window(window: Window) -> str:
     return f"{h1:02d}:{m1:02d}-{h2:02d}:{m2:02d}"
 
 
+def format_every(seconds: int) -> str:
+    """``3600`` -> ``1h``: the largest unit that divides the period."""
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _minute_of_day(ts: float) -> float:
     t = datetime.fromtimestamp(ts)
     return t.hour * 60 + t.minute + (t.second + t.microsecond / 1e6) / 60

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from console.history.notify import post_json
+from console.store import open_store
 from tests.fixtures.chaos import FleetscanProcess, fleetscan, query, wait_until, write_workflow
 
 ADDR = "127.0.0.32"
@@ -173,3 +174,41 @@ def test_bad_url_exit_2_nothing_written(tmp_path: Path, command: str, url: str) 
     assert out.returncode == 2 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and "--notify" in out.stderr
     assert not db.exists() or query(db, "SELECT id FROM runs") == []
+
+
+def test_submitted_and_scheduled_runs_are_notified_by_the_serving_master(tmp_path: Path, receiver: Receiver) -> None:
+    """submit --notify and schedule add --notify: the master that serves them posts once per run; a
+    schedule's second run carries its changes against the schedule's first."""
+    db = tmp_path / "state.db"
+    service = socket.socket()
+    service.bind((ADDR, 0))
+    service.listen(8)
+    port = service.getsockname()[1]
+    wf = port_workflow(tmp_path / "wf.yaml", port)
+    sub = fleetscan("submit", "ports", "--targets", ADDR, "--workflows", str(wf), "--notify", receiver.url, db=db)
+    assert sub.returncode == 0, sub.stderr
+    submitted = sub.stdout.strip()
+    added = fleetscan("schedule", "add", "ports", "--targets", ADDR, "--every", "1d", "--workflows", str(wf),
+                      "--notify", receiver.url, db=db)
+    assert added.returncode == 0, added.stderr
+    sid = added.stdout.strip()
+
+    def posted_for(run_id: str) -> list[dict[str, Any]]:
+        return [p["body"] for p in receiver.posts if p["body"]["run"] == run_id]
+
+    def scheduled() -> list[str]:
+        return [r["id"] for r in query(db, "SELECT id FROM runs WHERE schedule_id = ? ORDER BY created", (sid,))]
+
+    with FleetscanProcess("master", "--agents", "local:1", db=db):
+        wait_until(lambda: posted_for(submitted) and scheduled() and posted_for(scheduled()[0]), 60,
+                   "the submitted and the first scheduled run to be notified")
+        service.close()
+        with open_store(db) as store:
+            store.schedules.set_paused(sid, False, time.time() - 1)  # due again now
+        wait_until(lambda: len(scheduled()) == 2 and posted_for(scheduled()[1]), 60, "the second scheduled run")
+        time.sleep(1.5)
+    first, second = scheduled()
+    assert [len(posted_for(r)) for r in (submitted, first, second)] == [1, 1, 1]
+    body = posted_for(second)[0]
+    assert body["previous"] == first
+    assert [(c["change"], c["key"]) for c in body["changes"]] == [("removed", f"{ADDR}:{port}/tcp")]

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from console.history.notify import post_json
+from console.runoptions import RunOptions
+from console.status import RunState
 from console.store import open_store
 from tests.fixtures.chaos import FleetscanProcess, fleetscan, query, wait_until, write_workflow
 
@@ -212,3 +214,32 @@ def test_submitted_and_scheduled_runs_are_notified_by_the_serving_master(tmp_pat
     body = posted_for(second)[0]
     assert body["previous"] == first
     assert [(c["change"], c["key"]) for c in body["changes"]] == [("removed", f"{ADDR}:{port}/tcp")]
+
+
+def test_eight_processes_claiming_one_notification_make_one_attempt(tmp_path: Path) -> None:
+    """Each attempt is claimed by compare-and-set: masters racing for a due notification make it once."""
+    db = tmp_path / "state.db"
+    with open_store(db) as store:
+        run_id = store.runs.create("w", {"stages": [{"id": "a", "tool": "noop"}]}, "127.0.0.1",
+                                   options=RunOptions(notify="http://127.0.0.1:9/"))
+        store.queue.finish_run(run_id, RunState.COMPLETED)
+    now = time.time()
+    barrier = threading.Barrier(8)
+    attempts: list[int] = []
+
+    def claim() -> None:
+        with open_store(db) as own:
+            barrier.wait()
+            attempts.append(own.history.notify_claim(run_id, now, 60.0))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(attempts) == [0] * 7 + [1]
+    with open_store(db) as store:
+        assert store.history.notify_due(now + 1) == []  # leased
+        assert [r.id for r in store.history.notify_due(now + 61)] == [run_id]  # a dead claimer's lease ran out
+        store.history.notify_outcome(run_id, 1, "delivered", None, "info", "delivered")
+        assert store.history.notify_due(now + 61) == [] and store.history.notify_claim(run_id, now + 61, 60.0) == 0

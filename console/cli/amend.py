@@ -10,7 +10,7 @@ EXIT_OK = 0
 
 
 def configure(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("run")
+    sp.add_argument("run", metavar="RUN", help="the run whose stages that have not started take the new definitions")
 
 
 def command(args: argparse.Namespace, store: Any) -> int:

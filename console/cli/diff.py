@@ -17,7 +17,8 @@ FORMATS = ("text", "jsonl", "json")
 
 def configure(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("runs", nargs="+", metavar="RUN", help="OLD NEW, or one RUN (against the run before it)")
-    sp.add_argument("--format", choices=FORMATS, default="text")
+    sp.add_argument("--format", choices=FORMATS, default="text",
+                    help="text: one line a change (default); jsonl: one object a line; json: one object")
 
 
 def write_changes(changes: Any, fmt: str, out: TextIO, old: str, new: str) -> dict[str, int]:

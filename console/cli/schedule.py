@@ -17,27 +17,28 @@ EXIT_OK = 0
 
 
 def configure(sp: argparse.ArgumentParser, common: Any) -> None:
-    sub = sp.add_subparsers(dest="schedule_command", metavar="ACTION", required=True, parser_class=type(sp))
+    sub = sp.add_subparsers(dest="schedule_command", metavar="ACTION", required=True, parser_class=type(sp),
+                            help="add, list, rm, pause or resume")
     add = sub.add_parser("add", help="add a schedule; prints its id")
     common(add, top=False)
-    add.add_argument("workflow")
+    add.add_argument("workflow", help="the workflow's name in the workflows file")
     add.add_argument("--targets", metavar="SPEC", help="addresses, CIDRs, ranges, hosts, host:port, @file")
     add.add_argument("--every", required=True, metavar="DURATION", help="30m, 6h, 1d, 1h30m (1m to 366d)")
     add.add_argument("--window", metavar="HH:MM-HH:MM", help="local time; runs start only inside it (may wrap midnight)")
-    add.add_argument("--scope", metavar="SPEC")
-    add.add_argument("--priority", type=int, default=0)
-    add.add_argument("--exclude", metavar="SPEC")
-    add.add_argument("--max-rate", type=int, metavar="N")
-    add.add_argument("--host-rate", type=int, metavar="N")
+    add.add_argument("--scope", metavar="SPEC", help="what derived targets may be (default: the targets)")
+    add.add_argument("--priority", type=int, default=0, help="higher runs are dispatched first (default 0)")
+    add.add_argument("--exclude", metavar="SPEC", help="addresses, ranges and hosts never contacted")
+    add.add_argument("--max-rate", type=int, metavar="N", help="probes per second summed over the whole fleet")
+    add.add_argument("--host-rate", type=int, metavar="N", help="probes per second any one target address receives")
     add.add_argument("--notify", metavar="URL", help="POST a JSON summary (with changes) here when each run ends")
     lst = sub.add_parser("list", help="the schedules: next run, last run and its changes")
     common(lst, top=False)
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help='print {"schedules": [...]}')
     for name, help_ in (("rm", "remove a schedule (its runs stay)"), ("pause", "stop starting runs"),
                         ("resume", "start runs again (a missed occurrence starts once)")):
         action = sub.add_parser(name, help=help_)
         common(action, top=False)
-        action.add_argument("id")
+        action.add_argument("id", metavar="ID", help="the schedule's id (schedule list)")
 
 
 def command(args: argparse.Namespace, store_for: Any, workflows_path: Any, agents_source: Any) -> int:

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help='print {"agents": [...]}, one object per box')
     sp.add_argument("--trust", metavar="NAME", help="show NAME's host key fingerprint and record it as trusted")
     sp.add_argument("--yes", action="store_true", help="with --trust: do not ask for confirmation")
+    from console.cli import amend, assets, diff, schedule  # runs over time: each command in its own module
+
+    diff.configure(cmd("diff", "what changed between two runs (exit 1 when something did)"))
+    amend.configure(cmd("amend", "new definitions (--workflows FILE) for stages of a run that have not started"))
+    schedule.configure(cmd("schedule", "recurring runs: add, list, rm, pause, resume"), _common)
+    assets.configure(cmd("assets", "the latest known state of every host across runs"))
     return p
 
 
@@ -213,7 +219,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     agents = _agents_source(args)
     store, run_id = _create_run(args, agents)
     print(f"run {run_id}", file=sys.stderr)
-    return _drive(store, run_id, agents, args.json)
+    code = _drive(store, run_id, agents, args.json)
+    if args.notify:
+        from console.history.notify import first_attempt
+
+        first_attempt(store, run_id, sys.stderr)
+    return code
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -316,10 +327,24 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return agents_command(args, _agents_source(args))
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """diff, amend, assets, schedule: console/cli/{diff,amend,assets,schedule}.py."""
+    from console.cli import amend, assets, diff, schedule
+
+    if args.command == "schedule":
+        return schedule.command(args, _store, _workflows_path, _agents_source)
+    store = _store(args)
+    try:
+        return {"diff": diff.command, "amend": amend.command, "assets": assets.command}[args.command](args, store)
+    finally:
+        store.close()
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tui": cmd_tui, "run": cmd_run, "submit": cmd_submit, "master": cmd_master, "resume": cmd_resume,
     "pause": cmd_control, "stop": cmd_control, "status": cmd_status, "results": cmd_results,
     "workflows": cmd_workflows, "agents": cmd_agents, "events": cmd_events,
+    "diff": cmd_history, "amend": cmd_history, "assets": cmd_history, "schedule": cmd_history,
 }
 
 

@@ -34,6 +34,7 @@ from console.master.executions import RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, InFlight
 from console.master.pausing import Pausing
 from console.master.planner import WINDOW_TASKS, RunPlanner
+from console.master.schedules import Notifier, pick_up_amendment, tick_schedules
 from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
 from console.store import open_store
 from console.store.base import Store
@@ -93,6 +94,8 @@ class Master:
         self._claimed_since_plan = 0
         self._queue_empty = False
         self._idle = False
+        #: serving every run (not `run`/`resume` of one): fire schedules, deliver notifications
+        self._serving_all = False
         self.dispatched_total = 0
         #: wall time of each run's first dispatch by this master (latency figures)
         self.first_dispatch: dict[str, float] = {}
@@ -137,6 +140,9 @@ class Master:
                 asyncio.create_task(watcher.run(self.wake)), asyncio.create_task(self.fleet.heartbeat()),
                 asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._housekeeping()),
             ]
+            self._serving_all = run_ids is None
+            if self._serving_all:
+                background.append(asyncio.create_task(Notifier(self.location).run()))
             await self._control_loop(run_ids, stop_when_idle)
         finally:
             for task in background:
@@ -200,7 +206,8 @@ class Master:
                     continue
                 self.runs[run_id] = ctx
                 self._plan_dirty = self._claim_dirty = True
-            if row.state != ctx.state:
+            amended = pick_up_amendment(ctx, row)
+            if row.state != ctx.state or amended:
                 self._plan_dirty = self._claim_dirty = True
             ctx.state = row.state
             if row.stop_requested and not ctx.stopping:
@@ -420,6 +427,8 @@ class Master:
                 await self._db(db.queue.touch_owned, self.master_id)
                 if self.fleet is not None:
                     await self._db(db.agents.report, self.fleet.rows(self.master_id))
+                if self._serving_all and await self._db(tick_schedules, db):
+                    self.wake.set()  # adopt the runs just started
             if tick % 10 == 0:
                 for ctx in self.runs.values():
                     if ctx.dispatched:

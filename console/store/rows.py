@@ -248,3 +248,31 @@ class ResultPage:
     @property
     def has_prev(self) -> bool:
         return self.offset > 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A recurring run: what each occurrence submits, how often, inside which local-time window."""
+
+    id: str
+    workflow: str
+    every_s: int
+    #: ``HH:MM-HH:MM`` in the master's local time (may wrap midnight), or None: any time
+    window: str | None
+    paused: bool
+    created: float
+    #: when the next occurrence is due (epoch seconds); the compare-and-set column of firing
+    next_due: float
+    targets: str | None = None
+    scope: str | None = None
+    agents: str | None = None
+    priority: int = 0
+    exclude: str | None = None
+    max_rate: int | None = None
+    host_rate: int | None = None
+    notify: str | None = None
+    submitted_by: str | None = None
+    workflows_file: str | None = None
+    #: the run the latest occurrence started, and when
+    last_run: str | None = None
+    last_fired: float | None = None

@@ -64,28 +64,10 @@ class SQLiteRuns(base.Runs):
         agents: str | None = None, priority: int = 0, workflows_file: str | None = None,
         options: RunOptions | None = None,
     ) -> str:
-        opts = options or RunOptions()
-        stages = definition.get("stages") or []
-        run_id = secrets.token_hex(4)
         with self.db.transaction() as conn:
-            while conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-                run_id = secrets.token_hex(4)
-            conn.execute(
-                "INSERT INTO runs (id, workflow, definition, workflows_file, targets, scope, agents, priority,"
-                " state, created, exclude, max_rate, host_rate, notify, submitted_by, schedule_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id, workflow, json.dumps(definition), workflows_file, targets, scope, agents,
-                    int(priority), RunState.PENDING, time.time(), opts.exclude, opts.max_rate, opts.host_rate,
-                    opts.notify, opts.submitted_by, opts.schedule_id,
-                ),
+            return insert_run(
+                self.db, conn, workflow, definition, targets, scope, agents, priority, workflows_file, options
             )
-            conn.executemany(
-                "INSERT INTO stages (run_id, id, idx, tool) VALUES (?, ?, ?, ?)",
-                [(run_id, str(s["id"]), i, str(s.get("tool", ""))) for i, s in enumerate(stages)],
-            )
-            self.db.event(conn, run_id, "info", "submit", f"run {run_id} of {workflow} submitted")
-        return run_id
 
     def get(self, run_id: str) -> RunRow:
         rows = self.db.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
@@ -208,6 +190,35 @@ class SQLiteRuns(base.Runs):
         if row is None:
             raise RunNotFound(f"no run {run_id!r}", field="RUN")
         return RunState(row[0])
+
+
+def insert_run(
+    db: Database, conn: sqlite3.Connection, workflow: str, definition: dict[str, Any], targets: str | None,
+    scope: str | None, agents: str | None, priority: int, workflows_file: str | None, options: RunOptions | None,
+) -> str:
+    """Write a pending run and its stages inside the caller's transaction (a schedule's occurrence is
+    written in the same transaction as the move of its due time); return the new id."""
+    opts = options or RunOptions()
+    stages = definition.get("stages") or []
+    run_id = secrets.token_hex(4)
+    while conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+        run_id = secrets.token_hex(4)
+    conn.execute(
+        "INSERT INTO runs (id, workflow, definition, workflows_file, targets, scope, agents, priority,"
+        " state, created, exclude, max_rate, host_rate, notify, submitted_by, schedule_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id, workflow, json.dumps(definition), workflows_file, targets, scope, agents,
+            int(priority), RunState.PENDING, time.time(), opts.exclude, opts.max_rate, opts.host_rate,
+            opts.notify, opts.submitted_by, opts.schedule_id,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO stages (run_id, id, idx, tool) VALUES (?, ?, ?, ?)",
+        [(run_id, str(s["id"]), i, str(s.get("tool", ""))) for i, s in enumerate(stages)],
+    )
+    db.event(conn, run_id, "info", "submit", f"run {run_id} of {workflow} submitted")
+    return run_id
 
 
 def finish_stopped(db: Database, conn: sqlite3.Connection, run_id: str) -> None:

@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
+from console.master.budget import budget_slots
 from console.master.executions import RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, InFlight
 from console.master.planner import WINDOW_TASKS, RunPlanner
@@ -251,7 +252,10 @@ class Master:
         if want <= 0 or not any(c.state == RunState.RUNNING and not c.stopping for c in self.runs.values()):
             return
         boxes = [h.name for h in self.fleet.handles.values() if h.state in AGENT_LINKED]
-        rows = await self._db(self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes)
+        rows = await self._db(
+            self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes,
+            budget_slots=budget_slots(self.fleet.total_slots(), self.ready, self.flight.execs),
+        )
         self._queue_empty = not rows
         if not rows:
             return
@@ -313,7 +317,7 @@ class Master:
             spec = ctx.stages[task.stage_id]
             exec_id = f"{task.task_id}.{task.attempt}"
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
-            line = ctx.task_line(task.stage_id, exec_id, task.targets)
+            line = ctx.task_line(task.stage_id, exec_id, task.targets, task)
             outgoing.setdefault(handle.name, (handle, []))[1].append(line)
             ctx.dispatched += 1
             ctx.dispatched_to.add(handle.name)
@@ -376,7 +380,7 @@ class Master:
         now = time.monotonic()
         slow = sorted(
             (ex for ex in execs.values()
-             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0
+             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0 and ex.task.rate is None
              and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
             key=lambda ex: ex.started,
         )
@@ -401,7 +405,7 @@ class Master:
             spec = ctx.stages[task.stage_id]
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
             self.flight.event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
-            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets))
+            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets, task))
 
     # -- housekeeping -------------------------------------------------------------------------
 

@@ -38,6 +38,10 @@ DEFAULT_FILE = "workflows.yaml"
 SKIP_GRAPH_CHECKS: dict[str, Any] = {"graph_checks": False}
 
 
+#: tools whose ``ports`` parameter ``split_ports`` may cut into parts (one task per host and part)
+SPLITTABLE_TOOLS = ("tcp_connect",)
+
+
 class TargetsSpec(StrictModel):
     """Where a stage's targets come from and what each becomes."""
 
@@ -68,8 +72,20 @@ class StageBase(StrictModel):
     """Seconds a task may run before it is cancelled."""
     stream: bool = False
     """Dispatch chunks as the source stage's results arrive, without waiting for it to end."""
+    split_ports: Annotated[int, Field(gt=0, le=65535)] | None = None
+    """Cut each host's port list into tasks of at most this many ports (one host per such task), so
+    one heavy host spreads over the whole fleet (tcp_connect)."""
     output: list[records.RecordType] | None = None
     """Result types this stage reports (defaults from the tool; needed to filter an exec/jsonl stage by type)."""
+
+    @model_validator(mode="after")
+    def _splittable(self) -> StageBase:
+        """``split_ports`` cuts the stage's own ``ports`` parameter: only a tool that has one can split."""
+        if self.split_ports is not None and self.tool not in SPLITTABLE_TOOLS:
+            raise ValueError(
+                f"split_ports: {self.tool} has no port list to split (only {', '.join(SPLITTABLE_TOOLS)})"
+            )
+        return self
 
     @property
     def tool_spec(self) -> Tool:

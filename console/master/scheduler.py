@@ -173,7 +173,8 @@ class Master:
             if self._plan_dirty or now - last_plan >= REPLAN_EVERY_S:
                 self._plan_dirty = False
                 last_plan = now
-                await self._plan()
+                if await self._plan():
+                    next_control = 0.0  # a run ended: `run` learns it now, not at the next control tick
             if self._claim_dirty or (not self.ready and now - last_claim >= RECLAIM_EVERY_S):
                 last_claim = now
                 await self._refill()
@@ -231,7 +232,9 @@ class Master:
             scope=[p for p in planner.scope.format().split(",") if p],
         )
 
-    async def _plan(self) -> None:
+    async def _plan(self) -> bool:
+        """One planning step of every running run; True when one of them ended."""
+        ended = False
         self._claimed_since_plan = 0
         for ctx in list(self.runs.values()):
             if ctx.state != RunState.RUNNING or ctx.stopping:
@@ -243,7 +246,9 @@ class Master:
                 await self._db(self._require_db().queue.finish_run, ctx.run_id, RunState.FAILED, f"planning failed: {err}")
             if outcome is not None:
                 self._forget_run(ctx.run_id)
+                ended = True
             self._claim_dirty = True
+        return ended
 
     async def _refill(self) -> None:
         assert self.fleet is not None
@@ -278,7 +283,12 @@ class Master:
         flight = self.flight
         if not flight.batch:
             return
-        if not force and len(flight.batch.records) < FLUSH_RECORDS and time.monotonic() - flight.batch_since < FLUSH_EVERY_S:
+        # the last outcome of a quiet spell is written at once: nothing more is coming to batch it with
+        settled = bool(flight.batch.completions) and not flight.execs
+        if (
+            not force and not settled and len(flight.batch.records) < FLUSH_RECORDS
+            and time.monotonic() - flight.batch_since < FLUSH_EVERY_S
+        ):
             return
         batch = flight.take_batch()
         await self._db(self._require_db().queue.apply_batch, batch)

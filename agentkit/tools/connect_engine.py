@@ -21,6 +21,7 @@ import resource
 import select
 import selectors
 import socket
+import struct
 import time
 from collections import deque
 from typing import Callable, Deque, Dict, Iterable, Optional, Tuple
@@ -63,6 +64,20 @@ def _self_connected(sock: _socket.socket) -> bool:
         return bool(sock.getsockname() == sock.getpeername())
     except OSError:
         return False
+
+
+SOL_SOCKET, SO_ERROR = socket.SOL_SOCKET, socket.SO_ERROR
+#: SO_LINGER on, 0 s: close() resets the connection instead of a FIN handshake
+_LINGER_0 = struct.pack("ii", 1, 0)
+
+
+def _abort(sock: _socket.socket) -> None:
+    """An open port's connection is closed with a reset (as nmap does): no TIME_WAIT left on this box
+    for each port found open, no FIN exchange with the service."""
+    try:
+        sock.setsockopt(SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+    except OSError:
+        pass
 
 
 def resolve(host: str) -> Tuple[int, str]:
@@ -188,6 +203,11 @@ def probe(
                     sock.setblocking(False)
                 code = sock.connect_ex((address, port))
                 if code in in_progress:
+                    # a refusal is often known already (on loopback nearly always: the RST is processed
+                    # before connect returns to us): read it now, sparing the poll registration and the
+                    # epoll bookkeeping of its close; 0 means connected or still pending: poll it
+                    code = sock.getsockopt(SOL_SOCKET, SO_ERROR) or code
+                if code in in_progress:
                     fd = sock.fileno()
                     inflight[fd] = (sock, label, port, now)
                     expiries.append((now + timeout, fd, sock))
@@ -195,6 +215,8 @@ def probe(
                     continue
                 if code == 0 and _self_connected(sock):
                     code = errno.ECONNREFUSED
+                if code == 0:
+                    _abort(sock)
                 sock.close()
                 if code in _LOCAL_SHORTAGE:
                     # out of local ports/buffers: not an answer from the target; try again shortly
@@ -232,10 +254,12 @@ def probe(
                 if poller.needs_unregister:
                     poller.unregister(fd)
                 sock, label, port, t0 = entry
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                code = sock.getsockopt(SOL_SOCKET, SO_ERROR)
                 if code == 0 and _self_connected(sock):
                     code = errno.ECONNREFUSED
                 rtt = (monotonic() - t0) * 1000.0
+                if code == 0:
+                    _abort(sock)
                 sock.close()
                 finished += 1
                 if code == 0:

@@ -7,11 +7,14 @@ import json
 import threading
 from pathlib import Path
 
+from console.master.planner import RunPlanner
 from console.master.scheduler import Master
 from console.runoptions import RunOptions
-from console.status import RunState
+from console.status import RunState, TaskState
 from console.store import open_store
+from console.store.base import Store
 from console.store.grants import RunBudget, grant
+from console.store.writes import Completion, IngestBatch, Requeue
 from tests.fixtures.accepts import AcceptCounter
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -90,3 +93,43 @@ def test_grants_never_exceed_what_is_left_and_share_a_host() -> None:
     assert grants == {1: 15.0, 2: 15.0, 3: 30.0}
     assert budget.granted == 100.0
     assert grant(budget, [(4, '["127.0.0.3"]')], 1) == {}  # nothing left: it waits
+
+
+def _budgeted_run(store: Store, hosts: str, split: int, options: RunOptions) -> str:
+    run_id = store.runs.create("t", scan(range(1000, 1400), split), hosts, None, "local", 0, None, options)
+    store.queue.adopt_runs("m")
+    (run,) = [r for r in store.queue.owned_runs("m") if r.id == run_id]
+    RunPlanner(store, run, []).step()
+    return run_id
+
+
+def test_claims_grant_what_leased_tasks_leave_and_take_it_back_when_they_end(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "g.db")
+    run_id = _budgeted_run(store, "127.0.0.1", 100, RunOptions(max_rate=100))  # 4 tasks of 100 ports
+    first = store.queue.claim_tasks("m", 10, 60.0, budget_slots=2)
+    assert [t.rate for t in first] == [50.0, 50.0]
+    assert store.queue.claim_tasks("m", 10, 60.0, budget_slots=2) == []  # nothing left: nothing claimed
+    # one ends, one is re-queued (a retry): both grants come back and are shared by what starts now
+    store.queue.apply_batch(IngestBatch(
+        completions=[Completion(first[0].id, run_id, "p", TaskState.DONE, "box")],
+        requeues=[Requeue(first[1].id, 0.0, ("box",))],
+    ))
+    again = store.queue.claim_tasks("m", 10, 60.0, budget_slots=4)
+    all_ids = [r["id"] for r in store.db.query("SELECT id FROM tasks WHERE run_id = ? ORDER BY id", (run_id,))]
+    assert sorted(t.id for t in again) == [i for i in all_ids if i != first[0].id]
+    assert [round(t.rate or 0, 6) for t in again] == [round(100 / 3, 6)] * 3
+    store.close()
+
+
+def test_a_second_master_gets_only_what_the_first_left(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "g.db")
+    run_id = _budgeted_run(store, "127.0.0.1-2", 100, RunOptions(max_rate=90, host_rate=40))
+    mine = store.queue.claim_tasks("m", 10, 60.0, budget_slots=3)
+    # the run moves to another master (this one presumed gone); its leases stay held until they end
+    store.db.conn.execute("UPDATE runs SET owner = 'other' WHERE id = ?", (run_id,))
+    theirs = store.queue.claim_tasks("other", 10, 60.0, budget_slots=8)
+    granted = [*mine, *theirs]
+    assert sum(t.rate or 0 for t in granted) <= 80.0 + 1e-9  # two hosts at 40 each bind before 90
+    for host in ("127.0.0.1", "127.0.0.2"):
+        assert sum(t.rate or 0 for t in granted if host in t.targets) <= 40.0 + 1e-9
+    store.close()

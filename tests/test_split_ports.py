@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,38 @@ def test_a_split_full_scan_over_two_agents_finds_exactly_the_open_ports(tmp_path
         for sock in listeners:
             sock.close()
         store.close()
+
+
+async def test_a_split_task_whose_agent_dies_is_retried_with_its_own_part_and_loses_nothing(tmp_path: Path) -> None:
+    from tests.fixtures.accepts import AcceptCounter
+    from tests.test_scheduler import serving, wait_for
+
+    farm = AcceptCounter(["127.0.0.5"], 200)
+    store = open_store(tmp_path / "s.db")
+    definition = {"stages": [{
+        **split_stage("p", f"{farm.ports.start}-{farm.ports.stop - 1}", 50), "retries": 2,
+        "params": {"ports": f"{farm.ports.start}-{farm.ports.stop - 1}", "timeout": 1.0, "rate": 40.0},
+    }]}
+    run_id = store.runs.create("t", definition, "127.0.0.5", None, "local:2", 0, None)
+    master = Master(store, "local:2")
+    killed: dict[str, Any] = {}
+
+    async def chaos() -> None:
+        ex = await wait_for(lambda: next(iter(master.flight.execs.values()), None), what="a running task")
+        await asyncio.sleep(0.4)
+        killed["task"], killed["agent"] = ex.task.task_id, ex.agent.name
+        os.kill(ex.agent.link.pid, signal.SIGKILL)
+        await wait_for(lambda: store.runs.get(run_id).state == "completed", 120, "the run to complete")
+
+    try:
+        await serving(master, chaos, run_ids=[run_id])
+    finally:
+        farm.close()
+    rows = store.db.query("SELECT data FROM results WHERE run_id = ?", (run_id,))
+    assert sorted(json.loads(r["data"])["port"] for r in rows) == list(farm.ports)  # each once, none lost
+    task = store.db.query("SELECT state, tried, attempts, params FROM tasks WHERE id = ?", (killed["task"],))[0]
+    assert task["state"] == "done" and killed["agent"] in json.loads(task["tried"]) and task["attempts"] == 2
+    # the retry probed its own part again: the part's ports were accepted at the target on both attempts
+    part = ports_of(json.loads(task["params"])["ports"])
+    assert len(farm.accepts["127.0.0.5"]) > len(farm.ports) and len(part) == 50
+    store.close()

@@ -100,6 +100,10 @@ def test_a_derived_split_stage_gets_one_task_per_host_and_part(tmp_path: Path) -
     assert sorted((t[0][0], t[1]["ports"]) for t in tasks) == [  # type: ignore[index]
         (h, part) for h in ("127.0.0.1", "127.0.0.2") for part in ("1-100", "101-200", "201-300")
     ]
+    planner.step()  # planned once: another step adds nothing
+    assert len(tasks_of(store, run.id, "p")) == 6
+    assigned = store.db.query("SELECT task_id FROM stage_targets WHERE run_id = ? AND stage_id = 'p'", (run.id,))
+    assert len(assigned) == 2 and all(r["task_id"] for r in assigned)
 
 
 def test_split_ports_on_a_tool_without_a_port_list_is_bad_input_with_its_line(tmp_path: Path) -> None:

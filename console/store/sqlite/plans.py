@@ -118,7 +118,7 @@ class SQLitePlans(base.Plans):
                 for rid, value in waiting:
                     self._insert_tasks(conn, plan, [[value]] * len(parts), params=list(parts))
                     # the target is planned (its tasks hold it); the last part's task id marks it
-                    last = int(conn.execute("SELECT max(id) FROM tasks WHERE run_id = ?", (plan.run_id,)).fetchone()[0])
+                    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                     conn.execute("UPDATE stage_targets SET task_id = ? WHERE rowid = ?", (last, rid))
                 if finish:
                     conn.execute(

@@ -133,3 +133,9 @@ def test_a_second_master_gets_only_what_the_first_left(tmp_path: Path) -> None:
     for host in ("127.0.0.1", "127.0.0.2"):
         assert sum(t.rate or 0 for t in granted if host in t.targets) <= 40.0 + 1e-9
     store.close()
+
+
+def test_a_task_whose_host_share_is_taken_is_passed_over_for_one_that_can_start() -> None:
+    budget = RunBudget(max_rate=None, host_rate=30.0)
+    budget.hold(["127.0.0.1"], 30.0)
+    assert grant(budget, [(1, '["127.0.0.1"]'), (2, '["127.0.0.1"]'), (3, '["127.0.0.2"]')], 1) == {3: 30.0}

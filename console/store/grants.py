@@ -64,30 +64,30 @@ def budget_of(max_rate: float | None, host_rate: float | None, leased: Iterable[
 
 
 def grant(budget: RunBudget, candidates: list[tuple[int, str]], slots: int) -> dict[int, float]:
-    """Grants for candidate tasks ``(id, targets JSON)`` of one run, in order, at most ``slots`` of them.
+    """Grants for candidate tasks ``(id, targets JSON)`` of one run, in order, to at most ``slots`` of them.
 
     What is left of the budget is shared evenly over the tasks that start now (so a run's last tasks
     get all of it, and tasks starting when others end get what those gave back); a host's share is
-    split over the candidates that probe it. A candidate left with less than :data:`MIN_GRANT` is
-    not granted (it stays queued until budget comes free). ``budget`` is updated with what is granted.
+    split over the tasks starting now that probe it. A candidate left with less than :data:`MIN_GRANT`
+    (its host's share is held by running tasks) is passed over for the next one, and stays queued
+    until budget comes free. ``budget`` is updated with what is granted.
     """
-    chosen = candidates[: max(0, slots)]
-    if not chosen:
-        return {}
-    hosts = {task_id: task_hosts(targets) for task_id, targets in chosen}
-    sharing: Counter[str] = Counter(h for task_hosts_ in hosts.values() for h in task_hosts_)
+    hosts = {task_id: task_hosts(targets) for task_id, targets in candidates}
+    #: per host, the candidates from here on that probe it
+    ahead: Counter[str] = Counter(h for task_hosts_ in hosts.values() for h in task_hosts_)
     out: dict[int, float] = {}
-    left = len(chosen)
-    for task_id, _ in chosen:
+    for index, (task_id, _) in enumerate(candidates):
+        room = slots - len(out)
+        if room <= 0:
+            break
         rate = float("inf")
         if budget.max_rate is not None:
-            rate = (budget.max_rate - budget.granted) / left
+            rate = (budget.max_rate - budget.granted) / min(room, len(candidates) - index)
         if budget.host_rate is not None:
             for host in hosts[task_id]:
-                rate = min(rate, (budget.host_rate - budget.by_host[host]) / sharing[host])
-        left -= 1
+                rate = min(rate, (budget.host_rate - budget.by_host[host]) / min(room, ahead[host]))
         for host in hosts[task_id]:
-            sharing[host] -= 1
+            ahead[host] -= 1
         if rate == float("inf") or rate < MIN_GRANT:
             continue
         out[task_id] = rate

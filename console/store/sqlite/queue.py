@@ -23,6 +23,8 @@ from console.store.sqlite.database import Database, maps_errors, marks
 from console.store.sqlite.runs import finish_stopped
 from console.store.writes import IngestBatch, NewRecord
 
+#: a budgeted claim looks at this many queued tasks per free slot
+CANDIDATES_PER_SLOT = 8
 #: the columns a claim returns, in ClaimedTask's order
 _CLAIMED = "id, run_id, stage_id, targets, attempts, max_attempts, priority, pinned, tried, params, rate"
 #: a master that has not been seen for a day and owns nothing is forgotten
@@ -207,7 +209,8 @@ class SQLiteQueue(base.TaskQueue):
             "  AND (r.max_rate IS NOT NULL OR r.host_rate IS NOT NULL)"
             f"  AND s.tool IN ({marks(PACED_TOOLS)}) AND (t.not_before IS NULL OR t.not_before <= ?)"
             f"  AND {pinned_clause} ORDER BY t.priority DESC, t.id LIMIT ?",
-            (TaskState.QUEUED, master_id, RunState.RUNNING, *PACED_TOOLS, now, *boxes, room),
+            # more candidates than slots: one whose host's share is taken is passed over for the next
+            (TaskState.QUEUED, master_id, RunState.RUNNING, *PACED_TOOLS, now, *boxes, room * CANDIDATES_PER_SLOT),
         ).fetchall()
         by_run: dict[str, list[tuple[int, str]]] = {}
         for task_id, run_id, targets in candidates:

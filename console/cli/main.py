@@ -216,6 +216,9 @@ def _drive(store: Store, run_id: str, agents: str, as_json: bool) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from console.cli.early import start_local_agents
+
+    start_local_agents(args.agents or os.environ.get("FLEETSCAN_AGENTS") or "local")
     agents = _agents_source(args)
     store, run_id = _create_run(args, agents)
     print(f"run {run_id}", file=sys.stderr)

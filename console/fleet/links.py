@@ -243,7 +243,8 @@ class LocalLink(AgentLink):
     def __init__(self, name: str, slots: int = LOCAL_SLOTS, *, python: str | None = None) -> None:
         super().__init__(name, slots, address="localhost")
         self.python = python or sys.executable
-        self.process: asyncio.subprocess.Process | None = None
+        #: the agent process (an asyncio one, or a prespawn.AdoptedProcess started before the loop)
+        self.process: Any = None
 
     @property
     def pid(self) -> int | None:
@@ -253,6 +254,12 @@ class LocalLink(AgentLink):
         from agentkit.bootstrap import stage0_argv
 
         argv = stage0_argv(self.python, sha256, size)
+        from console.fleet import prespawn
+
+        started = prespawn.take(argv)
+        if started is not None:  # started while the master was still starting: same argv, same pipes
+            reader, writer, self.process = await prespawn.adopt(started)
+            return reader, writer
         try:
             # own session: a Ctrl-C in the operator's terminal does not reach the agent;
             # the master shuts it down (or it exits at stdin EOF when the master dies)

@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
+from console.master.budget import budget_slots
 from console.master.executions import RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, InFlight
 from console.master.pausing import Pausing
@@ -181,7 +182,8 @@ class Master:
             if self._plan_dirty or now - last_plan >= REPLAN_EVERY_S:
                 self._plan_dirty = False
                 last_plan = now
-                await self._plan()
+                if await self._plan():
+                    next_control = 0.0  # a run ended: `run` learns it now, not at the next control tick
             if self._claim_dirty or (not self.ready and now - last_claim >= RECLAIM_EVERY_S):
                 last_claim = now
                 await self._refill()
@@ -241,7 +243,9 @@ class Master:
             scope=[p for p in planner.scope.format().split(",") if p],
         )
 
-    async def _plan(self) -> None:
+    async def _plan(self) -> bool:
+        """One planning step of every running run; True when one of them ended."""
+        ended = False
         self._claimed_since_plan = 0
         for ctx in list(self.runs.values()):
             if ctx.state != RunState.RUNNING or ctx.stopping:
@@ -253,7 +257,9 @@ class Master:
                 await self._db(self._require_db().queue.finish_run, ctx.run_id, RunState.FAILED, f"planning failed: {err}")
             if outcome is not None:
                 self._forget_run(ctx.run_id)
+                ended = True
             self._claim_dirty = True
+        return ended
 
     async def _refill(self) -> None:
         assert self.fleet is not None
@@ -262,7 +268,10 @@ class Master:
         if want <= 0 or not any(c.state == RunState.RUNNING and not c.stopping for c in self.runs.values()):
             return
         boxes = [h.name for h in self.fleet.handles.values() if h.state in AGENT_LINKED]
-        rows = await self._db(self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes)
+        rows = await self._db(
+            self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes,
+            budget_slots=budget_slots(self.fleet.total_slots(), self.ready, self.flight.execs),
+        )
         self._queue_empty = not rows
         if not rows:
             return
@@ -285,7 +294,12 @@ class Master:
         flight = self.flight
         if not flight.batch:
             return
-        if not force and len(flight.batch.records) < FLUSH_RECORDS and time.monotonic() - flight.batch_since < FLUSH_EVERY_S:
+        # the last outcome of a quiet spell is written at once: nothing more is coming to batch it with
+        settled = bool(flight.batch.completions) and not flight.execs
+        if (
+            not force and not settled and len(flight.batch.records) < FLUSH_RECORDS
+            and time.monotonic() - flight.batch_since < FLUSH_EVERY_S
+        ):
             return
         batch = flight.take_batch()
         await self._db(self._require_db().queue.apply_batch, batch)
@@ -324,7 +338,7 @@ class Master:
             spec = ctx.stages[task.stage_id]
             exec_id = f"{task.task_id}.{task.attempt}"
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
-            line = ctx.task_line(task.stage_id, exec_id, task.targets)
+            line = ctx.task_line(task.stage_id, exec_id, task.targets, task)
             outgoing.setdefault(handle.name, (handle, []))[1].append(line)
             ctx.dispatched += 1
             ctx.dispatched_to.add(handle.name)
@@ -387,7 +401,7 @@ class Master:
         now = time.monotonic()
         slow = sorted(
             (ex for ex in execs.values()
-             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0
+             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0 and ex.task.rate is None
              and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
             key=lambda ex: ex.started,
         )
@@ -412,7 +426,7 @@ class Master:
             spec = ctx.stages[task.stage_id]
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
             self.flight.event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
-            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets))
+            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets, task))
 
     # -- housekeeping -------------------------------------------------------------------------
 

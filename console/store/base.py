@@ -305,10 +305,17 @@ class TaskQueue(ABC):
 
     @abstractmethod
     def claim_tasks(
-        self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = ()
+        self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = (),
+        budget_slots: int | None = None,
     ) -> list[ClaimedTask]:
         """Lease up to ``n`` due queued tasks of this master's running runs, highest priority then oldest
-        first; a pinned task only for the boxes named. The attempt is counted here, so a crash counts."""
+        first; a pinned task only for the boxes named. The attempt is counted here, so a crash counts.
+
+        A paced task (:data:`console.store.grants.PACED_TOOLS`) of a run with a rate budget is leased
+        only with a grant (``ClaimedTask.rate``, stored in the task's ``rate``) computed by
+        :func:`console.store.grants.grant` in the same transaction from the grants of the run's leased
+        tasks, so masters sharing the store never hand out more than the budget; at most
+        ``budget_slots`` such tasks per claim (the agent slots free to run them now)."""
 
     @abstractmethod
     def fail_pinned(self, master_id: str, keep_boxes: list[str], reason: str) -> int:
@@ -352,10 +359,11 @@ class Plans(ABC):
     @abstractmethod
     def add_input_tasks(
         self, plan: TaskPlan, chunks: list[list[str]], *, cursor: int, new_cursor: int, finished: bool,
-        dropped: int, note: str | None = None,
+        dropped: int, note: str | None = None, params: list[str | None] | None = None,
     ) -> bool:
         """Insert one task per chunk and move the stage's cursor from ``cursor`` to ``new_cursor``
         (``finished``: every input target is planned), counting ``dropped`` targets and logging ``note``.
+        ``params``: per chunk, the task's parameter overrides (a JSON object text, or None), stored with it.
         False, and nothing written, when the cursor is no longer at ``cursor`` (planned elsewhere)."""
 
     @abstractmethod
@@ -374,9 +382,13 @@ class Plans(ABC):
         ``dropped`` ones (out of scope) are remembered as dropped and counted once, ``note`` logged then."""
 
     @abstractmethod
-    def chunk_targets(self, plan: TaskPlan, size: int, *, partial_ok: bool, finish: bool) -> int:
+    def chunk_targets(
+        self, plan: TaskPlan, size: int, *, partial_ok: bool, finish: bool, parts: list[str] | None = None
+    ) -> int:
         """Turn the stage's remembered, unassigned targets into tasks of ``size`` (a shorter last one only
-        when ``partial_ok``); ``finish`` marks the stage fully planned. Returns the tasks written."""
+        when ``partial_ok``); ``finish`` marks the stage fully planned. Returns the tasks written.
+        With ``parts`` (parameter overrides, JSON object texts: a ``split_ports`` stage) every target
+        becomes one task per part instead, each holding that one target and its part as ``params``."""
 
     @abstractmethod
     def complete_stage(self, run_id: str, stage_id: str) -> StageState | None:

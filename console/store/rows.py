@@ -177,6 +177,10 @@ class ClaimedTask:
     pinned: str | None
     #: boxes this task already failed on
     tried: tuple[str, ...] = ()
+    #: the task's own parameter overrides (JSON object text: a ``split_ports`` task's port part), or None
+    params: str | None = None
+    #: probes/s granted to this task from its run's rate budget (None: the run has no budget)
+    rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,7 +135,8 @@ def _extra_value(value: Any, depth: int = 0) -> Any:
 class _Data(BaseModel):
     """Common config: extra fields allowed (a tool may add fields) but sanitised."""
 
-    model_config = ConfigDict(extra="allow", str_max_length=MAX_TEXT + 16)
+    #: built on the first record, not at import: a run whose stages report nothing never pays for it
+    model_config = ConfigDict(extra="allow", str_max_length=MAX_TEXT + 16, defer_build=True)
 
     def clean(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_none=True)

@@ -136,8 +136,18 @@ def _history(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX runs_workflow ON runs(workflow, created)")
 
 
+def _v_split_and_budget(db: sqlite_utils.Database) -> None:
+    """Per task: parameter overrides (``params``, JSON: the port part of a ``split_ports`` task) and
+    the probe rate granted to it from the run's budget while it is leased (``rate``, probes/s)."""
+    tasks = db.table("tasks")
+    tasks.add_column("params", str)
+    tasks.add_column("rate", float)
+
+
 #: ordered migrations: index i brings the schema from user_version i to i + 1
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _paused_time, _history]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1, _v2, _v3, _paused_time, _history, _v_split_and_budget,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -208,7 +208,7 @@ def _children_of(parent: int, entries: List[str]) -> List[int]:
 
 
 def _kill_marked(needle: bytes, skip: Set[int]) -> List[int]:
-    hits = []
+    hits: List[int] = []
     probe = b"\0" + needle
     try:
         entries = os.listdir("/proc")

@@ -20,6 +20,7 @@ from typing import Any
 from agentkit import wire
 from console.errors import AgentError, TransportError
 from console.fleet.links import LOCAL_SLOTS, AgentLink, LocalLink
+from console.fleet.stall import StallDetector
 from console.status import AGENT_LINKED, AgentState
 from console.store.rows import AgentRow
 
@@ -121,6 +122,9 @@ class Fleet:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seq = 0
         self.closing = False
+        #: the master's own stalls restart the silence clocks (see console.fleet.stall)
+        self.stall = StallDetector()
+        self.stall.listeners.append(self._after_stall)
 
     # -- start / stop -------------------------------------------------------------------
 
@@ -252,9 +256,14 @@ class Fleet:
     # -- health -------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Ping up links every second; drop silent ones; reconnect lost ones with backoff."""
+        """Ping up links every second; drop silent ones; reconnect lost ones with backoff.
+
+        Silence is judged only after the stall detector had its say: a gap in the master's own
+        loop restarts every agent's silence clock instead of losing them all."""
+        self._spawn(self.stall.run())
         while True:
             await asyncio.sleep(PING_EVERY_S)
+            self.stall.poll()
             now = time.monotonic()
             for handle in list(self.handles.values()):
                 if handle.state == AgentState.SET_ASIDE and now >= handle.set_aside_until:
@@ -278,6 +287,19 @@ class Fleet:
                 elif handle.state == AgentState.DOWN and now >= handle.retry_at and not self.closing:
                     handle.state = AgentState.STARTING
                     self._spawn(self._connect(handle))
+
+    def _after_stall(self, gap: float) -> None:
+        """The master stood still for ``gap`` s: nobody's silence counts from before it."""
+        now = time.monotonic()
+        for handle in self.handles.values():
+            if handle.state in AGENT_LINKED:
+                handle.last_seen = now
+                handle.pings.clear()
+        self._event(
+            "warning", "master",
+            f"master stalled for {gap:.1f} s (suspend, SIGSTOP or a blocked loop): agents' silence clocks restarted",
+        )
+        self.changed = True
 
     def task_failed(self, handle: AgentHandle) -> None:
         handle.failures += 1

@@ -207,6 +207,13 @@ class InFlight:
             self.event(task.run_id, "error", "task", f"task {task.task_id} ({task.stage_id}) failed: {reason}")
         self._wake()
 
+    def shift_deadlines(self, gap: float) -> None:
+        """The master stalled for ``gap`` s: its own deadlines count from after the stall."""
+        for ex in self.execs.values():
+            ex.deadline += gap
+            if ex.cancel_sent:
+                ex.cancel_sent += gap
+
     def check_timeouts(self) -> None:
         now = time.monotonic()
         for ex in list(self.execs.values()):

@@ -126,6 +126,7 @@ class Master:
                 handles_for(self.fleet_source), on_message=self.flight.on_message, on_lost=self.flight.on_lost
             )
             self.flight.fleet = self.fleet
+            self.fleet.stall.listeners.append(self.flight.shift_deadlines)
             try:
                 await self.fleet.start(archive, sha)
             finally:
@@ -411,6 +412,8 @@ class Master:
         while True:
             await asyncio.sleep(0.5)
             tick += 1
+            if self.fleet is not None:
+                self.fleet.stall.poll()  # a stall shifts the deadlines before they are judged
             self.flight.check_timeouts()
             if tick % 2 == 0:
                 await self._db(db.queue.touch_owned, self.master_id)

@@ -39,6 +39,8 @@ SWEEP_PASSES = 3
 #: The watchdog's whole program (``python -c``): wait for EOF on the pipe, then sweep the mark.
 WATCHDOG_SOURCE = r"""
 import os, signal, sys, time
+if os.fork():
+    os._exit(0)  # the agent reaps this parent at once; the watchdog is nobody's child of the agent's
 fd, needle = int(sys.argv[1]), ("%s=%s:" % (sys.argv[2], sys.argv[3])).encode()
 while True:
     try:
@@ -92,7 +94,6 @@ class Reaper:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._started = False
-        self._watchdog: Optional["subprocess.Popen[bytes]"] = None
         self._keep_alive_fd: Optional[int] = None
         #: pids of children a Popen object waits for (never reaped here)
         self._own: Set[int] = set()
@@ -107,22 +108,27 @@ class Reaper:
             if self._started:
                 return
             self._started = True
-            if self._prctl is not None:
+            if self.proc_available:
+                self._start_watchdog()
+            if self._prctl is not None:  # after the watchdog left: it must not reparent to us
                 self._prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-            if not self.proc_available:
-                return
-            read_fd, write_fd = os.pipe()  # both non-inheritable: no tool ever holds the write end
-            try:
-                self._watchdog = subprocess.Popen(
-                    [sys.executable or "python3", "-c", WATCHDOG_SOURCE, str(read_fd), MARK_ENV, self.mark],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    pass_fds=(read_fd,), start_new_session=True, close_fds=True,
-                )
-                self._keep_alive_fd = write_fd
-            except OSError:
-                os.close(write_fd)
-            finally:
-                os.close(read_fd)
+
+    def _start_watchdog(self) -> None:
+        """A process outside the agent's tree (double fork, own session) that sweeps the agent's mark
+        once the agent is gone, however it went (kill -9 included)."""
+        read_fd, write_fd = os.pipe()  # both non-inheritable: no tool ever holds the write end
+        try:
+            watchdog = subprocess.Popen(
+                [sys.executable or "python3", "-S", "-c", WATCHDOG_SOURCE, str(read_fd), MARK_ENV, self.mark],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(read_fd,), start_new_session=True, close_fds=True,
+            )
+            watchdog.wait(10)  # the first fork's parent exits at once
+            self._keep_alive_fd = write_fd
+        except (OSError, subprocess.TimeoutExpired):
+            os.close(write_fd)
+        finally:
+            os.close(read_fd)
 
     # -- spawning ------------------------------------------------------------------
 
@@ -160,8 +166,6 @@ class Reaper:
             return 0
         needle = ("%s=%s:%s" % (MARK_ENV, self.mark, "" if task_id is None else task_id + "\0")).encode()
         skip = {self._pid}
-        if self._watchdog is not None:
-            skip.add(self._watchdog.pid)
         total = 0
         for _ in range(SWEEP_PASSES):
             hits = _kill_marked(needle, skip)
@@ -178,8 +182,6 @@ class Reaper:
             return
         with self._lock:
             own = set(self._own)
-        if self._watchdog is not None:
-            own.add(self._watchdog.pid)
         try:
             entries = os.listdir("/proc")
         except OSError:

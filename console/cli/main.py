@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from console.errors import FleetscanError
+from console.sanitize import for_terminal, safe_line
 from console.status import RUN_TERMINAL, RunState
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         return
     from console.cli.progress import format_summary
 
-    print(format_summary(summary))
+    print(for_terminal(format_summary(summary)))
 
 
 def _exit_for(state: str) -> int:
@@ -226,7 +227,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"runs": summaries}))
     else:
-        print(format_runs(summaries))
+        print(for_terminal(format_runs(summaries)))
     return EXIT_OK
 
 
@@ -253,7 +254,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({len(wf_file.workflows)} workflows)", file=sys.stderr)
         return EXIT_OK
     for line in describe(wf_file):
-        print(line)
+        print(for_terminal(line))  # a description's text is the file's, never an escape sequence
     return EXIT_OK
 
 
@@ -283,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except FleetscanError as err:
-        print(f"fleetscan: {err}", file=sys.stderr)
+        print(f"fleetscan: {safe_line(str(err))}", file=sys.stderr)
         return err.exit_code
 
 

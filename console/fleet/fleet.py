@@ -21,6 +21,7 @@ from agentkit import wire
 from console.errors import AgentError, TransportError
 from console.fleet.links import LOCAL_SLOTS, AgentLink, LocalLink
 from console.fleet.stall import StallDetector
+from console.sanitize import safe_line
 from console.status import AGENT_LINKED, AgentState
 from console.store.rows import AgentRow
 
@@ -71,7 +72,8 @@ class AgentHandle:
             last_seen=time.time() - (time.monotonic() - self.last_seen) if self.last_seen else None,
             latency_ms=round(self.latency_ms, 2) if self.latency_ms is not None else None,
             python=hello.python if hello else None, programs=dict(hello.programs) if hello else {},
-            hash=hello.hash if hello else None, error=self.error, master=master_id,
+            hash=hello.hash if hello else None, error=safe_line(self.error) if self.error else self.error,
+            master=master_id,
         )
 
 
@@ -367,7 +369,7 @@ class Fleet:
     # -- internals ----------------------------------------------------------------------
 
     def _event(self, level: str, kind: str, message: str) -> None:
-        self.events.append((level, kind, message))
+        self.events.append((level, kind, safe_line(message)))  # box text (stderr, errors) inside
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

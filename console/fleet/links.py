@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from agentkit import wire
 from console.errors import AgentError, TransportError, TransportTimeout
+from console.sanitize import safe_line
 
 READ_CHUNK = 256 * 1024
 #: default deadline for spawn/connect + archive push + hello
@@ -106,7 +107,7 @@ class AgentLink(abc.ABC):
             await self._writer.drain()
             line = await self._raw_line()
         if line.startswith(b"ERROR"):
-            raise AgentError(f"{self.name}: bootstrap failed: {line.decode('utf-8', 'replace')[:200]}")
+            raise AgentError(f"{self.name}: bootstrap failed: {safe_line(line.decode('utf-8', 'replace'), 200)}")
         message = self._parse(line)
         if not isinstance(message, wire.Hello):
             raise AgentError(f"{self.name}: expected hello, got {type(message).__name__.lower()}")

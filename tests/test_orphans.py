@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess
-from tests.fixtures.chaos import processes_with, wait_until
+from tests.fixtures.chaos import (
+    STAGE0_MARKER,
+    FleetscanProcess,
+    argv_of,
+    fleetscan,
+    parent,
+    processes_with,
+    wait_until,
+    write_workflow,
+)
+from tests.fixtures.sshd import SshdFleet
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -105,3 +115,72 @@ def test_sigterm_of_the_agent_sweeps_the_escapees(tmp_path: Path) -> None:
         _nothing_left(marker)
     finally:
         agent.stop()
+
+
+# -- through `fleetscan run`: the master killed or stopping, local and over SSH -------------------
+
+
+def _escaper_workflow(tmp_path: Path, marker: str) -> Path:
+    script = tmp_path / "escaper.py"
+    script.write_text(ESCAPER)
+    return write_workflow(tmp_path / "wf.yaml", "escape", [{
+        "id": "alive", "tool": "exec", "retries": 0, "chunk": 1, "timeout": 600,
+        "with": {"argv": [sys.executable, str(script), marker, "{target}"], "parser": "jsonl"},
+        "targets": {"from": "input", "type": "host"},
+    }])
+
+
+def _master_dies_and_nothing_is_left(tmp_path: Path, agents: str, how: str) -> None:
+    marker = f"escaper-{uuid.uuid4().hex[:12]}"
+    workflow = _escaper_workflow(tmp_path, marker)
+    db = tmp_path / "fleet.db"
+    with FleetscanProcess("run", "escape", "--targets", "127.0.0.1-2", "--workflows", str(workflow),
+                          "--agents", agents, db=db) as run:
+        # two tasks, each a tool with its two escapees
+        wait_until(lambda: len(processes_with(marker)) >= 6 or None, 60, "both tools and their escapees")
+        if how == "kill":
+            os.kill(run.pid, signal.SIGKILL)
+        else:
+            run_id = run.stderr().split("run ", 1)[1].split()[0]
+            assert fleetscan("stop", run_id, db=db).returncode == 0
+            assert run.wait(60) is not None
+        _nothing_left(marker)
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_master_leaves_no_tool_on_a_local_box(tmp_path: Path) -> None:
+    _master_dies_and_nothing_is_left(tmp_path, "local:1", "kill")
+
+
+@pytest.mark.slow
+def test_stop_of_the_run_leaves_no_tool_on_a_local_box(tmp_path: Path) -> None:
+    _master_dies_and_nothing_is_left(tmp_path, "local:1", "stop")
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_master_leaves_no_tool_on_an_ssh_box(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", sshd_boxes.boxes[:1], slots=2)
+    _master_dies_and_nothing_is_left(tmp_path, str(inventory), "kill")
+
+
+@pytest.mark.slow
+def test_kill_9_of_an_ssh_agent_leaves_no_tool_behind(
+    sshd_boxes: SshdFleet, ssh_known_hosts: Path, tmp_path: Path
+) -> None:
+    """The agent behind sshd is killed with -9: its tools and their setsid escapees go too."""
+    marker = f"escaper-{uuid.uuid4().hex[:12]}"
+    workflow = _escaper_workflow(tmp_path, marker)
+    inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", sshd_boxes.boxes[:1], slots=2)
+    db = tmp_path / "fleet.db"
+    with FleetscanProcess("run", "escape", "--targets", "127.0.0.1", "--workflows", str(workflow),
+                          "--agents", str(inventory), db=db) as run:
+        wait_until(lambda: len(processes_with(marker)) >= 3 or None, 60, "the tool and its escapees")
+        tool = [p for p in processes_with(marker) if argv_of(p)[1:2] == [str(tmp_path / "escaper.py")]]
+        assert len(tool) == 1
+        agent = parent(tool[0])
+        assert agent is not None and STAGE0_MARKER in Path(f"/proc/{agent}/cmdline").read_bytes()
+        os.kill(agent, signal.SIGKILL)
+        _nothing_left(marker)
+        run.kill()

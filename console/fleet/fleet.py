@@ -298,7 +298,7 @@ class Fleet:
                 handle.last_seen = now
                 handle.pings.clear()
         self._event(
-            "warning", "master",
+            "warning", "stall",
             f"master stalled for {gap:.1f} s (suspend, SIGSTOP or a blocked loop): agents' silence clocks restarted",
         )
         self.changed = True

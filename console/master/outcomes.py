@@ -18,6 +18,7 @@ from typing import Any
 from agentkit import wire
 from console.errors import AgentError
 from console.fleet.fleet import AgentHandle, Fleet
+from console.master.about import about_task, exempt
 from console.master.executions import Execution, RunContext, TaskRun, iso_now
 from console.status import CancelReason, TaskState, can_retry, next_delay
 from console.store.writes import Completion, EventLine, IngestBatch, Requeue
@@ -46,6 +47,8 @@ class InFlight:
         self.batch_since = 0.0
         self._dropped_lines = 0
         self._out_of_scope = 0
+        #: records refused per box (invalid, or not about their task's targets)
+        self.refused: dict[str, int] = {}
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -118,13 +121,20 @@ class InFlight:
         box = handle.name if tool.host_is_box else None
         ts = iso_now()
         rows = []
+        held = not exempt(tool, ex.task.pinned)
         for record in message.records:
+            # one bad record is dropped and logged (naming the box), never the task nor the records after it
             try:
                 checked = validate(record, tool.reports, box=box)
             except AgentError as err:
-                ex.invalid = f"invalid record from {handle.name}: {err}"
-                self.cancel(ex, CancelReason.INVALID)
-                break
+                self._refused(handle, ex.task.run_id, f"invalid record dropped: {err}")
+                continue
+            if held and not about_task(checked, ex.task.targets):
+                self._refused(
+                    handle, ex.task.run_id,
+                    f"{checked.type} record about {checked.key[:80]} is not about its task's targets: dropped",
+                )
+                continue
             if not tool.host_is_box and not ctx.in_scope(checked, tool):
                 self._out_of_scope += 1
                 if self._out_of_scope <= 20 or self._out_of_scope % 1000 == 0:
@@ -143,6 +153,12 @@ class InFlight:
             records.extend(rows)
             if len(records) >= FLUSH_RECORDS:
                 self._wake()
+
+    def _refused(self, handle: AgentHandle, run_id: str, text: str) -> None:
+        """A record a box sent was refused: counted per box, logged (the first 20, then every 1000th)."""
+        count = self.refused[handle.name] = self.refused.get(handle.name, 0) + 1
+        if count <= 20 or count % 1000 == 0:
+            self.event(run_id, "warning", "protocol", f"agent {handle.name}: {text} ({count} refused so far)")
 
     def _on_done(self, handle: AgentHandle, message: wire.Done) -> None:
         ex = self.execs.get(message.id)

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("resume", "continue a paused or interrupted run until it ends")
     sp.add_argument("run")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--retry-failed", action="store_true",
+                    help="a failed run: queue its failed tasks again (attempts from zero) and run it to its end")
     for name, help_ in (("pause", "stop dispatching a run's tasks"), ("stop", "cancel a run's tasks; it ends stopped")):
         cmd(name, help_).add_argument("run")
     sp = cmd("status", "runs, or one run: state, per-stage progress, counts")
@@ -190,6 +192,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     store = _store(args)
     run = store.runs.get(args.run)
+    if args.retry_failed and run.state == RunState.FAILED:
+        count = store.runs.retry_failed(args.run)
+        print(f"run {args.run}: {count} failed task(s) queued again", file=sys.stderr)
+        run = store.runs.get(args.run)
     if run.state in RUN_TERMINAL:
         _print_summary(store.runs.summary(args.run), args.json)
         return _exit_for(run.state)

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from console.errors import TransportError
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.master.executions import RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, InFlight
@@ -109,7 +110,11 @@ class Master:
         """
         if self.store.runs.get(run_id).state == RunState.PAUSED:
             self.store.runs.resume(run_id)
-        await self.serve(run_ids=[run_id], stop_when_idle=True)
+        try:
+            await self.serve(run_ids=[run_id], stop_when_idle=True)
+        except TransportError as err:  # no agent came up: failed, so no master starts it later unasked
+            self.store.queue.finish_run(run_id, RunState.FAILED, f"start failed: {err}")
+            raise
         return self.store.runs.get(run_id).state
 
     async def serve(self, *, run_ids: list[str] | None = None, stop_when_idle: bool = False) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from agentkit import wire
 from console.errors import AgentError, TransportError
+from console.fleet.gate import ReadGate
 from console.fleet.links import LOCAL_SLOTS, AgentLink, LocalLink
 from console.fleet.stall import StallDetector
 from console.sanitize import safe_line
@@ -127,6 +128,9 @@ class Fleet:
         #: the master's own stalls restart the silence clocks (see console.fleet.stall)
         self.stall = StallDetector()
         self.stall.listeners.append(self._after_stall)
+        #: backpressure: readers wait here while records wait for the store (console.fleet.gate)
+        self.gate = ReadGate()
+        self.gate.on_open.append(self._restart_silence)
 
     # -- start / stop -------------------------------------------------------------------
 
@@ -230,6 +234,8 @@ class Fleet:
                 self.on_message(handle, message)
             except Exception as err:  # noqa: BLE001 - a bad message never kills the reader
                 self._event("error", "master", f"{handle.name}: handling {type(message).__name__}: {err!r}")
+            if not self.gate.is_open:
+                await self.gate.wait()  # not reading: the box's writes block until the store caught up
         if link is handle.link and not self.closing:
             self.lose(handle, reason)
 
@@ -274,7 +280,7 @@ class Fleet:
                     self._event("info", "agent", f"agent {handle.name} back from set-aside")
                     self.changed = True
                 if handle.state in AGENT_LINKED and handle.link is not None:
-                    if now - handle.last_seen > DEAD_AFTER_S:
+                    if now - handle.last_seen > DEAD_AFTER_S and self.gate.is_open:
                         self.lose(handle, f"no answer for {DEAD_AFTER_S:g} s")
                         continue
                     self._seq += 1
@@ -290,13 +296,17 @@ class Fleet:
                     handle.state = AgentState.STARTING
                     self._spawn(self._connect(handle))
 
-    def _after_stall(self, gap: float) -> None:
-        """The master stood still for ``gap`` s: nobody's silence counts from before it."""
+    def _restart_silence(self) -> None:
+        """Nobody's silence counts from before now (after a stall, or once the read gate opens)."""
         now = time.monotonic()
         for handle in self.handles.values():
             if handle.state in AGENT_LINKED:
                 handle.last_seen = now
                 handle.pings.clear()
+
+    def _after_stall(self, gap: float) -> None:
+        """The master stood still for ``gap`` s: nobody's silence counts from before it."""
+        self._restart_silence()
         self._event(
             "warning", "stall",
             f"master stalled for {gap:.1f} s (suspend, SIGSTOP or a blocked loop): agents' silence clocks restarted",

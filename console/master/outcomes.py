@@ -24,6 +24,8 @@ from console.status import CancelReason, TaskState, can_retry, next_delay
 from console.store.writes import Completion, EventLine, IngestBatch, Requeue
 
 FLUSH_RECORDS = 2000
+#: what a stored row costs beyond its data text, for the read gate's count (a tuple of nine fields)
+ROW_OVERHEAD = 256
 #: after a cancel, how long an agent may take to answer ``done`` before the slot is taken back
 CANCEL_GRACE_S = 5.0
 #: a cancelled copy whose outcome no longer matters (the run stops, or another copy won)
@@ -49,13 +51,22 @@ class InFlight:
         self._out_of_scope = 0
         #: records refused per box (invalid, or not about their task's targets)
         self.refused: dict[str, int] = {}
+        #: record bytes in the open batch, and in the batch being written (the read gate's count)
+        self.batch_bytes = 0
+        self.taken_bytes = 0
 
     # -- the batch -------------------------------------------------------------------------
 
     def take_batch(self) -> IngestBatch:
         batch, self.batch = self.batch, IngestBatch()
         self.batch_since = time.monotonic()
+        self.taken_bytes, self.batch_bytes = self.batch_bytes, 0
         return batch
+
+    def stored(self, nbytes: int) -> None:
+        """A taken batch of ``nbytes`` record bytes is in the store: the readers may read on."""
+        if self.fleet is not None:
+            self.fleet.gate.release(nbytes)
 
     def _pending(self) -> IngestBatch:
         """The batch to add to; its age starts with its first entry (the flush deadline counts from it)."""
@@ -151,6 +162,10 @@ class InFlight:
         if rows:
             records = self._pending().records
             records.extend(rows)
+            nbytes = sum(len(row[8]) + ROW_OVERHEAD for row in rows)
+            self.batch_bytes += nbytes
+            if self.fleet is not None:
+                self.fleet.gate.hold(nbytes)  # backpressure past the bound (console.fleet.gate)
             if len(records) >= FLUSH_RECORDS:
                 self._wake()
 

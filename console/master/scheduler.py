@@ -283,7 +283,10 @@ class Master:
         if not force and len(flight.batch.records) < FLUSH_RECORDS and time.monotonic() - flight.batch_since < FLUSH_EVERY_S:
             return
         batch = flight.take_batch()
-        await self._db(self._require_db().queue.apply_batch, batch)
+        try:
+            await self._db(self._require_db().queue.apply_batch, batch)
+        finally:
+            flight.stored(flight.taken_bytes)
         if batch.completions or batch.requeues:
             self._plan_dirty = self._claim_dirty = True
         elif batch.records:

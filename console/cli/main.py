@@ -166,18 +166,29 @@ def _drive(store: Store, run_id: str, agents: str, as_json: bool) -> int:
     from console.cli.progress import ProgressPrinter
     from console.master.scheduler import Master
 
-    async def main() -> str:
+    async def main() -> str | FleetscanError:
         master = Master(store, agents)
         printer = ProgressPrinter(store, run_id, sys.stderr)
         watcher = asyncio.create_task(printer.follow())
         try:
             state = await master.run_until_done(run_id)
+        except FleetscanError as err:
+            # e.g. the disk is full: one line, and the master's agents and pipes go away with this
+            # loop (a traceback kept past it would hold them and spill warnings after the line)
+            err.__traceback__ = err.__context__ = err.__cause__ = None
+            del master
+            import gc
+
+            gc.collect()  # pipes of the closed agents still in reference cycles: closed while the loop runs
+            return err
         finally:
             watcher.cancel()
             printer.finish()
         return str(state)
 
     state = asyncio.run(main())
+    if isinstance(state, FleetscanError):
+        raise state
     _print_summary(store.runs.summary(run_id), as_json)
     return _exit_for(state)
 

@@ -146,7 +146,8 @@ class Master:
             for task in background:
                 await cancel_quietly(task)
             if watcher is not None:
-                watcher.store.close()
+                with contextlib.suppress(Exception):  # a full disk must not skip closing the agents
+                    watcher.store.close()
             await self._close()
 
     # -- the store-side loop ---------------------------------------------------------------

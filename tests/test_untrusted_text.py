@@ -161,3 +161,14 @@ def test_the_sanitiser_is_the_records_escape() -> None:
     from console.targets import records
 
     assert records.escape_text is escape_text
+
+
+def test_a_changed_host_key_lists_each_known_fingerprint_once() -> None:
+    import asyncssh
+
+    from console.fleet.ssh import hostkeys
+
+    offered = asyncssh.generate_private_key("ssh-ed25519")
+    known = hostkeys.fingerprint(asyncssh.generate_private_key("ssh-ed25519"))
+    message = hostkeys.refusal_message("box1", "127.0.0.1", 2222, offered, [known, known])
+    assert message.count(known) == 1 and "CHANGED" in message

@@ -44,6 +44,8 @@ def escape_text(text: str, limit: int = MAX_TEXT) -> str:
     """Printable, bounded, reversible text for storage: control and format characters become
     ``\\xNN``/``\\uNNNN``, newlines ``\\n``, and backslashes are doubled, so an escaped sequence
     cannot be forged by the sender."""
+    if len(text) <= limit and "\\" not in text and text.isprintable():
+        return text  # the common case, checked in C: nothing to escape
     out: list[str] = []
     for ch in text[: limit + 1]:
         if ch in _ESCAPES:

@@ -122,3 +122,24 @@ async def test_one_odd_ptr_name_in_jsonl_output_does_not_fail_the_chunk(tmp_path
     assert state == RunState.COMPLETED
     assert keys == ["127.0.0.1", "127.0.0.2"]
     assert any("invalid record dropped" in e["message"] and "odd_ptr" in e["message"] for e in events(db, run_id))
+
+
+NMAP_XML = b"""<?xml version="1.0"?><nmaprun><host><status state="up"/>
+<address addr="127.0.0.9" addrtype="ipv4"/><hostnames><hostname name="box.example" type="user"/></hostnames>
+<ports><port protocol="tcp" portid="22"><state state="open"/></port></ports></host></nmaprun>"""
+
+
+def test_a_resolving_tool_reports_under_the_name_it_was_given_and_that_is_about_the_task() -> None:
+    from agentkit.tools.parsers import nmap_xml
+    from console.master.about import about_task
+    from console.targets.records import validate
+
+    records = nmap_xml(NMAP_XML, "port_open", "")
+    assert [(r.type, r.target, r.data["host"]) for r in records] == [
+        ("host_up", "box.example", "127.0.0.9"), ("port_open", "box.example", "127.0.0.9")]
+    checked = [validate(r) for r in records]
+    assert all(about_task(c, json.dumps(["box.example"])) for c in checked)
+    assert not any(about_task(c, json.dumps(["other.example"])) for c in checked)
+    assert all(about_task(c, json.dumps(["127.0.0.0/29", "127.0.0.9:22"])) for c in checked)
+    forged = validate({"type": "host_up", "target": "127.20.0.1", "data": {"host": "127.20.0.2", "via": "x"}})
+    assert not about_task(forged, json.dumps(["127.20.0.1"]))

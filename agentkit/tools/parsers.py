@@ -41,13 +41,15 @@ def nmap_xml(output: bytes, record_type: str, default_target: str) -> List[Recor
         address = _nmap_address(host)
         if address is None:
             continue
+        # a hostname target nmap resolved: its records are reported under that name (what the task asked)
+        about = _nmap_user_name(host) or address
         status = host.find("status")
         if status is not None and status.get("state") == "up":
             times = host.find("times")
             rtt = 0.0
             if times is not None and (times.get("srtt") or "").isdigit():
                 rtt = int(times.get("srtt") or 0) / 1000.0
-            records.append(Record("host_up", address, {"host": address, "via": "nmap", "rtt_ms": rtt}))
+            records.append(Record("host_up", about, {"host": address, "via": "nmap", "rtt_ms": rtt}))
         for port in host.iter("port"):
             state = port.find("state")
             if state is None or state.get("state") != "open":
@@ -65,8 +67,17 @@ def nmap_xml(output: bytes, record_type: str, default_target: str) -> List[Recor
                 for key in ("name", "product", "version"):
                     if service.get(key):
                         data["service" if key == "name" else key] = collapse(service.get(key) or "", 256)
-            records.append(Record("port_open", address, data))
+            records.append(Record("port_open", about, data))
     return records
+
+
+def _nmap_user_name(host: Any) -> Optional[str]:
+    """The hostname the scan was given for this host (nmap's ``type="user"``), when it is a valid one."""
+    for element in host.iter("hostname"):
+        name = element.get("name") or ""
+        if element.get("type") == "user" and valid_host(name):
+            return name
+    return None
 
 
 def _nmap_address(host: Any) -> Optional[str]:

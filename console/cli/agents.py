@@ -15,6 +15,7 @@ from typing import Any
 
 from console.errors import BadInput, FleetscanError
 from console.fleet.inventory import local_agent_names
+from console.sanitize import safe_line
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
 
@@ -58,11 +59,11 @@ def _print_check(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["ok"]:
             tools = ",".join(sorted(row.get("programs") or {})) or "-"
-            print(f"{row['name']:<16} ok    {row['address']:<22} python {row.get('python', '?'):<8} "
-                  f"rtt {row.get('latency_ms')} ms  bootstrap {row.get('bootstrap_ms')} ms "
-                  f"({row.get('archive')})  tools {tools}")
+            print(safe_line(f"{row['name']:<16} ok    {row['address']:<22} python {row.get('python', '?'):<8} "
+                            f"rtt {row.get('latency_ms')} ms  bootstrap {row.get('bootstrap_ms')} ms "
+                            f"({row.get('archive')})  tools {tools}", None))
         else:
-            print(f"{row['name']:<16} FAIL  {row['address']:<22} {row['error']}")
+            print(safe_line(f"{row['name']:<16} FAIL  {row['address']:<22} {row['error']}", None))
 
 
 def _trust(specs: list[Any], name: str, assume_yes: bool) -> int:
@@ -130,5 +131,7 @@ def agents_command(args: argparse.Namespace, source: str) -> int:
         if row["kind"] == "local":
             print(f"{row['name']:<16} local  localhost")
         else:
-            print(f"{row['name']:<16} ssh    {row['address']:<22} slots {row['slots']:<3} host key {row['host_key']}")
+            print(safe_line(
+                f"{row['name']:<16} ssh    {row['address']:<22} slots {row['slots']:<3} host key {row['host_key']}", None
+            ))
     return EXIT_OK

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from console.cli.runids import RUN_HELP, MergeSpecs, resolve_run
 from console.errors import BadInput, FleetscanError
+from console.sanitize import for_terminal, safe_line
 from console.status import RUN_TERMINAL, RunState
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("resume", "continue a paused or interrupted run until it ends")
     sp.add_argument("run", metavar="RUN", help=RUN_HELP)
     sp.add_argument("--json", action="store_true", help="print the end summary as one JSON object")
+    sp.add_argument("--retry-failed", action="store_true",
+                    help="a failed run: queue its failed tasks again (attempts from zero) and run it to its end")
     for name, help_ in (
         ("pause", "cancel a run's running tasks and queue them again; nothing is dispatched until resume"),
         ("stop", "cancel a run's tasks; it ends stopped"),
@@ -158,7 +161,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         return
     from console.cli.progress import format_summary
 
-    print(format_summary(summary))
+    print(for_terminal(format_summary(summary)))
 
 
 def _exit_for(state: str) -> int:
@@ -199,18 +202,29 @@ def _drive(store: Store, run_id: str, agents: str, as_json: bool) -> int:
     from console.cli.progress import ProgressPrinter
     from console.master.scheduler import Master
 
-    async def main() -> str:
+    async def main() -> str | FleetscanError:
         master = Master(store, agents)
         printer = ProgressPrinter(store, run_id, sys.stderr)
         watcher = asyncio.create_task(printer.follow())
         try:
             state = await master.run_until_done(run_id)
+        except FleetscanError as err:
+            # e.g. the disk is full: one line, and the master's agents and pipes go away with this
+            # loop (a traceback kept past it would hold them and spill warnings after the line)
+            err.__traceback__ = err.__context__ = err.__cause__ = None
+            del master
+            import gc
+
+            gc.collect()  # pipes of the closed agents still in reference cycles: closed while the loop runs
+            return err
         finally:
             watcher.cancel()
             printer.finish()
         return str(state)
 
     state = asyncio.run(main())
+    if isinstance(state, FleetscanError):
+        raise state
     _print_summary(_run_summary(store, run_id), as_json)
     return _exit_for(state)
 
@@ -234,6 +248,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store = _store(args)
     run_id = resolve_run(store, args.run)
     run = store.runs.get(run_id)
+    if args.retry_failed and run.state == RunState.FAILED:
+        count = store.runs.retry_failed(run_id)
+        print(f"run {run_id}: {count} failed task(s) queued again", file=sys.stderr)
+        run = store.runs.get(run_id)
     if run.state in RUN_TERMINAL:
         _print_summary(_run_summary(store, run_id), args.json)
         return _exit_for(run.state)
@@ -271,7 +289,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"runs": summaries}))
     else:
-        print(format_runs(summaries))
+        print(for_terminal(format_runs(summaries)))
     return EXIT_OK
 
 
@@ -320,7 +338,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
         print(f"{path}: ok ({len(wf_file.workflows)} workflows)", file=sys.stderr)
         return EXIT_OK
     for line in describe(wf_file):
-        print(line)
+        print(for_terminal(line))  # a description's text is the file's, never an escape sequence
     return EXIT_OK
 
 
@@ -364,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except FleetscanError as err:
-        print(f"fleetscan: {err}", file=sys.stderr)
+        print(f"fleetscan: {safe_line(str(err))}", file=sys.stderr)
         return err.exit_code
 
 

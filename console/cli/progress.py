@@ -10,6 +10,8 @@ import asyncio
 import time
 from typing import Any, TextIO
 
+from console.sanitize import safe_line
+
 
 def _stage_line(stage: dict[str, Any]) -> str:
     total, done, failed = stage["tasks_total"], stage["tasks_done"], stage["tasks_failed"]
@@ -115,7 +117,7 @@ class ProgressPrinter:
             await asyncio.sleep(self.interval)
 
     def draw(self, summary: dict[str, Any]) -> None:
-        lines = [_stage_line(s) for s in summary["stages"]]
+        lines = [safe_line(_stage_line(s), None) for s in summary["stages"]]
         if self.live:
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.out.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))

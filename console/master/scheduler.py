@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from console.errors import TransportError
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.master.budget import budget_slots
 from console.master.executions import RunContext, TaskRun
@@ -115,7 +116,11 @@ class Master:
         """
         if self.store.runs.get(run_id).state == RunState.PAUSED:
             self.store.runs.resume(run_id)
-        await self.serve(run_ids=[run_id], stop_when_idle=True)
+        try:
+            await self.serve(run_ids=[run_id], stop_when_idle=True)
+        except TransportError as err:  # no agent came up: failed, so no master starts it later unasked
+            self.store.queue.finish_run(run_id, RunState.FAILED, f"start failed: {err}")
+            raise
         return self.store.runs.get(run_id).state
 
     async def serve(self, *, run_ids: list[str] | None = None, stop_when_idle: bool = False) -> None:
@@ -132,6 +137,7 @@ class Master:
                 handles_for(self.fleet_source), on_message=self.flight.on_message, on_lost=self.flight.on_lost
             )
             self.flight.fleet = self.fleet
+            self.fleet.stall.listeners.append(self.flight.shift_deadlines)
             try:
                 await self.fleet.start(archive, sha)
             finally:
@@ -149,7 +155,8 @@ class Master:
             for task in background:
                 await cancel_quietly(task)
             if watcher is not None:
-                watcher.store.close()
+                with contextlib.suppress(Exception):  # a full disk must not skip closing the agents
+                    watcher.store.close()
             await self._close()
 
     # -- the store-side loop ---------------------------------------------------------------
@@ -302,7 +309,10 @@ class Master:
         ):
             return
         batch = flight.take_batch()
-        await self._db(self._require_db().queue.apply_batch, batch)
+        try:
+            await self._db(self._require_db().queue.apply_batch, batch)
+        finally:
+            flight.stored(flight.taken_bytes)
         if batch.completions or batch.requeues:
             self._plan_dirty = self._claim_dirty = True
         elif batch.records:
@@ -436,6 +446,8 @@ class Master:
         while True:
             await asyncio.sleep(0.5)
             tick += 1
+            if self.fleet is not None:
+                self.fleet.stall.poll()  # a stall shifts the deadlines before they are judged
             self.flight.check_timeouts()
             if tick % 2 == 0:
                 await self._db(db.queue.touch_owned, self.master_id)

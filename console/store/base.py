@@ -121,6 +121,13 @@ class Runs(ABC):
     def resume(self, run_id: str) -> RunState:
         """Paused -> pending (its owner, or any master if the owner is gone, continues it)."""
 
+    def retry_failed(self, run_id: str) -> int:
+        """Failed -> pending with its failed tasks queued again (``resume --retry-failed``); how many
+        were queued again, -1 when the run is not failed. A backend without it says so in one line."""
+        from console.errors import StoreError
+
+        raise StoreError(f"this store backend cannot retry a failed run ({type(self).__name__})")
+
     @abstractmethod
     def stop(self, run_id: str) -> RunState:
         """Ask a live owner to cancel the run's tasks and end it ``stopped``; with no live owner, end it now."""

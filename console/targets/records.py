@@ -23,40 +23,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from agentkit import wire
 from console.errors import AgentError, BadInput
+from console.sanitize import MAX_TEXT, escape_text
 from console.targets import sets as targets
 
-#: Longest text field we store; longer text is cut (banners and titles are not trusted).
-MAX_TEXT = 4096
 #: Bound on the whole JSON size of one record's data (rough, counted on str()).
 MAX_DATA_FIELDS = 64
 
 RECORD_TYPES: tuple[str, ...] = ("host_up", "port_open", "service", "http", "tls_cert", "baseline")
 RecordType = Literal["host_up", "port_open", "service", "http", "tls_cert", "baseline"]
-
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-
-
-def escape_text(text: str, limit: int = MAX_TEXT) -> str:
-    """Printable, bounded text: control and format characters become ``\\xNN``/``\\uNNNN``.
-
-    Backslashes are doubled so an escaped sequence cannot be forged by the sender.
-    """
-    out: list[str] = []
-    for ch in text[: limit + 1]:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    escaped = "".join(out)
-    if len(text) > limit or len(escaped) > limit:
-        escaped = escaped[: limit - 3] + "..."
-    return escaped
 
 
 def _text(value: Any) -> Any:

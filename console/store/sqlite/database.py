@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from console.errors import StoreBusy, StoreCorrupt, StoreError
+from console.sanitize import safe_line
 from console.status import MASTER_DEAD_AFTER_S
 
 BUSY_TIMEOUT_MS = 5000
@@ -125,7 +126,7 @@ class Database:
     def event(conn: sqlite3.Connection, run_id: str | None, level: str, kind: str, message: str) -> None:
         conn.execute(
             "INSERT INTO events (ts, run_id, level, kind, message) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), run_id, level, kind, message[:MAX_EVENT_TEXT]),
+            (time.time(), run_id, level, kind, safe_line(message, MAX_EVENT_TEXT)),
         )
 
     def dead_masters(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:

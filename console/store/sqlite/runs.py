@@ -171,6 +171,46 @@ class SQLiteRuns(base.Runs):
             self.db.event(conn, run_id, "info", kind, f"{kind} requested")
             return to
 
+    def retry_failed(self, run_id: str) -> int:
+        """A failed run goes back to pending with its failed tasks queued again (attempts from zero);
+        the stages from the first one that failed on are reopened (later ones plan again from
+        their cursor). Only on the operator's word (``resume --retry-failed``). Returns how many
+        tasks were queued again; -1 when the run is not failed (nothing changed)."""
+        with self.db.transaction() as conn:
+            if self._state_for_update(conn, run_id) != RunState.FAILED:
+                return -1
+            failed = conn.execute(
+                "SELECT stage_id, count(*) FROM tasks WHERE run_id = ? AND state = ? GROUP BY stage_id",
+                (run_id, TaskState.FAILED),
+            ).fetchall()
+            conn.execute(
+                "UPDATE tasks SET state = ?, attempts = 0, error = NULL, ended = NULL, not_before = NULL,"
+                " lease_owner = NULL, lease_expires = NULL, tried = '[]' WHERE run_id = ? AND state = ?",
+                (TaskState.QUEUED, run_id, TaskState.FAILED),
+            )
+            conn.executemany(
+                "UPDATE stages SET tasks_failed = max(0, tasks_failed - ?) WHERE run_id = ? AND id = ?",
+                [(count, run_id, stage_id) for stage_id, count in failed],
+            )
+            stages = {stage_id for stage_id, _ in failed}
+            first = conn.execute(
+                f"SELECT min(idx) FROM stages WHERE run_id = ? AND (state = ? OR id IN ({','.join('?' * len(stages))}))",
+                (run_id, StageState.FAILED, *stages),
+            ).fetchone()[0]
+            if first is not None:
+                conn.execute(
+                    "UPDATE stages SET state = CASE WHEN started IS NULL THEN ? ELSE ? END, ended = NULL,"
+                    " planned = CASE WHEN idx > ? THEN 0 ELSE planned END WHERE run_id = ? AND idx >= ?",
+                    (StageState.PENDING, StageState.RUNNING, first, run_id, first),
+                )
+            conn.execute(
+                "UPDATE runs SET state = ?, error = NULL, ended = NULL, owner = NULL, stop_requested = 0 WHERE id = ?",
+                (RunState.PENDING, run_id),
+            )
+            count = sum(n for _, n in failed)
+            self.db.event(conn, run_id, "info", "resume", f"retry of the failed run requested: {count} failed task(s) queued again")
+            return count
+
     def stop(self, run_id: str) -> RunState:
         with self.db.transaction() as conn:
             state = self._state_for_update(conn, run_id)

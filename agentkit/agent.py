@@ -57,6 +57,11 @@ INLINE_MAX_RECORDS = 64
 READ_CHUNK = 256 * 1024
 #: After cancel/timeout, how long the tool thread may take to notice before ``done`` goes out anyway.
 STOP_GRACE = 0.5
+#: a task's error text is kept whole up to this many characters (the master keeps as much)
+MAX_ERROR_TEXT = 4096
+
+#: flusher ticks between two reaps of orphaned tool processes (zombies reparented to the agent)
+REAP_EVERY_TICKS = 20
 
 
 def take_stdout() -> IO[bytes]:
@@ -356,6 +361,8 @@ class Agent:
         running.ctx.close()
         with self._lock:
             self._tasks.pop(running.task.id, None)
+        if error is not None and len(error) > MAX_ERROR_TEXT:
+            error = error[: MAX_ERROR_TEXT - 3] + "..."  # kept whole up to this; never an oversized message
         self.writer.send(wire.Done(op="done", id=running.task.id, ok=error is None, error=error))
 
     def _cancel(self, message: Dict[str, Any]) -> None:
@@ -373,11 +380,17 @@ class Agent:
         self._watchdog.poke()
 
     def _flush_loop(self) -> None:
+        from agentkit import reaper
+
+        ticks = 0
         while not self._stopping.wait(FLUSH_INTERVAL):
             with self._lock:
                 contexts = [running.ctx for running in self._tasks.values()]
             for ctx in contexts:
                 ctx.flush()
+            ticks += 1
+            if ticks % REAP_EVERY_TICKS == 0 and reaper._REAPER is not None:
+                reaper._REAPER.reap_orphans()  # orphans of dead tools reparent to us (subreaper)
 
     def kill_everything(self) -> None:
         """Last resort (SIGTERM/SIGHUP): kill every tool process group, no waiting."""
@@ -385,6 +398,7 @@ class Agent:
             running = list(self._tasks.values())
         for item in running:
             item.ctx.stop()
+        _sweep_all()
 
     def shutdown(self) -> None:
         """Cancel everything, let the tasks (or the watchdog) write their ``done`` lines, stop flushing."""
@@ -401,7 +415,16 @@ class Agent:
                 if not self._tasks:
                     break
             time.sleep(0.01)
+        _sweep_all()
         self.writer.wait_written(max(0.0, ends - time.monotonic()) + 0.5)
+
+
+def _sweep_all() -> None:
+    """Kill every process any of this agent's tasks started, whatever session it moved to."""
+    from agentkit import reaper
+
+    if reaper._REAPER is not None:
+        reaper._REAPER.sweep()
 
 
 def _runs_inline(tool: str, params: Dict[str, Any]) -> bool:

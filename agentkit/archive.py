@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import sys
-import zipfile
 from typing import List, Optional, Tuple
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -24,6 +23,8 @@ from agentkit.agent import main
 sys.exit(main())
 """
 _CACHE: Optional[Tuple[bytes, str]] = None
+#: changes whenever _zip's layout does, so an archive cached by an older build is never reused
+_LAYOUT = b"fleetscan-archive-1\0"
 
 
 def package_files() -> List[Tuple[str, bytes]]:
@@ -42,20 +43,85 @@ def package_files() -> List[Tuple[str, bytes]]:
     return sorted(files)
 
 
+def _zip(files: List[Tuple[str, bytes]]) -> bytes:
+    import zipfile  # only when building: zipfile and its compressors cost a run's start ~10 ms
+
+    buffer = io.BytesIO()
+    buffer.write(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in [("__main__.py", _MAIN)] + files:
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3
+            archive.writestr(info, content, compresslevel=9)
+    return buffer.getvalue()
+
+
+def _cache_path(files: List[Tuple[str, bytes]]) -> str:
+    """Where the archive of exactly these sources is kept: named by their hash (and this layout's)."""
+    key = hashlib.sha256(_LAYOUT + _MAIN)
+    for name, content in files:
+        key.update(b"%s\0%d\0" % (name.encode(), len(content)))
+        key.update(content)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fleetscan", "archive-%s.pyz" % key.hexdigest())
+
+
+def _private(path: str) -> bool:
+    """Ours alone (owner, no group/other write), the file and its folder: agent code is read from it."""
+    for name in (path, os.path.dirname(path)):
+        try:
+            st = os.stat(name)
+        except OSError:
+            return False
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return False
+    return True
+
+
+def _read_cached(path: str) -> Optional[bytes]:
+    if not _private(path):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return data if data.startswith(b"#!/usr/bin/env python3\n") else None
+
+
+def _write_cached(path: str, data: bytes) -> None:
+    """Best effort (a read-only home just means building each time), atomic (never half a file)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def build_archive() -> Tuple[bytes, str]:
-    """The archive bytes and their sha256 hex; built once per process."""
+    """The archive bytes and their sha256 hex; built once per process.
+
+    Building (deflating every module) costs a run's start ~20 ms, so the archive of the current
+    sources is kept in the user's cache folder under the hash of those sources: reading the sources
+    and one file is all a later run does. A cached file is used only when it is private to this user.
+    """
     global _CACHE
     if _CACHE is None:
-        buffer = io.BytesIO()
-        buffer.write(b"#!/usr/bin/env python3\n")
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for name, content in [("__main__.py", _MAIN)] + package_files():
-                info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                info.create_system = 3
-                archive.writestr(info, content, compresslevel=9)
-        data = buffer.getvalue()
+        files = package_files()
+        path = _cache_path(files)
+        data = _read_cached(path)
+        if data is None:
+            data = _zip(files)
+            _write_cached(path, data)
         _CACHE = (data, hashlib.sha256(data).hexdigest())
     return _CACHE
 

@@ -57,6 +57,8 @@ class TaskContext:
         self._buffer: List[Record] = []
         self._closed = False
         self._procs: List[subprocess.Popen] = []  # type: ignore[type-arg]
+        #: the tool started a process at some point (its descendants may outlive it: sweep them)
+        self._spawned = False
         self._last_progress = 0.0
         self._last_sent = (-1, -1)
 
@@ -124,9 +126,17 @@ class TaskContext:
     # -- child processes -----------------------------------------------------
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> "subprocess.Popen[bytes]":
-        """Start a child in its own session (process group), never with a shell."""
+        """Start a child in its own session (process group), never with a shell, tied to the
+        agent's life and marked with this task (:mod:`agentkit.reaper`)."""
+        from agentkit.reaper import reaper
+
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        proc = subprocess.Popen(list(argv), start_new_session=True, shell=False, **kwargs)
+        keeper = reaper()
+        self._spawned = True
+        proc = subprocess.Popen(
+            list(argv), start_new_session=True, shell=False, **keeper.popen_kwargs(self.task_id, kwargs)
+        )
+        keeper.started(proc.pid)
         with self._lock:
             self._procs.append(proc)
         if self.cancelled.is_set():
@@ -135,9 +145,11 @@ class TaskContext:
 
     def has_processes(self) -> bool:
         """Whether the tool started any child (most tasks never do: no kill pass needed)."""
-        return bool(self._procs)
+        return self._spawned
 
     def kill_processes(self) -> None:
+        """Kill every process group the tool started, then every process still carrying this
+        task's mark (a ``setsid`` grandchild left the group but not the mark)."""
         with self._lock:
             procs = list(self._procs)
         for proc in procs:
@@ -145,6 +157,10 @@ class TaskContext:
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
+        if self._spawned:
+            from agentkit.reaper import reaper
+
+            reaper().sweep(self.task_id)
 
     def run_program(
         self, argv: Sequence[str], timeout: Optional[float] = None, stdin_data: Optional[bytes] = None
@@ -189,3 +205,7 @@ class TaskContext:
             with self._lock:
                 if proc in self._procs:
                     self._procs.remove(proc)
+            if proc.returncode is not None:
+                from agentkit.reaper import reaper
+
+                reaper().ended(proc.pid)

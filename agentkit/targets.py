@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$"
-)
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+#: a last label inet_aton would read as a number (``127.1``, ``0x7f000001``, ``10.0.0.0x1``)
+_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)\Z")
 _RANGE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
 #: Expanding a CIDR or range inside the agent is for small sets only; the master chunks big ones.
 MAX_EXPAND = 65536
@@ -33,19 +33,53 @@ class TargetError(ValueError):
 
 
 def parse_ip(text: str) -> Optional[IPAddress]:
+    return canonical_ip(text.strip("[]"))
+
+
+def canonical_ip(text: str) -> Optional[IPAddress]:
+    """An IP address (IPv4-mapped IPv6 folded to IPv4), or None. The ONE address rule: the
+    master's target and record checks call this very function (console.targets.values), so the
+    agent and the master cannot disagree on what is an address."""
+    if "%" in text or not text or len(text) > 45:
+        return None  # no zone ids: an interface name is not a target
     try:
-        return ipaddress.ip_address(text.strip("[]"))
+        addr = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def normalize_hostname(text: str) -> Optional[str]:
+    """A lower-case RFC 1123 hostname (IDNA ASCII labels, trailing dot dropped), or None.
+
+    The ONE hostname rule, shared with the master (console.targets.values calls this): no
+    underscores, and no name whose last label is a number in any form inet_aton accepts
+    (``127.1``, ``0x7f000001``, ``127.20.0.0x1``): the resolver would turn those into
+    addresses, and one machine would show under several keys.
+    """
+    name = text.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name or len(name) > 253:
+        return None
+    labels = name.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        return None
+    last = labels[-1]
+    if _NUMERIC_LABEL.match(last) or not any(ch.isalpha() for ch in last):
+        return None  # 10.0.0.256 or 10.0.0.1-300 is a broken address, not a name (TLDs have letters)
+    return name
 
 
 def is_hostname(text: str) -> bool:
-    return bool(_HOSTNAME.match(text)) and not text.startswith("-")
+    return normalize_hostname(text) is not None
 
 
 def valid_host(text: str) -> bool:
-    """An IP address or a DNS name: never empty, never an option, no whitespace."""
-    return parse_ip(text) is not None or is_hostname(text)
+    """An IP address or a DNS name: never empty, never an option, no whitespace (the master's rule)."""
+    return canonical_ip(text) is not None or is_hostname(text)
 
 
 def split_host_port(text: str) -> Tuple[str, Optional[int]]:

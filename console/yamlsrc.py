@@ -14,6 +14,7 @@ tags, duplicate keys in a mapping, non-scalar keys, oversized documents.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ DocPath = tuple[Any, ...]
 #: Operator files are small; a bigger file is a mistake (or an attack), not a workflow.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 #: Bound on built nodes, so alias bombs ("billion laughs") fail fast instead of eating memory.
-MAX_NODES = 2_000_000
+MAX_NODES = 250_000
 
 
 @dataclass
@@ -205,7 +206,12 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError) as exc:  # e.g. an integer of over 4,300 digits
+            line, col = _mark_pos(node.start_mark)
+            problem = "number too large" if "digits" in str(exc) or isinstance(exc, OverflowError) else "bad value"
+            raise BadInput(f"{problem}: {str(node.value)[:40]}...", file=self.smap.file, line=line, col=col) from None
 
 
 def load_text(text: str, file: str) -> tuple[Any, SourceMap]:
@@ -214,7 +220,13 @@ def load_text(text: str, file: str) -> tuple[Any, SourceMap]:
     An empty document gives ``None``. More than one document is an error.
     """
     smap = SourceMap(file=file)
-    loader = _Loader(text)
+    if "\x00" in text:  # the YAML reader would raise outside any mark: name the line here
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise BadInput("NUL byte in the file", file=file, line=line)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # a control character the YAML reader refuses
+        raise BadInput(f"YAML error: {' '.join(str(exc).split())[:200]}", file=file) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -247,6 +259,8 @@ def load_file(path: str | Path, *, display: str | None = None) -> tuple[Any, Sou
     try:
         if p.is_dir():
             raise IsADirectoryError(name)
+        if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would hang the open, a device never end
+            raise BadInput("not a regular file (a FIFO, device or socket is refused)", file=name)
         with p.open("rb") as handle:  # bounded read: /dev/zero or a huge file must not hang us
             raw = handle.read(MAX_FILE_BYTES + 1)
         if len(raw) > MAX_FILE_BYTES:

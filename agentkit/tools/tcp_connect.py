@@ -59,4 +59,4 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
                 {"host": label, "port": port, "proto": "tcp", "addr": addresses.get(label, label)},
             )
 
-    probe(ctx, pairs(), len(hosts) * len(ports), on_result, timeout, concurrency, rate)
+    probe(ctx, pairs(), len(hosts) * len(ports), on_result, timeout, concurrency, rate, only_open=True)

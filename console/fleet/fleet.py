@@ -19,7 +19,10 @@ from typing import Any
 
 from agentkit import wire
 from console.errors import AgentError, TransportError
+from console.fleet.gate import ReadGate
 from console.fleet.links import LOCAL_SLOTS, AgentLink, LocalLink
+from console.fleet.stall import StallDetector
+from console.sanitize import safe_line
 from console.status import AGENT_LINKED, AgentState
 from console.store.rows import AgentRow
 
@@ -70,7 +73,8 @@ class AgentHandle:
             last_seen=time.time() - (time.monotonic() - self.last_seen) if self.last_seen else None,
             latency_ms=round(self.latency_ms, 2) if self.latency_ms is not None else None,
             python=hello.python if hello else None, programs=dict(hello.programs) if hello else {},
-            hash=hello.hash if hello else None, error=self.error, master=master_id,
+            hash=hello.hash if hello else None, error=safe_line(self.error) if self.error else self.error,
+            master=master_id,
         )
 
 
@@ -121,6 +125,12 @@ class Fleet:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seq = 0
         self.closing = False
+        #: the master's own stalls restart the silence clocks (see console.fleet.stall)
+        self.stall = StallDetector()
+        self.stall.listeners.append(self._after_stall)
+        #: backpressure: readers wait here while records wait for the store (console.fleet.gate)
+        self.gate = ReadGate()
+        self.gate.on_open.append(self._restart_silence)
 
     # -- start / stop -------------------------------------------------------------------
 
@@ -224,6 +234,8 @@ class Fleet:
                 self.on_message(handle, message)
             except Exception as err:  # noqa: BLE001 - a bad message never kills the reader
                 self._event("error", "master", f"{handle.name}: handling {type(message).__name__}: {err!r}")
+            if not self.gate.is_open:
+                await self.gate.wait()  # not reading: the box's writes block until the store caught up
         if link is handle.link and not self.closing:
             self.lose(handle, reason)
 
@@ -252,9 +264,14 @@ class Fleet:
     # -- health -------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Ping up links every second; drop silent ones; reconnect lost ones with backoff."""
+        """Ping up links every second; drop silent ones; reconnect lost ones with backoff.
+
+        Silence is judged only after the stall detector had its say: a gap in the master's own
+        loop restarts every agent's silence clock instead of losing them all."""
+        self._spawn(self.stall.run())
         while True:
             await asyncio.sleep(PING_EVERY_S)
+            self.stall.poll()
             now = time.monotonic()
             for handle in list(self.handles.values()):
                 if handle.state == AgentState.SET_ASIDE and now >= handle.set_aside_until:
@@ -263,7 +280,7 @@ class Fleet:
                     self._event("info", "agent", f"agent {handle.name} back from set-aside")
                     self.changed = True
                 if handle.state in AGENT_LINKED and handle.link is not None:
-                    if now - handle.last_seen > DEAD_AFTER_S:
+                    if now - handle.last_seen > DEAD_AFTER_S and self.gate.is_open:
                         self.lose(handle, f"no answer for {DEAD_AFTER_S:g} s")
                         continue
                     self._seq += 1
@@ -278,6 +295,23 @@ class Fleet:
                 elif handle.state == AgentState.DOWN and now >= handle.retry_at and not self.closing:
                     handle.state = AgentState.STARTING
                     self._spawn(self._connect(handle))
+
+    def _restart_silence(self) -> None:
+        """Nobody's silence counts from before now (after a stall, or once the read gate opens)."""
+        now = time.monotonic()
+        for handle in self.handles.values():
+            if handle.state in AGENT_LINKED:
+                handle.last_seen = now
+                handle.pings.clear()
+
+    def _after_stall(self, gap: float) -> None:
+        """The master stood still for ``gap`` s: nobody's silence counts from before it."""
+        self._restart_silence()
+        self._event(
+            "warning", "stall",
+            f"master stalled for {gap:.1f} s (suspend, SIGSTOP or a blocked loop): agents' silence clocks restarted",
+        )
+        self.changed = True
 
     def task_failed(self, handle: AgentHandle) -> None:
         handle.failures += 1
@@ -345,7 +379,7 @@ class Fleet:
     # -- internals ----------------------------------------------------------------------
 
     def _event(self, level: str, kind: str, message: str) -> None:
-        self.events.append((level, kind, message))
+        self.events.append((level, kind, safe_line(message)))  # box text (stderr, errors) inside
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

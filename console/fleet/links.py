@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from agentkit import wire
 from console.errors import AgentError, TransportError, TransportTimeout
+from console.sanitize import safe_line
 
 READ_CHUNK = 256 * 1024
 #: default deadline for spawn/connect + archive push + hello
@@ -106,7 +107,8 @@ class AgentLink(abc.ABC):
             await self._writer.drain()
             line = await self._raw_line()
         if line.startswith(b"ERROR"):
-            raise AgentError(f"{self.name}: bootstrap failed: {line.decode('utf-8', 'replace')[:200]}")
+            # the box's own words, whole (up to 4,096 characters) and made printable: they reach events and the console
+            raise AgentError(f"{self.name}: bootstrap failed: {safe_line(line.decode('utf-8', 'replace'))}")
         message = self._parse(line)
         if not isinstance(message, wire.Hello):
             raise AgentError(f"{self.name}: expected hello, got {type(message).__name__.lower()}")
@@ -241,7 +243,8 @@ class LocalLink(AgentLink):
     def __init__(self, name: str, slots: int = LOCAL_SLOTS, *, python: str | None = None) -> None:
         super().__init__(name, slots, address="localhost")
         self.python = python or sys.executable
-        self.process: asyncio.subprocess.Process | None = None
+        #: the agent process (an asyncio one, or a prespawn.AdoptedProcess started before the loop)
+        self.process: Any = None
 
     @property
     def pid(self) -> int | None:
@@ -251,6 +254,12 @@ class LocalLink(AgentLink):
         from agentkit.bootstrap import stage0_argv
 
         argv = stage0_argv(self.python, sha256, size)
+        from console.fleet import prespawn
+
+        started = prespawn.take(argv)
+        if started is not None:  # started while the master was still starting: same argv, same pipes
+            reader, writer, self.process = await prespawn.adopt(started)
+            return reader, writer
         try:
             # own session: a Ctrl-C in the operator's terminal does not reach the agent;
             # the master shuts it down (or it exits at stdin EOF when the master dies)

@@ -18,6 +18,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from agentkit import wire
 from console.errors import AgentError
+from console.sanitize import safe_line
 
 AgentMessage: TypeAlias = wire.Hello | wire.Results | wire.Progress | wire.Done | wire.Pong | wire.Error
 MasterMessage: TypeAlias = wire.Task | wire.Cancel | wire.Ping | wire.Shutdown
@@ -80,7 +81,21 @@ def parse_agent_line(line: bytes) -> AgentMessage:
     except ValidationError as exc:
         raise AgentError(_explain(exc)) from None
     _check_bounds(msg)
-    return msg  # type: ignore[no-any-return]
+    return _sanitised(msg)
+
+
+def _sanitised(msg: AgentMessage) -> AgentMessage:
+    """Free text a box sends (its hello, its error texts) made printable before anything keeps it:
+    no escape sequence a box writes can reach a terminal (console.sanitize)."""
+    if isinstance(msg, wire.Hello):
+        return dataclasses.replace(
+            msg, python=safe_line(msg.python, 64), hostname=safe_line(msg.hostname, 255), hash=safe_line(msg.hash, 128),
+            tools=[safe_line(t, 64) for t in msg.tools],
+            programs={safe_line(k, 64): safe_line(v, 512) for k, v in msg.programs.items()},
+        )
+    if isinstance(msg, wire.Error | wire.Done) and msg.error is not None and not msg.error.isprintable():
+        return dataclasses.replace(msg, error=safe_line(msg.error, MAX_TEXT))
+    return msg
 
 
 def _refuse_constants(body: bytes) -> None:

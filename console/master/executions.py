@@ -8,6 +8,7 @@ copy gets an attempt number of its own), a ``RunContext`` one owned run.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,10 @@ class TaskRun:
     priority: int
     pinned: str | None
     tried: tuple[str, ...]
+    #: parameter overrides stored with the task (a split_ports part), JSON object text
+    params: str | None = None
+    #: probes/s granted from the run's budget at claim time
+    rate: float | None = None
     execs: set[str] = field(default_factory=set)
     copies: int = 0
     finished: bool = False
@@ -43,7 +48,7 @@ class TaskRun:
         return cls(
             task_id=claimed.id, run_id=claimed.run_id, stage_id=claimed.stage_id, targets=claimed.targets,
             attempt=claimed.attempts, max_attempts=claimed.max_attempts, priority=claimed.priority,
-            pinned=claimed.pinned, tried=claimed.tried,
+            pinned=claimed.pinned, tried=claimed.tried, params=claimed.params, rate=claimed.rate,
         )
 
 
@@ -95,12 +100,30 @@ class RunContext:
             return bool(record.target) and self.planner.scope.contains(record.target)
         return verdict
 
-    def task_line(self, stage_id: str, exec_id: str, targets: str) -> bytes:
+    def task_line(self, stage_id: str, exec_id: str, targets: str, task: TaskRun | None = None) -> bytes:
+        """The ``task`` line of one execution; a task with overrides (a split part, a granted rate) gets
+        the stage's parameters with those merged in (encoded for it alone: the shared encoder is for the rest)."""
+        if task is not None and (task.params is not None or task.rate is not None):
+            stage = self.stages[stage_id]
+            return TaskEncoder(stage.tool, task_params(stage, task), stage.timeout, self.scope).line(exec_id, targets)
         encoder = self.encoders.get(stage_id)
         if encoder is None:
             stage = self.stages[stage_id]
             encoder = self.encoders[stage_id] = TaskEncoder(stage.tool, stage.agent_params, stage.timeout, self.scope)
         return encoder.line(exec_id, targets)
+
+
+def task_params(stage: StageBase, task: TaskRun) -> dict[str, Any]:
+    """The stage's agent parameters with the task's own overrides and its granted rate applied.
+
+    A granted rate never raises the stage's own ``rate``: the task runs at the lower of the two."""
+    params = dict(stage.agent_params)
+    if task.params is not None:
+        params.update(json.loads(task.params))
+    if task.rate is not None:
+        own = float(params.get("rate") or 0.0)
+        params["rate"] = task.rate if own <= 0 else min(own, task.rate)
+    return params
 
 
 def iso_now() -> str:

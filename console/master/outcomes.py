@@ -18,11 +18,14 @@ from typing import Any
 from agentkit import wire
 from console.errors import AgentError
 from console.fleet.fleet import AgentHandle, Fleet
+from console.master.about import about_task, exempt
 from console.master.executions import Execution, RunContext, TaskRun, iso_now
 from console.status import CancelReason, TaskState, can_retry, next_delay
 from console.store.writes import Completion, EventLine, IngestBatch, Requeue
 
 FLUSH_RECORDS = 2000
+#: what a stored row costs beyond its data text, for the read gate's count (a tuple of nine fields)
+ROW_OVERHEAD = 256
 #: after a cancel, how long an agent may take to answer ``done`` before the slot is taken back
 CANCEL_GRACE_S = 5.0
 #: a cancelled copy whose outcome no longer matters (the run stops, or another copy won)
@@ -46,13 +49,27 @@ class InFlight:
         self.batch_since = 0.0
         self._dropped_lines = 0
         self._out_of_scope = 0
+        #: tasks of paused runs whose executions ended: to go back to the queue, attempt given back
+        self.given_back: list[int] = []
+
+        #: records refused per box (invalid, or not about their task's targets)
+        self.refused: dict[str, int] = {}
+        #: record bytes in the open batch, and in the batch being written (the read gate's count)
+        self.batch_bytes = 0
+        self.taken_bytes = 0
 
     # -- the batch -------------------------------------------------------------------------
 
     def take_batch(self) -> IngestBatch:
         batch, self.batch = self.batch, IngestBatch()
         self.batch_since = time.monotonic()
+        self.taken_bytes, self.batch_bytes = self.batch_bytes, 0
         return batch
+
+    def stored(self, nbytes: int) -> None:
+        """A taken batch of ``nbytes`` record bytes is in the store: the readers may read on."""
+        if self.fleet is not None:
+            self.fleet.gate.release(nbytes)
 
     def _pending(self) -> IngestBatch:
         """The batch to add to; its age starts with its first entry (the flush deadline counts from it)."""
@@ -93,7 +110,7 @@ class InFlight:
             if ex is not None:
                 ex.progress = (message.done, message.total)
         elif isinstance(message, wire.Error):
-            self.event(None, "warning", "agent", f"agent {handle.name} reports: {message.error[:300]}")
+            self.event(None, "warning", "agent", f"agent {handle.name} reports: {message.error}")  # made printable by the protocol reader
         else:
             self.event(None, "warning", "protocol", f"agent {handle.name}: unexpected {type(message).__name__}")
 
@@ -118,13 +135,20 @@ class InFlight:
         box = handle.name if tool.host_is_box else None
         ts = iso_now()
         rows = []
+        held = not exempt(tool, ex.task.pinned)
         for record in message.records:
+            # one bad record is dropped and logged (naming the box), never the task nor the records after it
             try:
                 checked = validate(record, tool.reports, box=box)
             except AgentError as err:
-                ex.invalid = f"invalid record from {handle.name}: {err}"
-                self.cancel(ex, CancelReason.INVALID)
-                break
+                self._refused(handle, ex.task.run_id, f"invalid record dropped: {err}")
+                continue
+            if held and not about_task(checked, ex.task.targets):
+                self._refused(
+                    handle, ex.task.run_id,
+                    f"{checked.type} record about {checked.key[:80]} is not about its task's targets: dropped",
+                )
+                continue
             if not tool.host_is_box and not ctx.in_scope(checked, tool):
                 self._out_of_scope += 1
                 if self._out_of_scope <= 20 or self._out_of_scope % 1000 == 0:
@@ -141,8 +165,18 @@ class InFlight:
         if rows:
             records = self._pending().records
             records.extend(rows)
+            nbytes = sum(len(row[8]) + ROW_OVERHEAD for row in rows)
+            self.batch_bytes += nbytes
+            if self.fleet is not None:
+                self.fleet.gate.hold(nbytes)  # backpressure past the bound (console.fleet.gate)
             if len(records) >= FLUSH_RECORDS:
                 self._wake()
+
+    def _refused(self, handle: AgentHandle, run_id: str, text: str) -> None:
+        """A record a box sent was refused: counted per box, logged (the first 20, then every 1000th)."""
+        count = self.refused[handle.name] = self.refused.get(handle.name, 0) + 1
+        if count <= 20 or count % 1000 == 0:
+            self.event(run_id, "warning", "protocol", f"agent {handle.name}: {text} ({count} refused so far)")
 
     def _on_done(self, handle: AgentHandle, message: wire.Done) -> None:
         ex = self.execs.get(message.id)
@@ -152,6 +186,11 @@ class InFlight:
         self.end(ex)
         task = ex.task
         if task.finished or ex.cancelled in SETTLED:
+            return
+        if ex.cancelled == CancelReason.PAUSE:
+            # even an ``ok``: its records after the cancel were not kept; it runs again on resume and
+            # the (run, stage, type, key) identity keeps the records it sent before from doubling
+            self.give_back(task)
             return
         if message.ok and ex.cancelled is None:
             self.complete(task, TaskState.DONE, handle.name, None)
@@ -165,7 +204,7 @@ class InFlight:
         reason = ex.invalid or (
             f"timeout after {self.runs[task.run_id].stages[task.stage_id].timeout:g} s"
             if ex.cancelled == CancelReason.TIMEOUT and task.run_id in self.runs else None
-        ) or (message.error or "failed")
+        ) or (message.error or "failed")  # made printable by the protocol reader
         if self.fleet is not None:
             self.fleet.task_failed(handle)
         if not task.execs:
@@ -180,6 +219,9 @@ class InFlight:
             task = ex.task
             if task.finished or ex.cancelled in SETTLED or task.execs:
                 continue
+            if ex.cancelled == CancelReason.PAUSE:
+                self.give_back(task)
+                continue
             self.retry_or_fail(task, handle.name, f"agent {handle.name} lost: {reason}", delay=0.0)
         self._wake()
         self._freed()
@@ -190,6 +232,15 @@ class InFlight:
         task.finished = True
         self.tasks.pop(task.task_id, None)
         self._pending().completions.append(Completion(task.task_id, task.run_id, task.stage_id, state, agent, error))
+
+    def give_back(self, task: TaskRun) -> None:
+        """A paused run's task whose executions all ended: back to the queue, not an attempt."""
+        if task.finished or task.execs:
+            return
+        task.finished = True
+        self.tasks.pop(task.task_id, None)
+        self.given_back.append(task.task_id)
+        self._wake()
 
     def retry_or_fail(self, task: TaskRun, agent: str, reason: str, delay: float | None) -> None:
         if can_retry(task.attempt, task.max_attempts):
@@ -207,6 +258,13 @@ class InFlight:
             self.event(task.run_id, "error", "task", f"task {task.task_id} ({task.stage_id}) failed: {reason}")
         self._wake()
 
+    def shift_deadlines(self, gap: float) -> None:
+        """The master stalled for ``gap`` s: its own deadlines count from after the stall."""
+        for ex in self.execs.values():
+            ex.deadline += gap
+            if ex.cancel_sent:
+                ex.cancel_sent += gap
+
     def check_timeouts(self) -> None:
         now = time.monotonic()
         for ex in list(self.execs.values()):
@@ -215,6 +273,9 @@ class InFlight:
             elif ex.cancelled is not None and ex.cancel_sent and now - ex.cancel_sent > CANCEL_GRACE_S:
                 # the agent does not answer the cancel: take the slot back, settle the task
                 self.end(ex)
+                if ex.cancelled == CancelReason.PAUSE:
+                    self.give_back(ex.task)
+                    continue
                 retry = ex.cancelled in (CancelReason.TIMEOUT, CancelReason.INVALID)
                 if not ex.task.finished and not ex.task.execs and retry:
                     self.retry_or_fail(ex.task, ex.agent.name, ex.invalid or "timeout (no answer to cancel)", None)

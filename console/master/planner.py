@@ -18,6 +18,7 @@ from itertools import islice
 from typing import Any
 
 from agentkit import wire
+from console.master.split import stage_parts
 from console.status import STAGE_TERMINAL, RunState, StageState, run_outcome
 from console.store.base import Store
 from console.store.rows import OwnedRun, StageRow
@@ -40,6 +41,8 @@ class RunPlanner:
         self.run_id = run.id
         self.priority = run.priority
         self.stages = {s.id: s for s in load_definition(run.definition).stages}
+        #: the stored definition these stages came from (an amended run is noticed by its change)
+        self.definition_json = run.definition_json
         self.targets_spec: str = run.targets or ""
         self.scope_spec: str | None = run.scope
         self.boxes = boxes
@@ -112,25 +115,32 @@ class RunPlanner:
             return
         targets = self.target_set
         explicit_scope = self.scope_spec is not None
+        parts = stage_parts(spec)
+        # a split stage plans whole hosts, each as one task per part, still a window of tasks at a time
+        take = room * spec.chunk if parts is None else max(1, room // len(parts))
         chunks: list[list[str]] = []
         dropped: list[str] = []
         taken = 0
         current: list[str] = []
-        for value in islice(self._input_values(targets, row.cursor, spec.targets.type), room * spec.chunk):
+        for value in islice(self._input_values(targets, row.cursor, spec.targets.type), take):
             taken += 1
             if not value or (explicit_scope and not self.scope.contains(value)):
                 dropped.append(value or "(unconvertible)")
                 continue
             current.append(value)
-            if len(current) == spec.chunk:
+            if parts is not None or len(current) == spec.chunk:
                 chunks.append(current)
                 current = []
         if current:
             chunks.append(current)
+        overrides: list[str | None] | None = None
+        if parts is not None:
+            overrides = [part for _ in chunks for part in parts]
+            chunks = [chunk for chunk in chunks for _ in parts]
         new_cursor = row.cursor + taken
         self.store.plans.add_input_tasks(
             self._plan(spec), chunks, cursor=row.cursor, new_cursor=new_cursor, finished=new_cursor >= targets.size,
-            dropped=len(dropped), note=self._drop_note(spec.id, dropped) if dropped else None,
+            dropped=len(dropped), note=self._drop_note(spec.id, dropped) if dropped else None, params=overrides,
         )
 
     @staticmethod
@@ -180,7 +190,9 @@ class RunPlanner:
         if fresh:
             self._last_source_result[spec.id] = now
         quiet = now - self._last_source_result.get(spec.id, 0.0) >= STREAM_QUIET_S
-        plans.chunk_targets(plan, spec.chunk, partial_ok=sources_done or quiet, finish=sources_done)
+        plans.chunk_targets(
+            plan, spec.chunk, partial_ok=sources_done or quiet, finish=sources_done, parts=stage_parts(spec)
+        )
 
     def _drop_note(self, stage_id: str, values: list[str]) -> str:
         shown = ", ".join(values[:5]) + (f" (+{len(values) - 5} more)" if len(values) > 5 else "")

@@ -29,10 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from console.errors import TransportError
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
+from console.master.budget import budget_slots
 from console.master.executions import RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, InFlight
+from console.master.pausing import Pausing
 from console.master.planner import WINDOW_TASKS, RunPlanner
+from console.master.schedules import Notifier, pick_up_amendment, tick_schedules
 from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
 from console.store import open_store
 from console.store.base import Store
@@ -84,6 +88,7 @@ class Master:
         self.dispatch_wake = asyncio.Event()
         #: the tasks this master leased, their executions on agents, and their outcomes to write
         self.flight = InFlight(self.runs, wake=self.wake.set, freed=self.dispatch_wake.set)
+        self.pausing = Pausing(self.flight)
         self._stopping = False
         self._executor: ThreadPoolExecutor | None = None
         self._claim_dirty = True
@@ -91,6 +96,8 @@ class Master:
         self._claimed_since_plan = 0
         self._queue_empty = False
         self._idle = False
+        #: serving every run (not `run`/`resume` of one): fire schedules, deliver notifications
+        self._serving_all = False
         self.dispatched_total = 0
         #: wall time of each run's first dispatch by this master (latency figures)
         self.first_dispatch: dict[str, float] = {}
@@ -109,7 +116,11 @@ class Master:
         """
         if self.store.runs.get(run_id).state == RunState.PAUSED:
             self.store.runs.resume(run_id)
-        await self.serve(run_ids=[run_id], stop_when_idle=True)
+        try:
+            await self.serve(run_ids=[run_id], stop_when_idle=True)
+        except TransportError as err:  # no agent came up: failed, so no master starts it later unasked
+            self.store.queue.finish_run(run_id, RunState.FAILED, f"start failed: {err}")
+            raise
         return self.store.runs.get(run_id).state
 
     async def serve(self, *, run_ids: list[str] | None = None, stop_when_idle: bool = False) -> None:
@@ -126,6 +137,7 @@ class Master:
                 handles_for(self.fleet_source), on_message=self.flight.on_message, on_lost=self.flight.on_lost
             )
             self.flight.fleet = self.fleet
+            self.fleet.stall.listeners.append(self.flight.shift_deadlines)
             try:
                 await self.fleet.start(archive, sha)
             finally:
@@ -135,12 +147,16 @@ class Master:
                 asyncio.create_task(watcher.run(self.wake)), asyncio.create_task(self.fleet.heartbeat()),
                 asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._housekeeping()),
             ]
+            self._serving_all = run_ids is None
+            if self._serving_all:
+                background.append(asyncio.create_task(Notifier(self.location).run()))
             await self._control_loop(run_ids, stop_when_idle)
         finally:
             for task in background:
                 await cancel_quietly(task)
             if watcher is not None:
-                watcher.store.close()
+                with contextlib.suppress(Exception):  # a full disk must not skip closing the agents
+                    watcher.store.close()
             await self._close()
 
     # -- the store-side loop ---------------------------------------------------------------
@@ -168,11 +184,13 @@ class Master:
                 last_claim = now
                 await self._refill()
             await self._flush()
+            await self.pausing.release(self._db, self._require_db().queue.release_tasks, self.master_id)
             await self._finish_stopping()
             if self._plan_dirty or now - last_plan >= REPLAN_EVERY_S:
                 self._plan_dirty = False
                 last_plan = now
-                await self._plan()
+                if await self._plan():
+                    next_control = 0.0  # a run ended: `run` learns it now, not at the next control tick
             if self._claim_dirty or (not self.ready and now - last_claim >= RECLAIM_EVERY_S):
                 last_claim = now
                 await self._refill()
@@ -200,12 +218,14 @@ class Master:
                     continue
                 self.runs[run_id] = ctx
                 self._plan_dirty = self._claim_dirty = True
-            if row.state != ctx.state:
+            amended = pick_up_amendment(ctx, row)
+            if row.state != ctx.state or amended:
                 self._plan_dirty = self._claim_dirty = True
             ctx.state = row.state
             if row.stop_requested and not ctx.stopping:
                 self._begin_stop(ctx)
             if ctx.state == RunState.PAUSED:
+                self.pausing.hold(run_id)
                 await self._release_ready(lambda t, rid=run_id: t.run_id == rid)  # type: ignore[misc]
         for run_id in [r for r in self.runs if r not in rows]:
             self._forget_run(run_id)
@@ -233,7 +253,9 @@ class Master:
             scope=[p for p in planner.scope.format().split(",") if p],
         )
 
-    async def _plan(self) -> None:
+    async def _plan(self) -> bool:
+        """One planning step of every running run; True when one of them ended."""
+        ended = False
         self._claimed_since_plan = 0
         for ctx in list(self.runs.values()):
             if ctx.state != RunState.RUNNING or ctx.stopping:
@@ -245,7 +267,9 @@ class Master:
                 await self._db(self._require_db().queue.finish_run, ctx.run_id, RunState.FAILED, f"planning failed: {err}")
             if outcome is not None:
                 self._forget_run(ctx.run_id)
+                ended = True
             self._claim_dirty = True
+        return ended
 
     async def _refill(self) -> None:
         assert self.fleet is not None
@@ -256,7 +280,8 @@ class Master:
         boxes = [h.name for h in self.fleet.handles.values() if h.state in AGENT_LINKED]
         serving = [r for r, c in self.runs.items() if c.state == RunState.RUNNING and not c.stopping]
         rows = await self._db(
-            self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes, run_ids=serving
+            self._require_db().queue.claim_tasks, self.master_id, want, LEASE_S, pinned_boxes=boxes, run_ids=serving,
+            budget_slots=budget_slots(self.fleet.total_slots(), self.ready, self.flight.execs),
         )
         self._queue_empty = not rows
         if not rows:
@@ -280,11 +305,19 @@ class Master:
         flight = self.flight
         if not flight.batch:
             return
-        if not force and len(flight.batch.records) < FLUSH_RECORDS and time.monotonic() - flight.batch_since < FLUSH_EVERY_S:
+        # the last outcome of a quiet spell is written at once: nothing more is coming to batch it with
+        settled = bool(flight.batch.completions) and not flight.execs
+        if (
+            not force and not settled and len(flight.batch.records) < FLUSH_RECORDS
+            and time.monotonic() - flight.batch_since < FLUSH_EVERY_S
+        ):
             return
         batch = flight.take_batch()
         batch.master = self.master_id
-        await self._db(self._require_db().queue.apply_batch, batch)
+        try:
+            await self._db(self._require_db().queue.apply_batch, batch)
+        finally:
+            flight.stored(flight.taken_bytes)
         if batch.completions or batch.requeues:
             self._plan_dirty = self._claim_dirty = True
         elif batch.records:
@@ -320,7 +353,7 @@ class Master:
             spec = ctx.stages[task.stage_id]
             exec_id = f"{task.task_id}.{task.attempt}"
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
-            line = ctx.task_line(task.stage_id, exec_id, task.targets)
+            line = ctx.task_line(task.stage_id, exec_id, task.targets, task)
             outgoing.setdefault(handle.name, (handle, []))[1].append(line)
             ctx.dispatched += 1
             ctx.dispatched_to.add(handle.name)
@@ -383,7 +416,7 @@ class Master:
         now = time.monotonic()
         slow = sorted(
             (ex for ex in execs.values()
-             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0
+             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0 and ex.task.rate is None
              and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
             key=lambda ex: ex.started,
         )
@@ -408,7 +441,7 @@ class Master:
             spec = ctx.stages[task.stage_id]
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
             self.flight.event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
-            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets))
+            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets, task))
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -418,12 +451,16 @@ class Master:
         while True:
             await asyncio.sleep(0.5)
             tick += 1
+            if self.fleet is not None:
+                self.fleet.stall.poll()  # a stall shifts the deadlines before they are judged
             self.flight.check_timeouts()
             if tick % 2 == 0:
                 agents = len(self.fleet.up()) if self.fleet is not None else 0
                 await self._db(db.queue.touch_owned, self.master_id, agents, len(self.flight.execs))
                 if self.fleet is not None:
                     await self._db(db.agents.report, self.fleet.rows(self.master_id))
+                if self._serving_all and await self._db(tick_schedules, db):
+                    self.wake.set()  # adopt the runs just started
             if tick % 10 == 0:
                 for ctx in self.runs.values():
                     if ctx.dispatched:

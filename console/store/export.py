@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from console.errors import BadInput
+from console.sanitize import json_for_terminal, safe_line
 from console.store.base import Store
 
 FORMATS = ("jsonl", "csv", "json")
@@ -39,7 +40,7 @@ def _json_lines(page: list[Row]) -> Iterator[str]:
 def _jsonl(pages: Iterable[list[Row]], out: TextIO) -> int:
     count = 0
     for page in pages:
-        out.write("\n".join(_json_lines(page)) + "\n")
+        out.write(json_for_terminal("\n".join(_json_lines(page))) + "\n")
         count += len(page)
     return count
 
@@ -48,7 +49,7 @@ def _json(pages: Iterable[list[Row]], out: TextIO) -> int:
     count = 0
     out.write("[")
     for page in pages:
-        out.write(("\n" if count == 0 else ",\n") + ",\n".join(_json_lines(page)))
+        out.write(("\n" if count == 0 else ",\n") + json_for_terminal(",\n".join(_json_lines(page))))
         count += len(page)
     out.write("\n]\n" if count else "]\n")
     return count
@@ -59,9 +60,17 @@ def _csv(pages: Iterable[list[Row]], out: TextIO) -> int:
     writer.writerow(CSV_COLUMNS)
     count = 0
     for page in pages:
-        writer.writerows((*row[1:7], row[10], None if row[7] is None else str(row[7]), row[8], row[9]) for row in page)
+        writer.writerows(
+            [_cell(value) for value in (*row[1:7], row[10], None if row[7] is None else str(row[7]), row[8], row[9])]
+            for row in page
+        )
         count += len(page)
     return count
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: text printable whatever the store holds (no escape sequence reaches a terminal)."""
+    return safe_line(value, None) if isinstance(value, str) and not value.isprintable() else value
 
 
 _WRITERS = {"jsonl": _jsonl, "json": _json, "csv": _csv}

@@ -23,40 +23,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from agentkit import wire
 from console.errors import AgentError, BadInput
+from console.sanitize import MAX_TEXT, escape_text
 from console.targets import sets as targets
 
-#: Longest text field we store; longer text is cut (banners and titles are not trusted).
-MAX_TEXT = 4096
 #: Bound on the whole JSON size of one record's data (rough, counted on str()).
 MAX_DATA_FIELDS = 64
 
 RECORD_TYPES: tuple[str, ...] = ("host_up", "port_open", "service", "http", "tls_cert", "baseline")
 RecordType = Literal["host_up", "port_open", "service", "http", "tls_cert", "baseline"]
-
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-
-
-def escape_text(text: str, limit: int = MAX_TEXT) -> str:
-    """Printable, bounded text: control and format characters become ``\\xNN``/``\\uNNNN``.
-
-    Backslashes are doubled so an escaped sequence cannot be forged by the sender.
-    """
-    out: list[str] = []
-    for ch in text[: limit + 1]:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    escaped = "".join(out)
-    if len(text) > limit or len(escaped) > limit:
-        escaped = escaped[: limit - 3] + "..."
-    return escaped
 
 
 def _text(value: Any) -> Any:
@@ -135,7 +109,8 @@ def _extra_value(value: Any, depth: int = 0) -> Any:
 class _Data(BaseModel):
     """Common config: extra fields allowed (a tool may add fields) but sanitised."""
 
-    model_config = ConfigDict(extra="allow", str_max_length=MAX_TEXT + 16)
+    #: built on the first record, not at import: a run whose stages report nothing never pays for it
+    model_config = ConfigDict(extra="allow", str_max_length=MAX_TEXT + 16, defer_build=True)
 
     def clean(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -176,6 +151,16 @@ class Service(_Data):
     """Port of the service."""
     banner: Text = ""
     """What the service said first (escaped, bounded); empty when it stayed silent."""
+    name: Text | None = None
+    """From ``service``: what answers (ssh, http, smtp, ftp, redis, ...; ``ssl`` for an unnamed TLS port)."""
+    product: Text | None = None
+    """From ``service``: the software, when the answer names it (OpenSSH, nginx, Exim ...)."""
+    version: Text | None = None
+    """From ``service``: its version, when the answer tells it."""
+    tls: bool | None = None
+    """From ``service``: the port completed a TLS handshake."""
+    method: Literal["probe", "port"] | None = None
+    """From ``service``: named by an answer (probe) or only by the port number (port)."""
 
 
 class Http(_Data):
@@ -187,6 +172,10 @@ class Http(_Data):
     """HTML <title>, whitespace collapsed."""
     server: Text = ""
     """Server header."""
+    redirects: list[Text] | None = None
+    """Absolute URLs followed, in order (only those inside the scope)."""
+    final_url: Text | None = None
+    """The URL that answered last (https when a plain request was answered as an HTTPS port)."""
 
 
 class TlsCert(_Data):
@@ -198,8 +187,14 @@ class TlsCert(_Data):
     """Certificate subject."""
     issuer: Text = ""
     """Certificate issuer."""
+    not_before: Text = ""
+    """Start of validity (ISO-8601 UTC)."""
     not_after: Text = ""
     """Expiry as the certificate states it."""
+    sans: list[Text] | None = None
+    """Subject alternative names (``DNS:x``, ``IP Address:y``)."""
+    protocol: Text = ""
+    """The TLS version negotiated (TLSv1 ... TLSv1.3)."""
 
 
 class Baseline(_Data):
@@ -328,7 +323,8 @@ def derive_target(record: Any, kind: str) -> str | None:
     """The next stage's target from a kept record, or None when it gives none of ``kind``.
 
     host: its host (an http record's url host). port: ``host:port``. url: the record's
-    own url for http records, else ``http://host:port/`` (https for 443 and 8443).
+    own url for http records; for a service record that says whether the port spoke TLS,
+    https exactly when it did; else ``http://host:port/`` (https for 443 and 8443).
     Every value is checked with :func:`console.targets.sets.validate_value`; a value that
     fails it gives None (the planner counts it as dropped).
     """
@@ -354,6 +350,8 @@ def derive_target(record: Any, kind: str) -> str | None:
             if isinstance(url, str):
                 return targets.validate_value("url", url)
             host = targets.validate_value("host", host)
+            if rtype == "service" and isinstance(data.get("tls"), bool):  # the service tool saw TLS or not
+                return targets.validate_value("url", targets.format_url("https" if data["tls"] else "http", host, port))
             return targets.validate_value("url", targets.url_for(host, port))
     except BadInput:
         return None
@@ -389,9 +387,9 @@ def matches_where(record: Any, where: Mapping[str, Any] | None) -> bool:
 #: Fields known for each type (the models' fields plus well-known tool extras),
 #: for checking ``where`` keys in workflow files.
 _KNOWN_EXTRAS: dict[str, set[str]] = {
-    "port_open": {"service", "product", "version"},
-    "tls_cert": {"sans", "not_before", "serial", "sha256"},
-    "http": {"final_url", "error"},
+    "port_open": {"service", "product", "version", "tls", "cpe", "extrainfo"},
+    "tls_cert": {"serial", "sha256", "cipher", "starttls"},
+    "http": {"error", "location", "redirect_blocked"},
     "baseline": {"baseline"},
 }
 FIELDS: dict[str, frozenset[str]] = {

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import os
+import stat
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from socket import inet_ntoa
 
 from console.errors import BadInput
@@ -55,6 +57,8 @@ from console.targets.values import (
 MAX_TARGETS = 2**32
 #: Largest @file read (a few million entries).
 MAX_SPEC_FILE = 256 * 1024 * 1024
+#: Longest line of an @file (an entry is at most MAX_ENTRY characters; a line may hold several).
+MAX_SPEC_LINE = 1024 * 1024
 
 __all__ = [
     "HTTPS_PORTS",
@@ -199,27 +203,51 @@ def _parse_entry(entry: str, *, field: str | None, file: str | None, line: int |
 
 
 def _read_spec_file(name: str, *, field: str | None) -> Iterator[tuple[str, str, int]]:
-    """``(entry, file, line)`` for each entry of an ``@file``."""
-    path = Path(name)
+    """``(entry, file, line)`` for each entry of an ``@file``, read a line at a time.
+
+    Bounded while reading, never after: the file must be a regular file (a FIFO with no writer
+    would hang us, a device such as /dev/zero never ends; ``@/dev/stdin`` reads this process's
+    standard input), at most MAX_SPEC_FILE bytes and MAX_SPEC_LINE bytes a line.
+    """
     try:
-        with path.open("rb") as handle:  # bounded: @/dev/stdin works, @/dev/zero does not hang
-            raw = handle.read(MAX_SPEC_FILE + 1)
-        if len(raw) > MAX_SPEC_FILE:
-            raise BadInput(f"targets file larger than {MAX_SPEC_FILE} bytes", file=name, field=field)
-        text = raw.decode("utf-8")
+        if name in ("/dev/stdin", "-"):
+            handle = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+        else:
+            if not stat.S_ISREG(os.stat(name).st_mode):
+                raise BadInput("not a regular file (a FIFO, device or socket is refused)", file=name, field=field)
+            handle = open(name, "rb")  # noqa: SIM115 - closed below, around the generator's reads
     except FileNotFoundError:
         raise BadInput("no such targets file", file=name, field=field) from None
-    except UnicodeDecodeError:
-        raise BadInput("targets file is not UTF-8 text", file=name, field=field) from None
     except OSError as exc:
         raise BadInput(f"cannot read targets file: {exc.strerror or exc}", file=name, field=field) from None
-    for number, line in enumerate(text.split("\n"), start=1):
-        for part in line.split("#", 1)[0].split(","):
-            entry = part.strip(" \t\r")
-            if entry.startswith("@"):
-                raise BadInput("@file entries cannot nest", file=name, line=number, field=field)
-            if entry:
-                yield entry, name, number
+    with handle:
+        total = 0
+        number = 0
+        while True:
+            try:
+                raw = handle.readline(MAX_SPEC_LINE + 1)
+            except OSError as exc:
+                raise BadInput(f"cannot read targets file: {exc.strerror or exc}", file=name, field=field) from None
+            if not raw:
+                return
+            number += 1
+            total += len(raw)
+            if total > MAX_SPEC_FILE:
+                raise BadInput(f"targets file larger than {MAX_SPEC_FILE} bytes", file=name, field=field)
+            if len(raw) > MAX_SPEC_LINE and not raw.endswith(b"\n"):
+                raise BadInput(f"line longer than {MAX_SPEC_LINE} bytes", file=name, line=number, field=field)
+            if b"\0" in raw:
+                raise BadInput("NUL byte in a targets file", file=name, line=number, field=field)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadInput("targets file is not UTF-8 text", file=name, line=number, field=field) from None
+            for part in line.rstrip("\n").split("#", 1)[0].split(","):
+                entry = part.strip(" \t\r")
+                if entry.startswith("@"):
+                    raise BadInput("@file entries cannot nest", file=name, line=number, field=field)
+                if entry:
+                    yield entry, name, number
 
 
 def _entries(spec: str, *, field: str | None) -> Iterator[tuple[str, str | None, int | None]]:

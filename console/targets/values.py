@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import unquote
 
+from agentkit import targets as shared
 from console.errors import BadInput
 
 Kind = Literal["ip", "host", "port", "url"]
@@ -25,7 +26,6 @@ MAX_ENTRY = 2048
 #: Ports that mean TLS when a url is derived from host:port.
 HTTPS_PORTS = frozenset({443, 8443})
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _PORT = re.compile(r"^[0-9]{1,5}\Z")
 # Path and query characters allowed in a URL target: RFC 3986 unreserved, '%', and the
 # few delimiters queries need. No quotes, backslashes, '$', ';', '|', '`', '<', '>', '@', '#'.
@@ -65,32 +65,17 @@ def text_problem(value: str) -> str | None:
 
 @lru_cache(maxsize=65536)  # records repeat the same hosts port after port
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An IP address, IPv4-mapped IPv6 folded to IPv4; None when ``text`` is not one."""
-    if "%" in text or not text or len(text) > 45:
-        return None  # no zone ids: an interface name is not a target
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+    """An IP address, IPv4-mapped IPv6 folded to IPv4; None when ``text`` is not one (the agent's
+    own rule, :func:`agentkit.targets.canonical_ip`: one validator on both sides)."""
+    return shared.canonical_ip(text)
 
 
 @lru_cache(maxsize=65536)
 def normalize_hostname(text: str) -> str | None:
-    """A lower-case RFC 1123 hostname (IDNA ASCII labels, trailing dot dropped), or None."""
-    name = text.lower()
-    if name.endswith("."):
-        name = name[:-1]
-    if not name or len(name) > 253:
-        return None
-    labels = name.split(".")
-    if not all(_LABEL.match(label) for label in labels):
-        return None
-    if not any(ch.isalpha() for ch in labels[-1]):
-        return None  # 10.0.0.256 or 10.0.0.1-300 is a broken address, not a name (TLDs have letters)
-    return name
+    """A lower-case RFC 1123 hostname (IDNA ASCII labels, trailing dot dropped; no name that
+    inet_aton would read as an address), or None: the agent's own rule,
+    :func:`agentkit.targets.normalize_hostname`, so the two sides cannot disagree."""
+    return shared.normalize_hostname(text)
 
 
 def _host_value(text: str) -> str | None:

@@ -137,7 +137,7 @@ class AgentsScreen(ForwardWorkerErrors, Screen[None]):
     def entries_loaded(self, message: EntriesLoaded) -> None:
         self.entries = {entry.name: entry for entry in message.entries}
         if message.error:
-            self.query_one("#agent-detail", Static).update(Text(f"✗ {message.error}", style="bold #ff5f5f"))
+            self.query_one("#agent-detail", Static).update(fmt.plain(f"✗ {message.error}", "bold #ff5f5f"))
         self.refresh_rows()
 
     def _live(self) -> dict[str, AgentRow]:
@@ -164,7 +164,7 @@ class AgentsScreen(ForwardWorkerErrors, Screen[None]):
         return entry
 
     def _detail(self, text: str | Text) -> None:
-        self.query_one("#agent-detail", Static).update(text)
+        self.query_one("#agent-detail", Static).update(fmt.plain(text) if isinstance(text, str) else text)
 
     # -- check -------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class AgentsScreen(ForwardWorkerErrors, Screen[None]):
         self.busy.discard(outcome.name)
         self.checks[outcome.name] = outcome
         style = "#5fd75f" if outcome.ok else "bold #ff5f5f"
-        self._detail(Text.assemble((f"{outcome.name}: ", "bold"), (outcome.summary, style)))
+        self._detail(Text.assemble((f"{outcome.name}: ", "bold"), (fmt.safe(outcome.summary), style)))
         self.refresh_rows()
 
     # -- trust -------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class AgentsScreen(ForwardWorkerErrors, Screen[None]):
     def key_offered(self, message: KeyOffered) -> None:
         offer = message.offer
         if offer is None:
-            self._detail(Text(f"✗ {message.error}", style="bold #ff5f5f"))
+            self._detail(fmt.plain(f"✗ {message.error}", "bold #ff5f5f"))
             return
         if offer.fingerprint in offer.known:
             self._detail(f"{offer.box}: host key {offer.fingerprint} is already trusted.")
@@ -252,7 +252,7 @@ class AgentsScreen(ForwardWorkerErrors, Screen[None]):
     @on(TrustDone)
     def trust_done(self, message: TrustDone) -> None:
         style = "#5fd75f" if message.ok else "bold #ff5f5f"
-        self._detail(Text.assemble((f"{message.box}: ", "bold"), (message.message, style)))
+        self._detail(Text.assemble((f"{message.box}: ", "bold"), (fmt.safe(message.message), style)))
         if message.ok:
             self.notify(f"{message.box}: host key trusted.")
             self.load_entries()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from console.sanitize import for_terminal, safe_line
+
 #: Colour per state, shared by runs, stages, tasks and agents. A state that is not
 #: listed (a newer state the store grew) is drawn plain rather than crashing.
 STATE_STYLES: dict[str, str] = {
@@ -49,6 +51,16 @@ def state_text(state: str | None) -> Text:
     """A state word in its colour."""
     word = state or "-"
     return Text(word, style=STATE_STYLES.get(word, ""))
+
+
+def safe(value: object) -> str:
+    """Untrusted text (a box's, a scanned service's) for one line on screen: printable only."""
+    return safe_line(value, None)
+
+
+def plain(value: object, style: str = "", *, lines: bool = False) -> Text:
+    """Untrusted text as a Text: never parsed as markup, no control or escape sequence in it."""
+    return Text(for_terminal(value) if lines else safe_line(value, None), style=style)
 
 
 def level_style(level: str | None) -> str:

@@ -212,11 +212,11 @@ def result_line(row: ResultRow) -> Text:
     text.append(f"{fmt.short_id(row.run_id, 6)} ", style="dim")
     text.append(f"{row.stage_id:<8} ", style="#87afd7")
     text.append(f"{row.type:<10} ", style="bold #5fd75f")
-    text.append(row.key)
+    text.append(fmt.safe(row.key))
     if row.agent:
-        text.append(f"  @{row.agent}", style="dim")
+        text.append(f"  @{fmt.safe(row.agent)}", style="dim")
     if detail:
-        text.append(f"  {detail}", style="#a0a0a0")
+        text.append(f"  {fmt.safe(detail)}", style="#a0a0a0")
     return text
 
 
@@ -228,7 +228,7 @@ def event_line(event: EventRow) -> Text:
     text.append(f"{event.kind:<10} ", style="#87afd7")
     if event.run_id:
         text.append(f"{fmt.short_id(event.run_id, 6)} ", style="dim")
-    text.append(event.message)
+    text.append(fmt.safe(event.message))  # a box's stderr and errors end up in events
     return text
 
 

@@ -67,6 +67,7 @@ def data_summary(row: ResultRow) -> str:
 def _cell(value: str, column: str, style: str = "") -> Text:
     """Text, not str: no markup parsing of what a scanned machine sent, and cut to the column."""
     width = _WIDTHS[column]
+    value = fmt.safe(value)
     return Text(value if len(value) <= width else value[: width - 1] + "…", style=style, no_wrap=True)
 
 

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, PrivateAttr, ValidationInfo, create_model, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, model_validator
 
 from console import yamlsrc
 from console.errors import BadInput
@@ -36,6 +36,10 @@ DEFAULT_FILE = "workflows.yaml"
 #: validation context that leaves out the graph checks: the file loader runs them itself
 #: (to point at the line), and a run's stored definition was checked when it was submitted
 SKIP_GRAPH_CHECKS: dict[str, Any] = {"graph_checks": False}
+
+
+#: tools whose ``ports`` parameter ``split_ports`` may cut into parts (one task per host and part)
+SPLITTABLE_TOOLS = ("tcp_connect",)
 
 
 class TargetsSpec(StrictModel):
@@ -68,8 +72,20 @@ class StageBase(StrictModel):
     """Seconds a task may run before it is cancelled."""
     stream: bool = False
     """Dispatch chunks as the source stage's results arrive, without waiting for it to end."""
+    split_ports: Annotated[int, Field(gt=0, le=65535)] | None = None
+    """Cut each host's port list into tasks of at most this many ports (one host per such task), so
+    one heavy host spreads over the whole fleet (tcp_connect)."""
     output: list[records.RecordType] | None = None
     """Result types this stage reports (defaults from the tool; needed to filter an exec/jsonl stage by type)."""
+
+    @model_validator(mode="after")
+    def _splittable(self) -> StageBase:
+        """``split_ports`` cuts the stage's own ``ports`` parameter: only a tool that has one can split."""
+        if self.split_ports is not None and self.tool not in SPLITTABLE_TOOLS:
+            raise ValueError(
+                f"split_ports: {self.tool} has no port list to split (only {', '.join(SPLITTABLE_TOOLS)})"
+            )
+        return self
 
     @property
     def tool_spec(self) -> Tool:
@@ -104,6 +120,14 @@ class StageBase(StrictModel):
         return self.with_.agent_params()
 
 
+class _GeneratedStage(StageBase):
+    """The base of the per-tool stage classes, which have no source to read docstrings from: their two
+    fields carry a ``description`` and the rest inherit theirs. Without this, pydantic walks every
+    stack frame and re-parses source per class looking for one, a fifth of a run's start-up."""
+
+    model_config = ConfigDict(use_attribute_docstrings=False)
+
+
 def _stage_model(tool: Tool) -> type[StageBase]:
     """The stage class of one tool: ``tool`` is its name, ``with`` its parameter model."""
     doc = "The tool's parameters (see SPEC's table of built-in tools)."
@@ -120,7 +144,7 @@ def _stage_model(tool: Tool) -> type[StageBase]:
             description=f"{tool.name} always reads `from: boxes` (the default here).",
         ))
     name = "".join(part.capitalize() for part in tool.name.split("_")) + "Stage"
-    model: type[StageBase] = create_model(name, __base__=StageBase, __module__=__name__, **fields)
+    model: type[StageBase] = create_model(name, __base__=_GeneratedStage, __module__=__name__, **fields)
     model.__doc__ = tool.summary
     return model
 

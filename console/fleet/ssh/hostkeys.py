@@ -120,7 +120,7 @@ def refusal_message(box: str, host: str, port: int, offered: asyncssh.SSHKey, kn
     if known:
         return (
             f"{box}: host key for {where} CHANGED: it offers {shown}, known_hosts has "
-            f"{', '.join(known)}; refusing (possible impersonation). If the box was reinstalled, "
+            f"{', '.join(dict.fromkeys(known))}; refusing (possible impersonation). If the box was reinstalled, "
             f"verify the new key and run `fleetscan agents --trust {box}`"
         )
     return (

@@ -34,6 +34,7 @@ from console.errors import AgentError, FleetscanError, HostKeyError, TransportEr
 from console.fleet.links import AgentLink, ByteReader, ByteWriter
 from console.fleet.ssh import hostkeys
 from console.fleet.ssh.pipe import ChannelReader, ChannelWriter, ack_promptly, error_reason
+from console.sanitize import safe_line
 
 if TYPE_CHECKING:
     from console.fleet.inventory import BoxSpec
@@ -262,7 +263,7 @@ class SshLink(AgentLink):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
             if not self._stderr_tail:
                 raise
-            tail = " ".join(self._stderr_tail.decode("utf-8", "replace").split())[-300:]
+            tail = safe_line(" ".join(self._stderr_tail.decode("utf-8", "replace").split())[-300:], 400)
             raise type(err)(f"{err} (box stderr: {tail})") from err
         self.bootstrap_s = time.monotonic() - started
         return hello

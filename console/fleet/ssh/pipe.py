@@ -15,6 +15,8 @@ import socket
 
 import asyncssh
 
+from console.sanitize import safe_line
+
 
 def error_reason(err: BaseException) -> str:
     """A short one-line reason for an OS or asyncssh error (errno text when there is one)."""
@@ -22,7 +24,7 @@ def error_reason(err: BaseException) -> str:
     if errno:
         return os.strerror(errno)
     text = getattr(err, "reason", "") or getattr(err, "strerror", "") or str(err) or type(err).__name__
-    return " ".join(str(text).split())
+    return safe_line(" ".join(str(text).split()), 400)  # a server's disconnect reason is the box's text
 
 
 def ack_promptly(conn: asyncssh.SSHClientConnection) -> None:

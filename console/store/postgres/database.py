@@ -58,6 +58,7 @@ class PGDatabase(Database):
     errors = (psycopg.Error,)
     skip_locked = " FOR UPDATE OF t SKIP LOCKED"
     row_lock = " FOR UPDATE"
+    collate_binary = ' COLLATE "C"'
 
     def __init__(self, url: str, raw: psycopg.Connection[Any]) -> None:
         self.url = url

@@ -79,6 +79,30 @@ ALTER TABLE runs ADD COLUMN exclude TEXT, ADD COLUMN max_rate BIGINT, ADD COLUMN
 ALTER TABLE results ADD COLUMN master TEXT;
 """
 
+_PAUSED_TIME = """
+ALTER TABLE runs ADD COLUMN paused_s DOUBLE PRECISION NOT NULL DEFAULT 0, ADD COLUMN paused_at DOUBLE PRECISION;
+"""
+
+_HISTORY = """
+CREATE TABLE schedules (
+    id TEXT PRIMARY KEY, workflow TEXT NOT NULL, definition TEXT NOT NULL, workflows_file TEXT,
+    targets TEXT, scope TEXT, agents TEXT, priority BIGINT NOT NULL DEFAULT 0, exclude TEXT,
+    max_rate BIGINT, host_rate BIGINT, notify TEXT, submitted_by TEXT,
+    every_s BIGINT NOT NULL, run_window TEXT, paused BIGINT NOT NULL DEFAULT 0, created DOUBLE PRECISION NOT NULL,
+    next_due DOUBLE PRECISION NOT NULL, last_run TEXT, last_fired DOUBLE PRECISION
+);
+CREATE INDEX schedules_due ON schedules(paused, next_due);
+ALTER TABLE runs ADD COLUMN notify_attempts BIGINT NOT NULL DEFAULT 0, ADD COLUMN notify_next DOUBLE PRECISION,
+    ADD COLUMN notify_done TEXT;
+CREATE INDEX runs_schedule ON runs(schedule_id, created);
+CREATE INDEX runs_workflow ON runs(workflow, created);
+CREATE INDEX results_keyed ON results(run_id, stage_id COLLATE "C", type COLLATE "C", key COLLATE "C");
+"""
+
+_SPLIT_AND_BUDGET = """
+ALTER TABLE tasks ADD COLUMN params TEXT, ADD COLUMN rate DOUBLE PRECISION;
+"""
+
 _MASTER_HEARTBEAT = """
 ALTER TABLE masters ADD COLUMN agents BIGINT NOT NULL DEFAULT 0, ADD COLUMN in_flight BIGINT NOT NULL DEFAULT 0;
 """
@@ -94,7 +118,10 @@ def _ddl(text: str) -> Callable[[Any], None]:
 
 
 #: ordered migrations: index i brings the schema from version i to i + 1 (the SQLite list's twins)
-MIGRATIONS: list[Callable[[Any], None]] = [_ddl(_V1), _ddl(_V2), _ddl(_V3), _ddl(_MASTER_HEARTBEAT)]
+MIGRATIONS: list[Callable[[Any], None]] = [
+    _ddl(_V1), _ddl(_V2), _ddl(_V3), _ddl(_PAUSED_TIME), _ddl(_HISTORY), _ddl(_SPLIT_AND_BUDGET),
+    _ddl(_MASTER_HEARTBEAT),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: pg_advisory_xact_lock key: "fleetscan" as a number
 _LOCK = 0x666C656574

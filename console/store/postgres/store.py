@@ -3,7 +3,7 @@
 Ingest copies a stage's records into a temporary staging table and moves them with one
 ``INSERT … SELECT … ON CONFLICT DO NOTHING`` (re-delivered records are ignored as on SQLite).
 The change token counts notifications on the ``fleetscan`` channel (sent inside submit, pause,
-resume and stop) together with the newest event id, read on the store's own connection, which
+resume, stop, amend and a schedule's firing) together with the newest event id, read on the store's own connection, which
 LISTENs again after every reconnect; the watcher's slow unconditional wake stays the fallback.
 """
 
@@ -17,10 +17,12 @@ from console.store import base
 from console.store.postgres.database import CHANNEL, PGDatabase
 from console.store.rows import FEED_EVENTS, FEED_RESULTS, MAX_RUNS, ConsoleView
 from console.store.sqlite.database import maps_errors
+from console.store.sqlite.history import SQLiteHistory
 from console.store.sqlite.plans import SQLitePlans
 from console.store.sqlite.queue import SQLiteQueue
 from console.store.sqlite.results import SQLiteResults
 from console.store.sqlite.runs import SQLiteAgents, SQLiteEvents, SQLiteRuns
+from console.store.sqlite.schedules import SQLiteSchedules
 from console.store.writes import NewRecord
 
 _RECORD_COLUMNS = "run_id, stage_id, type, key, target, agent, task_id, ts, data, master"
@@ -74,6 +76,8 @@ class PostgresStore(base.Store):
         self.agents = SQLiteAgents(db)
         self.queue = PGQueue(db)
         self.plans = SQLitePlans(db)
+        self.history = SQLiteHistory(db)
+        self.schedules = SQLiteSchedules(db)
         self._notified = 0
         self._listening: Any = None
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from console.errors import StoreBusy, StoreCorrupt, StoreError
+from console.sanitize import safe_line
 from console.status import MASTER_DEAD_AFTER_S
 
 BUSY_TIMEOUT_MS = 5000
-#: longest event message kept (an error text is kept whole up to this)
-MAX_EVENT_TEXT = 4096
+#: an event carries an error text kept whole (up to 4,096 characters) plus what it is about
+MAX_EVENT_TEXT = 4096 + 512
 
 C = TypeVar("C", bound=type)
 
@@ -96,6 +97,8 @@ class Database:
     skip_locked = ""
     #: appended to a SELECT that reads a row to change it (PostgreSQL: `` FOR UPDATE``)
     row_lock = ""
+    #: appended to a text column to order it by code point, as Python's str does (PostgreSQL: `` COLLATE "C"``)
+    collate_binary = ""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
@@ -175,7 +178,7 @@ class Database:
     def event(conn: Any, run_id: str | None, level: str, kind: str, message: str) -> None:
         conn.execute(
             "INSERT INTO events (ts, run_id, level, kind, message) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), run_id, level, kind, message[:MAX_EVENT_TEXT]),
+            (time.time(), run_id, level, kind, safe_line(message, MAX_EVENT_TEXT)),
         )
 
     def dead_masters(self, conn: Any, ids: list[str]) -> set[str]:

@@ -43,7 +43,7 @@ class SQLitePlans(base.Plans):
 
     def add_input_tasks(
         self, plan: TaskPlan, chunks: list[list[str]], *, cursor: int, new_cursor: int, finished: bool,
-        dropped: int, note: str | None = None,
+        dropped: int, note: str | None = None, params: list[str | None] | None = None,
     ) -> bool:
         with self.db.transaction() as conn:
             moved = conn.execute(
@@ -54,7 +54,7 @@ class SQLitePlans(base.Plans):
             if not moved:
                 return False
             self._mark_running(conn, plan)
-            self._insert_tasks(conn, plan, chunks)
+            self._insert_tasks(conn, plan, chunks, params=params)
             if note:
                 self.db.event(conn, plan.run_id, "warning", "scope", note)
         return True
@@ -110,7 +110,9 @@ class SQLitePlans(base.Plans):
                 (cursor, plan.run_id, plan.stage_id, cursor),
             )
 
-    def chunk_targets(self, plan: TaskPlan, size: int, *, partial_ok: bool, finish: bool) -> int:
+    def chunk_targets(
+        self, plan: TaskPlan, size: int, *, partial_ok: bool, finish: bool, parts: list[str] | None = None
+    ) -> int:
         with self.db.transaction() as conn:
             self.db.lock_stage(conn, plan.run_id, plan.stage_id)
             waiting = conn.execute(
@@ -118,6 +120,17 @@ class SQLitePlans(base.Plans):
                 " ORDER BY rowid",
                 (plan.run_id, plan.stage_id),
             ).fetchall()
+            if parts is not None:
+                for rid, value in waiting:
+                    self._insert_tasks(conn, plan, [[value]] * len(parts), params=list(parts))
+                    # the target is planned (its tasks hold it); the last part's task id marks it
+                    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    conn.execute("UPDATE stage_targets SET task_id = ? WHERE rowid = ?", (last, rid))
+                if finish:
+                    conn.execute(
+                        "UPDATE stages SET planned = 1 WHERE run_id = ? AND id = ?", (plan.run_id, plan.stage_id)
+                    )
+                return len(waiting) * len(parts)
             chunks = [waiting[i : i + size] for i in range(0, len(waiting), size)]
             if chunks and len(chunks[-1]) < size and not partial_ok:
                 chunks.pop()
@@ -159,9 +172,11 @@ class SQLitePlans(base.Plans):
     # -- shared ------------------------------------------------------------------------
 
     def _insert_tasks(
-        self, conn: Any, plan: TaskPlan, chunks: list[list[str]], pinned: str | None = None
+        self, conn: Any, plan: TaskPlan, chunks: list[list[str]], pinned: str | None = None,
+        params: list[str | None] | None = None,
     ) -> int:
-        """Insert one task per chunk (marking the stage running); the row id when exactly one was inserted."""
+        """Insert one task per chunk (marking the stage running); the row id when exactly one was inserted.
+        ``params``: each chunk's parameter overrides (JSON object text or None)."""
         if not chunks:
             return 0
         self._mark_running(conn, plan)
@@ -171,12 +186,12 @@ class SQLitePlans(base.Plans):
         ).fetchone()[0]) - len(chunks)
         now = time.time()
         sql = (
-            "INSERT INTO tasks (run_id, stage_id, seq, targets, state, max_attempts, priority, pinned, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO tasks (run_id, stage_id, seq, targets, state, max_attempts, priority, pinned, created,"
+            " params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         rows = [
             (plan.run_id, plan.stage_id, seq + offset, json.dumps(chunk), TaskState.QUEUED, plan.max_attempts,
-             plan.priority, pinned, now)
+             plan.priority, pinned, now, params[offset] if params is not None else None)
             for offset, chunk in enumerate(chunks)
         ]
         if len(rows) == 1:

@@ -24,11 +24,16 @@ from console.status import (
     TaskState,
 )
 from console.store import base
+from console.store.grants import PACED_TOOLS, budget_of, grant
 from console.store.rows import ClaimedTask, MasterRow, OwnedRun
 from console.store.sqlite.database import Database, maps_errors, marks
 from console.store.sqlite.runs import finish_stopped
 from console.store.writes import IngestBatch, NewRecord
 
+#: a budgeted claim looks at this many queued tasks per free slot
+CANDIDATES_PER_SLOT = 8
+#: the columns a claim returns, in ClaimedTask's order
+_CLAIMED = "id, run_id, stage_id, targets, attempts, max_attempts, priority, pinned, tried, params, rate"
 #: a master that has not been seen for a day and owns nothing is forgotten
 FORGET_MASTERS_AFTER_S = 86400.0
 
@@ -198,7 +203,7 @@ class SQLiteQueue(base.TaskQueue):
 
     def claim_tasks(
         self, master_id: str, n: int, lease_s: float, *, pinned_boxes: Iterable[str] = (),
-        run_ids: Iterable[str] | None = None,
+        run_ids: Iterable[str] | None = None, budget_slots: int | None = None,
     ) -> list[ClaimedTask]:
         if n <= 0:
             return []
@@ -206,31 +211,84 @@ class SQLiteQueue(base.TaskQueue):
         boxes = list(pinned_boxes)
         pinned_clause = f"(t.pinned IS NULL OR t.pinned IN ({marks(boxes)}))" if boxes else "t.pinned IS NULL"
         runs = list(run_ids) if run_ids is not None else None
-        runs_clause = f" AND id IN ({marks(runs)})" if runs is not None else ""
+        runs_clause = f" AND r.id IN ({marks(runs)})" if runs is not None else ""
+        # a run with a rate budget hands its paced tasks out through grants (below); the rest as usual
+        unbudgeted = (
+            f"(r.max_rate IS NULL AND r.host_rate IS NULL) OR NOT EXISTS (SELECT 1 FROM stages s WHERE"
+            f" s.run_id = t.run_id AND s.id = t.stage_id AND s.tool IN ({marks(PACED_TOOLS)}))"
+        )
         sql = (
             "UPDATE tasks SET state = ?, attempts = attempts + 1, lease_owner = ?, lease_expires = ?,"
             " started = coalesce(started, ?) WHERE id IN ("
-            " SELECT t.id FROM tasks t WHERE t.state = ?"
-            f"  AND t.run_id IN (SELECT id FROM runs WHERE state = ? AND stop_requested = 0{runs_clause})"
+            " SELECT t.id FROM tasks t JOIN runs r ON r.id = t.run_id WHERE t.state = ?"
+            f"  AND r.state = ? AND r.stop_requested = 0{runs_clause}"
             "  AND (t.not_before IS NULL OR t.not_before <= ?)"
-            f"  AND {pinned_clause} ORDER BY t.priority DESC, t.id LIMIT ?{self.db.skip_locked})"
-            " RETURNING id, run_id, stage_id, targets, attempts, max_attempts, priority, pinned, tried"
+            f"  AND {pinned_clause} AND ({unbudgeted}) ORDER BY t.priority DESC, t.id LIMIT ?{self.db.skip_locked})"
+            f" RETURNING {_CLAIMED}"
         )
         params: list[Any] = [
             TaskState.LEASED, master_id, now + lease_s, now, TaskState.QUEUED, RunState.RUNNING, *(runs or ()),
-            now, *boxes, n,
+            now, *boxes, *PACED_TOOLS, n,
         ]
         with self.db.transaction() as conn:
             rows = conn.execute(sql, params).fetchall()
+            room = min(n - len(rows), n if budget_slots is None else budget_slots)
+            if room > 0:
+                rows.extend(self._claim_budgeted(
+                    conn, master_id, room, now + lease_s, now, pinned_clause, boxes, runs_clause, runs or [],
+                ))
         claimed = [
             ClaimedTask(
                 id=r[0], run_id=r[1], stage_id=r[2], targets=r[3], attempts=r[4], max_attempts=r[5],
                 priority=r[6], pinned=r[7], tried=tuple(json.loads(r[8])) if r[8] and r[8] != "[]" else (),
+                params=r[9], rate=r[10],
             )
             for r in rows
         ]
         claimed.sort(key=lambda t: (-t.priority, t.id))
         return claimed
+
+    def _claim_budgeted(
+        self, conn: Any, master_id: str, room: int, expires: float, now: float,
+        pinned_clause: str, boxes: list[str], runs_clause: str, runs: list[str],
+    ) -> list[Any]:
+        """Lease up to ``room`` paced tasks of the budgeted runs served (``runs_clause``), each with its
+        grant (``tasks.rate``) out of what the run's leased tasks, any master's, do not hold already.
+        The run's budget is read under a row lock (PostgreSQL: ``FOR UPDATE``), so
+        masters sharing a run grant from it one after the other and see each other's grants."""
+        candidates = conn.execute(
+            "SELECT t.id, t.run_id, t.targets FROM tasks t JOIN runs r ON r.id = t.run_id"
+            " JOIN stages s ON s.run_id = t.run_id AND s.id = t.stage_id WHERE t.state = ?"
+            f"  AND r.state = ? AND r.stop_requested = 0{runs_clause}"
+            "  AND (r.max_rate IS NOT NULL OR r.host_rate IS NOT NULL)"
+            f"  AND s.tool IN ({marks(PACED_TOOLS)}) AND (t.not_before IS NULL OR t.not_before <= ?)"
+            f"  AND {pinned_clause} ORDER BY t.priority DESC, t.id LIMIT ?",
+            # more candidates than slots: one whose host's share is taken is passed over for the next
+            (TaskState.QUEUED, RunState.RUNNING, *runs, *PACED_TOOLS, now, *boxes, room * CANDIDATES_PER_SLOT),
+        ).fetchall()
+        by_run: dict[str, list[tuple[int, str]]] = {}
+        for task_id, run_id, targets in candidates:
+            by_run.setdefault(run_id, []).append((task_id, targets))
+        rows: list[Any] = []
+        for run_id, tasks in by_run.items():
+            if room <= 0:
+                break
+            max_rate, host_rate = conn.execute(
+                f"SELECT max_rate, host_rate FROM runs WHERE id = ?{self.db.row_lock}", (run_id,)
+            ).fetchone()
+            leased = conn.execute(
+                "SELECT targets, rate FROM tasks WHERE run_id = ? AND state = ? AND rate IS NOT NULL",
+                (run_id, TaskState.LEASED),
+            ).fetchall()
+            grants = grant(budget_of(max_rate, host_rate, leased), tasks, room)
+            for task_id, rate in grants.items():
+                rows.append(conn.execute(
+                    "UPDATE tasks SET state = ?, attempts = attempts + 1, lease_owner = ?, lease_expires = ?,"
+                    f" started = coalesce(started, ?), rate = ? WHERE id = ? AND state = ? RETURNING {_CLAIMED}",
+                    (TaskState.LEASED, master_id, expires, now, rate, task_id, TaskState.QUEUED),
+                ).fetchone())
+            room -= len(grants)
+        return [r for r in rows if r is not None]
 
     def fail_pinned(self, master_id: str, keep_boxes: list[str], reason: str) -> int:
         """Only boxes no other live master reports linked: several masters may have different fleets."""

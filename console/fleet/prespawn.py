@@ -1,0 +1,98 @@
+"""Local agents started before the master has finished starting itself.
+
+A headless ``run`` spends most of its first ~0.3 s importing and building what
+validates workflows and agent messages; a local agent's own start (a Python,
+stage 0, the agent's imports, its hello) takes ~50 ms more after that on the
+critical path. Started first, on the other core, it is waiting with its hello
+by the time the fleet asks for it: :func:`spawn` starts the processes (the
+same stage-0 argv, session and pipes ``LocalLink`` uses) and
+:func:`take` hands one to the ``LocalLink`` whose argv matches, which then
+runs the same handshake over its pipes. One that is never taken (bad input
+found later, an inventory fleet) reads EOF on its stdin when this process
+exits and ends; :func:`discard` ends them earlier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import subprocess
+import sys
+from typing import Any
+
+_SPARE: list[tuple[list[str], subprocess.Popen[bytes]]] = []
+
+
+def spawn(count: int, python: str | None = None) -> None:
+    """Start ``count`` local agents now (nothing if the archive or a process cannot be had)."""
+    from agentkit.archive import build_archive
+    from agentkit.bootstrap import stage0_argv
+
+    archive, sha = build_archive()
+    argv = stage0_argv(python or sys.executable, sha, len(archive))
+    for _ in range(count):
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            return
+        if not _SPARE:
+            atexit.register(discard)
+        _SPARE.append((argv, proc))
+
+
+def take(argv: list[str]) -> subprocess.Popen[bytes] | None:
+    """A started agent with exactly this argv that is still alive, or None."""
+    for index, (spare_argv, proc) in enumerate(_SPARE):
+        if spare_argv == argv and proc.poll() is None:
+            del _SPARE[index]
+            return proc
+    return None
+
+
+def discard() -> None:
+    """End the agents nobody took: EOF on stdin (stage 0 and the agent exit on it), then SIGKILL."""
+    while _SPARE:
+        _, proc = _SPARE.pop()
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(2.0)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+
+
+class AdoptedProcess:
+    """What ``LocalLink`` needs of an ``asyncio.subprocess.Process``, for a process started earlier."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin: asyncio.StreamWriter) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+        self.stdin = stdin
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    async def wait(self) -> int:
+        while self._proc.poll() is None:
+            await asyncio.sleep(0.01)
+        return int(self._proc.returncode)
+
+    def terminate(self) -> None:
+        self._proc.terminate()
+
+
+async def adopt(proc: subprocess.Popen[bytes]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]:
+    """Event-loop streams over a started process's pipes: (its stdout, its stdin, the process)."""
+    assert proc.stdout is not None and proc.stdin is not None
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**20, loop=loop)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), proc.stdout)
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop), proc.stdin
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    return reader, writer, AdoptedProcess(proc, writer)

@@ -27,6 +27,7 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from agentkit.context import TaskContext, ToolError
+from agentkit.guard import Blocked
 from agentkit.params import get_float, get_str
 from agentkit.targets import TargetError, host_port, split_host_port, url_host_port, valid_host
 from agentkit.tools import parsers
@@ -93,6 +94,18 @@ def fill(template: List[str], values: Dict[str, str]) -> List[str]:
     return argv
 
 
+def _contactable(ctx: TaskContext, values: Dict[str, str]) -> bool:
+    """The program resolves the host itself: every address it could reach must be allowed."""
+    port = int(values["{port}"]) if "{port}" in values else None
+    try:
+        ctx.guard.check_host(values["{host}"], port)
+    except Blocked:
+        return False  # reported by the guard
+    except OSError:
+        return True  # does not resolve here: the program finds that out and says so
+    return True
+
+
 def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     template = check_template(params.get("argv"))
     parser_name = get_str(params, "parser", "lines")
@@ -107,7 +120,9 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     if program is None:
         raise ToolError("program not found: %s" % collapse(template[0], 100))
     per_target = any(item in PER_TARGET for item in template)
-    checked = [target_values(target) for target in targets]
+    checked = [values for values in (target_values(target) for target in targets) if _contactable(ctx, values)]
+    if targets and not checked:
+        return  # every target was refused by the guard (each reported to the master)
     targets_file: Optional[str] = None
     try:
         if "{targets_file}" in template:

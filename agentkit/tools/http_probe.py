@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import ssl
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
 from agentkit.context import TaskContext, ToolError
@@ -55,7 +56,9 @@ def extract_title(body: bytes, content_type: str) -> str:
     return collapse(text, 256)
 
 
-def fetch(url: str, timeout: float, context: ssl.SSLContext) -> Tuple[int, Dict[str, str], bytes]:
+def fetch(
+    url: str, timeout: float, context: ssl.SSLContext, connect: Optional[Callable[..., socket.socket]] = None
+) -> Tuple[int, Dict[str, str], bytes]:
     """One GET; (status, lower-cased headers, at most MAX_BODY bytes of body)."""
     parts = urlsplit(url)
     host, port = url_host_port(url)
@@ -64,6 +67,8 @@ def fetch(url: str, timeout: float, context: ssl.SSLContext) -> Tuple[int, Dict[
         connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    if connect is not None:
+        connection._create_connection = connect  # type: ignore[attr-defined]  # the task's guard
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -78,12 +83,17 @@ def fetch(url: str, timeout: float, context: ssl.SSLContext) -> Tuple[int, Dict[
 
 
 def probe_url(
-    url: str, scope: Scope, timeout: float, context: ssl.SSLContext, max_redirects: int
+    url: str,
+    scope: Scope,
+    timeout: float,
+    context: ssl.SSLContext,
+    max_redirects: int,
+    connect: Optional[Callable[..., socket.socket]] = None,
 ) -> Optional[Dict[str, Any]]:
     current = url
     for hop in range(max_redirects + 1):
         try:
-            status, headers, body = fetch(current, timeout, context)
+            status, headers, body = fetch(current, timeout, context, connect)
         except (OSError, http.client.HTTPException, ssl.SSLError, ValueError):
             return (
                 None
@@ -143,7 +153,8 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
 
     def work(target: str) -> None:
         data = probe_url(
-            urls[target], scope, min(timeout, max(ctx.remaining(), 0.01)), context, max_redirects
+            urls[target], scope, min(timeout, max(ctx.remaining(), 0.01)), context, max_redirects,
+            ctx.guard.create_connection,
         )
         if data is not None:
             ctx.emit("http", target, data)

@@ -19,7 +19,7 @@ import socket
 import ssl
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from agentkit.context import TaskContext
 from agentkit.params import get_float, get_int
@@ -28,13 +28,15 @@ from agentkit.tools.fanout import for_each, parse_each
 from agentkit.tools.text import collapse
 
 
-def fetch_der(host: str, port: int, timeout: float) -> Optional[bytes]:
+def fetch_der(
+    host: str, port: int, timeout: float, connect: Callable[..., socket.socket] = socket.create_connection
+) -> Optional[bytes]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     server_name = None if parse_ip(host) is not None else host
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
+        with connect((host, port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=server_name) as tls:
                 return tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError, ValueError):
@@ -110,7 +112,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
 
     def work(target: str) -> None:
         host, port = parsed[target]
-        der = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)))
+        der = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)), ctx.guard.create_connection)
         if der:
             ctx.emit("tls_cert", target, describe(host, port, der))
 

@@ -69,6 +69,8 @@ class RunContext:
     stages: dict[str, StageBase]
     planner: RunPlanner
     scope: list[str]
+    #: the run's exclusions in the agent's wire form (empty: none)
+    exclude: list[str] = field(default_factory=list)
     stopping: bool = False
     stop_since: float = 0.0
     dispatched: int = 0
@@ -99,7 +101,9 @@ class RunContext:
         encoder = self.encoders.get(stage_id)
         if encoder is None:
             stage = self.stages[stage_id]
-            encoder = self.encoders[stage_id] = TaskEncoder(stage.tool, stage.agent_params, stage.timeout, self.scope)
+            encoder = self.encoders[stage_id] = TaskEncoder(
+                stage.tool, stage.agent_params, stage.timeout, self.scope, self.exclude
+            )
         return encoder.line(exec_id, targets)
 
 

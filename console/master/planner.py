@@ -42,6 +42,8 @@ class RunPlanner:
         self.stages = {s.id: s for s in load_definition(run.definition).stages}
         self.targets_spec: str = run.targets or ""
         self.scope_spec: str | None = run.scope
+        self.exclude_spec: str | None = run.exclude
+        self._exclusions: Any = None
         self.boxes = boxes
         self.window = max(1, window)
         self._targets: Any = None
@@ -70,6 +72,19 @@ class RunPlanner:
             else:
                 self._scope = Scope([], [])
         return self._scope
+
+    @property
+    def exclusions(self) -> Any:
+        """The run's ``--exclude`` as a Scope (empty when none): what is never planned nor contacted."""
+        if self._exclusions is None:
+            from console.targets.sets import Scope, parse_scope
+
+            self._exclusions = parse_scope(self.exclude_spec, field="--exclude") if self.exclude_spec else Scope([], [])
+        return self._exclusions
+
+    def excluded(self, value: str) -> bool:
+        """Is this target (ip, host, host:port or url) excluded by the run's ``--exclude``?"""
+        return bool(self.exclude_spec) and self.exclusions.contains(value)
 
     def _plan(self, spec: StageBase) -> TaskPlan:
         return TaskPlan(self.run_id, spec.id, self.priority, spec.retries + 1)
@@ -114,12 +129,16 @@ class RunPlanner:
         explicit_scope = self.scope_spec is not None
         chunks: list[list[str]] = []
         dropped: list[str] = []
+        excluded: list[str] = []
         taken = 0
         current: list[str] = []
         for value in islice(self._input_values(targets, row.cursor, spec.targets.type), room * spec.chunk):
             taken += 1
             if not value or (explicit_scope and not self.scope.contains(value)):
                 dropped.append(value or "(unconvertible)")
+                continue
+            if self.excluded(value):
+                excluded.append(value)
                 continue
             current.append(value)
             if len(current) == spec.chunk:
@@ -130,7 +149,7 @@ class RunPlanner:
         new_cursor = row.cursor + taken
         self.store.plans.add_input_tasks(
             self._plan(spec), chunks, cursor=row.cursor, new_cursor=new_cursor, finished=new_cursor >= targets.size,
-            dropped=len(dropped), note=self._drop_note(spec.id, dropped) if dropped else None,
+            dropped=len(dropped) + len(excluded), note=self._drop_notes(spec.id, dropped, excluded),
         )
 
     @staticmethod
@@ -174,14 +193,37 @@ class RunPlanner:
                 if value:
                     values.append(value)
             cursor = batch[-1].id
-            kept = [v for v in values if self.scope.contains(v)]
-            out = [v for v in values if not self.scope.contains(v)]
-            plans.add_targets(plan, kept, out, cursor, self._drop_note(spec.id, sorted(set(out))) if out else None)
+            kept, out, excluded = self._split_derived(values)
+            plans.add_targets(
+                plan, kept, out + excluded, cursor,
+                self._drop_notes(spec.id, sorted(set(out)), sorted(set(excluded))),
+            )
         if fresh:
             self._last_source_result[spec.id] = now
         quiet = now - self._last_source_result.get(spec.id, 0.0) >= STREAM_QUIET_S
         plans.chunk_targets(plan, spec.chunk, partial_ok=sources_done or quiet, finish=sources_done)
 
-    def _drop_note(self, stage_id: str, values: list[str]) -> str:
+    def _split_derived(self, values: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Derived targets -> (kept, out of scope, excluded); the last two are dropped and counted."""
+        kept: list[str] = []
+        out: list[str] = []
+        excluded: list[str] = []
+        for value in values:
+            if not self.scope.contains(value):
+                out.append(value)
+            elif self.excluded(value):
+                excluded.append(value)
+            else:
+                kept.append(value)
+        return kept, out, excluded
+
+    def _drop_notes(self, stage_id: str, out: list[str], excluded: list[str]) -> str | None:
+        """One event text for a planning step's drops (None when nothing was dropped)."""
+        notes = [self._drop_note(stage_id, out)] if out else []
+        if excluded:
+            notes.append(self._drop_note(stage_id, excluded, "excluded"))
+        return "; ".join(notes) or None
+
+    def _drop_note(self, stage_id: str, values: list[str], why: str = "out-of-scope") -> str:
         shown = ", ".join(values[:5]) + (f" (+{len(values) - 5} more)" if len(values) > 5 else "")
-        return f"stage {stage_id}: dropped {len(values)} out-of-scope target(s): {shown}"
+        return f"stage {stage_id}: dropped {len(values)} {why} target(s): {shown}"

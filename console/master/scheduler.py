@@ -227,7 +227,7 @@ class Master:
         planner = RunPlanner(self.db, row, sorted(self.fleet.handles))
         return RunContext(
             run_id=row.id, priority=row.priority, state=row.state, stages=planner.stages, planner=planner,
-            scope=[p for p in planner.scope.format().split(",") if p],
+            scope=planner.scope.wire(), exclude=planner.exclusions.wire(),
         )
 
     async def _plan(self) -> None:

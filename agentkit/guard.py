@@ -34,8 +34,13 @@ class Blocked(OSError):
     """Every address of a host was refused (excluded or out of scope): the host is not contacted.
 
     An ``OSError`` so that a tool's "the host did not answer" path handles it too; the drop was
-    already reported to the master by the guard.
+    already reported to the master by the guard. ``reason``: ``excluded`` when any refused
+    address was excluded, else ``out of scope``.
     """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 Report = Callable[[str, str, str], None]
@@ -81,14 +86,17 @@ class Guard:
 
     def allowed(self, host: str, address: str, port: Optional[int] = None) -> bool:
         """Check one resolved address; a refused one is reported (once per host and address)."""
+        return self.refusal(host, address, port) is None
+
+    def refusal(self, host: str, address: str, port: Optional[int] = None) -> Optional[str]:
+        """:meth:`verdict` for an address string; a refused one is reported (once per host and address)."""
         addr = parse_ip(address)
         if addr is None:
-            return False
+            return "out of scope"
         why = self.verdict(host, addr, port)
-        if why is None:
-            return True
-        self._blocked(host, str(addr), why)
-        return False
+        if why is not None:
+            self._blocked(host, str(addr), why)
+        return why
 
     def _blocked(self, host: str, address: str, why: str) -> None:
         with self._lock:
@@ -106,10 +114,17 @@ class Guard:
         Raises :class:`Blocked` when the host resolves but every address is refused, and a
         plain ``OSError`` (``socket.gaierror``) when it does not resolve.
         """
-        found = resolve(host, family)
-        kept = [(fam, address) for fam, address in found if self.allowed(host, address, port)]
+        kept: List[Tuple[int, str]] = []
+        reasons: Set[str] = set()
+        for fam, address in resolve(host, family):
+            why = self.refusal(host, address, port)
+            if why is None:
+                kept.append((fam, address))
+            else:
+                reasons.add(why)
         if not kept:
-            raise Blocked("%s: every address is excluded or out of scope" % host)
+            reason = "excluded" if "excluded" in reasons else "out of scope"
+            raise Blocked("%s: not contacted (%s)" % (host, reason), reason)
         return kept
 
     def first_address(self, host: str, port: Optional[int] = None) -> Tuple[int, str]:
@@ -118,10 +133,11 @@ class Guard:
 
     def check_host(self, host: str, port: Optional[int] = None) -> None:
         """For a program that resolves ``host`` itself: every address must be allowed, or Blocked."""
-        found = resolve(host, 0)
-        refused = [address for _, address in found if not self.allowed(host, address, port)]
+        refused = [(address, why) for _, address in resolve(host, 0) for why in [self.refusal(host, address, port)] if why]
         if refused:
-            raise Blocked("%s resolves to %s: excluded or out of scope" % (host, ", ".join(refused[:3])))
+            reason = "excluded" if any(why == "excluded" for _, why in refused) else "out of scope"
+            shown = ", ".join(address for address, _ in refused[:3])
+            raise Blocked("%s resolves to %s: not contacted (%s)" % (host, shown, reason), reason)
 
     # -- connecting ------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
 from agentkit.context import TaskContext, ToolError
+from agentkit.guard import Blocked
 from agentkit.params import get_bool, get_float, get_int
 from agentkit.targets import Scope, TargetError, host_port, url_host_port
 from agentkit.tools.fanout import for_each, parse_each
@@ -91,9 +92,15 @@ def probe_url(
     connect: Optional[Callable[..., socket.socket]] = None,
 ) -> Optional[Dict[str, Any]]:
     current = url
+    data: Dict[str, Any] = {}  # the last answer (a refused redirect is recorded on it)
     for hop in range(max_redirects + 1):
         try:
             status, headers, body = fetch(current, timeout, context, connect)
+        except Blocked as err:  # the guard refused every address (reported to the master)
+            if hop == 0:
+                return None
+            data["redirect_blocked"] = err.reason
+            return data
         except (OSError, http.client.HTTPException, ssl.SSLError, ValueError):
             return (
                 None
@@ -107,7 +114,7 @@ def probe_url(
                     "error": "redirect target did not answer",
                 }
             )
-        data: Dict[str, Any] = {
+        data = {
             "url": url,
             "status": status,
             "title": extract_title(body, headers.get("content-type", "")),

@@ -151,7 +151,9 @@ def test_task_timeout_fails_the_task_after_its_retries_and_the_run(tmp_path: Pat
 def test_straggler_copy_first_done_wins_and_the_loser_is_cancelled(tmp_path: Path) -> None:
     """One task hangs (60 s) the first time only; once nothing is queued, a copy runs on the idle agent,
     finishes first and wins; the hung original is cancelled on its box (its tool process killed)."""
-    workflow = ChaosWorkflow(tmp_path, sleep=0.3, options=("slow_once=127.0.0.1", "slow_s=60", f"state_dir={tmp_path}"))
+    workflow = ChaosWorkflow(
+        tmp_path, sleep=0.3, options=("slow_once=127.0.0.1", "slow_s=60", f"state_dir={tmp_path}"), speculate=True
+    )
     workflow.write()
     targets = "127.0.0.1-4"
     plain = ChaosWorkflow(tmp_path / "plain", sleep=0.3)

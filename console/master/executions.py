@@ -107,6 +107,14 @@ class RunContext:
         return encoder.line(exec_id, targets)
 
 
+def may_copy(ex: Execution, runs: dict[str, RunContext]) -> bool:
+    """May this slow execution get a straggler copy? Only in a stage that asked for it (``speculate: true``):
+    a copy probes every target of the task again, from another box, so by default none is ever made."""
+    ctx = runs.get(ex.task.run_id)
+    stage = ctx.stages.get(ex.task.stage_id) if ctx is not None else None
+    return stage is not None and stage.speculate
+
+
 def iso_now() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"

@@ -30,7 +30,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
-from console.master.executions import RunContext, TaskRun
+from console.master.executions import RunContext, TaskRun, may_copy
 from console.master.outcomes import FLUSH_RECORDS, InFlight
 from console.master.planner import WINDOW_TASKS, RunPlanner
 from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
@@ -376,7 +376,7 @@ class Master:
         now = time.monotonic()
         slow = sorted(
             (ex for ex in execs.values()
-             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0
+             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0 and may_copy(ex, self.runs)
              and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
             key=lambda ex: ex.started,
         )

@@ -68,6 +68,10 @@ class StageBase(StrictModel):
     """Seconds a task may run before it is cancelled."""
     stream: bool = False
     """Dispatch chunks as the source stage's results arrive, without waiting for it to end."""
+    speculate: bool = False
+    """Copy a slow task onto an idle agent (first result wins). Off by default: a copy probes every
+    target of the task a second time, from a second box; worth it only where doubled traffic is
+    acceptable and a slow box would otherwise hold the stage up."""
     output: list[records.RecordType] | None = None
     """Result types this stage reports (defaults from the tool; needed to filter an exec/jsonl stage by type)."""
 

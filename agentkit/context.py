@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from agentkit.guard import Guard
+from agentkit.targets import target_scope_entry
 from agentkit.wire import MAX_BATCH, Record
 
 
@@ -79,9 +80,8 @@ class TaskContext:
         """
         if self._guard is None:
             try:
-                self._guard = Guard(
-                    self.scope or self._targets, self.exclude, self._send_blocked, names_vouch=not self.scope
-                )
+                scope = self.scope or [target_scope_entry(t) for t in self._targets]
+                self._guard = Guard(scope, self.exclude, self._send_blocked, names_vouch=not self.scope)
             except ValueError as err:
                 raise ToolError(str(err)) from None
         return self._guard

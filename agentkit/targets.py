@@ -94,6 +94,43 @@ def host_port(text: str) -> Tuple[str, int]:
     return host, port
 
 
+def split_host_ports(text: str) -> Tuple[str, List[int]]:
+    """A ``host_ports`` target ``host:p1,p2`` / ``[v6]:p1,p2`` -> (host, ports), validated.
+
+    The master writes one per host (``console.targets.hostports``); the ports become exec's
+    ``{ports}`` placeholder, so each must be a plain port number (never an option or a range).
+    """
+    body = text.strip()
+    if body.startswith("["):
+        close = body.find("]")
+        if close < 0 or body[close + 1 : close + 2] != ":":
+            raise TargetError("bad host_ports target %r" % text)
+        host, ports_text = body[1:close], body[close + 2 :]
+    else:
+        host, _, ports_text = body.rpartition(":")
+        if ":" in host:
+            raise TargetError("bad host_ports target %r (an IPv6 host goes in [])" % text)
+    if not valid_host(host):
+        raise TargetError("bad host in %r" % text)
+    ports = [_port(part, text) for part in ports_text.split(",")]
+    return host, ports
+
+
+def is_host_ports(text: str) -> bool:
+    """Does this target carry a port list (``host:22,80``)?"""
+    return "," in text.rpartition(":")[2] and "://" not in text
+
+
+def target_scope_entry(target: str) -> str:
+    """A task target as a scope entry (when the task's targets stand in for its scope)."""
+    if is_host_ports(target):
+        try:
+            return split_host_ports(target)[0]
+        except TargetError:
+            return target  # refused by the tool that reads it, with its own message
+    return target
+
+
 def iter_hosts(target: str) -> Iterator[str]:
     """One host target -> its hosts (an address, a name, or the addresses of a small CIDR/range)."""
     text = target.strip()

@@ -29,12 +29,22 @@ from typing import Any, Dict, List, Optional
 from agentkit.context import TaskContext, ToolError
 from agentkit.guard import Blocked
 from agentkit.params import get_float, get_str
-from agentkit.targets import TargetError, host_port, split_host_port, url_host_port, valid_host
+from agentkit.targets import (
+    TargetError,
+    host_port,
+    is_host_ports,
+    split_host_port,
+    split_host_ports,
+    url_host_port,
+    valid_host,
+)
 from agentkit.tools import parsers
 from agentkit.tools.text import collapse
 
-PLACEHOLDERS = ("{target}", "{host}", "{port}", "{targets_file}")
-PER_TARGET = ("{target}", "{host}", "{port}")
+PLACEHOLDERS = ("{target}", "{host}", "{port}", "{ports}", "{targets_file}")
+PER_TARGET = ("{target}", "{host}", "{port}", "{ports}")
+#: not a placeholder: the target a parser's records fall back to (a host_ports target's host)
+RECORD_TARGET = "record-target"
 
 
 def safe_value(value: str, what: str) -> str:
@@ -51,16 +61,25 @@ def safe_value(value: str, what: str) -> str:
 
 
 def target_values(target: str) -> Dict[str, str]:
-    """{target}, {host}, {port} for one task target (``{port}`` only when it has one)."""
+    """{target}, {host}, {port}, {ports} for one task target (``{port}`` and ``{ports}`` only when it has ports).
+
+    A ``host_ports`` target (``host:22,80``) gives ``{ports}`` = ``22,80`` and no ``{port}``; a port
+    target gives both. Records its program reports fall back to the host as their target.
+    """
     safe_value(target, "target")
     try:
+        if is_host_ports(target):
+            host, ports = split_host_ports(target)
+            joined = ",".join(str(port) for port in ports)
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{ports}": joined, RECORD_TARGET: host}
+
         if "://" in target:
             host, port = url_host_port(target)
-            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port)}
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port), "{ports}": str(port)}
         host, maybe_port = split_host_port(target)
         if maybe_port is not None:
             host, port = host_port(target)
-            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port)}
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port), "{ports}": str(port)}
     except TargetError as err:
         raise ToolError("target %s" % err) from None
     if not valid_host(host):
@@ -136,7 +155,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
                 values = dict(values, **{"{targets_file}": targets_file})
             argv = [program] + fill(template, values)[1:]
             code, out, err = ctx.run_program(argv, timeout=run_timeout)
-            default_target = values.get("{target}", targets[0] if len(targets) == 1 else "")
+            default_target = values.get(RECORD_TARGET) or values.get("{target}", targets[0] if len(targets) == 1 else "")
             records = parser(out, record_type, default_target)
             if code != 0 and not records:
                 tail = collapse(err.decode("utf-8", "replace")[-300:], 300)

@@ -177,6 +177,9 @@ class RunPlanner:
     def _plan_derived(self, spec: StageBase, row: StageRow, sources_done: bool) -> None:
         from console.targets.records import derive_target, matches_where
 
+        if spec.targets.type == "host_ports":
+            self._plan_host_ports(spec, row, sources_done)
+            return
         plans = self.store.plans
         plan = self._plan(spec)
         cursor = row.cursor
@@ -202,6 +205,39 @@ class RunPlanner:
             self._last_source_result[spec.id] = now
         quiet = now - self._last_source_result.get(spec.id, 0.0) >= STREAM_QUIET_S
         plans.chunk_targets(plan, spec.chunk, partial_ok=sources_done or quiet, finish=sources_done)
+
+    def _plan_host_ports(self, spec: StageBase, row: StageRow, sources_done: bool) -> None:
+        """One target per host with all its ports: read the ended source whole, group, add in one step.
+
+        Each ``host:port`` is held against scope and exclusions before grouping (drops counted per
+        port); the targets and the final cursor go in together, so a crash never half-plans the stage.
+        """
+        from console.targets.hostports import group_host_ports
+        from console.targets.records import derive_target, matches_where
+
+        if not sources_done:
+            return
+        plans = self.store.plans
+        plan = self._plan(spec)
+        cursor = row.cursor
+        kept: list[str] = []
+        out: list[str] = []
+        excluded: list[str] = []
+        while batch := plans.source_records(self.run_id, spec.depends[0], cursor, READ_BATCH):
+            for source in batch:
+                record = wire.Record(type=source.type, target=source.target, data=source.data)
+                if spec.targets.where and not matches_where(record, spec.targets.where):
+                    continue
+                value = derive_target(record, "port")
+                if value:
+                    k, o, e = self._split_derived([value])
+                    kept += k
+                    out += o
+                    excluded += e
+            cursor = batch[-1].id
+        notes = self._drop_notes(spec.id, sorted(set(out)), sorted(set(excluded)))
+        plans.add_targets(plan, group_host_ports(kept), out + excluded, cursor, notes)
+        plans.chunk_targets(plan, spec.chunk, partial_ok=True, finish=True)
 
     def _split_derived(self, values: list[str]) -> tuple[list[str], list[str], list[str]]:
         """Derived targets -> (kept, out of scope, excluded); the last two are dropped and counted."""

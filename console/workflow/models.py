@@ -43,8 +43,10 @@ class TargetsSpec(StrictModel):
 
     from_: Annotated[str, Field(alias="from", min_length=1, max_length=64)] = "input"
     """``input`` (the run's --targets), ``boxes`` (one task per agent box), or an earlier stage's id."""
-    type: Literal["host", "port", "url"] = "host"
-    """What each kept record (or input target) becomes: ``host``, ``port`` (host:port) or ``url``."""
+    type: Literal["host", "port", "url", "host_ports"] = "host"
+    """What each kept record (or input target) becomes: ``host``, ``port`` (host:port), ``url``, or
+    ``host_ports``: one target per host with all its ports from the source records (``{host}`` and
+    ``{ports}`` in an exec argv; read once the source stage has ended)."""
     where: dict[Annotated[str, Field(max_length=64)], Scalar | list[Scalar]] | None = None
     """Filter on the source stage's records: ``type`` and data fields; a list value matches any of its items."""
 
@@ -236,7 +238,8 @@ def describe(wf_file: WorkflowFile) -> list[str]:
             if stage.targets.where:
                 where = " where " + ", ".join(f"{k}={v}" for k, v in stage.targets.where.items())
             stream = " (streamed)" if stage.stream else ""
-            what = "each box" if source == "boxes" else f"{stage.targets.type}s from {source}"
+            kinds = "hosts with their ports" if stage.targets.type == "host_ports" else f"{stage.targets.type}s"
+            what = "each box" if source == "boxes" else f"{kinds} from {source}"
             lines.append(f"{' ' * width}    {stage.id}: {stage.tool} on {what}{where}{stream}")
     return lines
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -96,6 +97,8 @@ class _Server(ThreadingHTTPServer):
         self.redirect = redirect
         self.title = title
         self.hits = 0
+        #: only requests for paths under this are counted (the machine's loopback is shared)
+        self.token = "/" + uuid.uuid4().hex
         super().__init__(address, _Handler)
 
 
@@ -103,7 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.server.hits += 1
+        if self.path.startswith(self.server.token):
+            self.server.hits += 1
         if self.server.redirect:
             self.send_response(302)
             self.send_header("Location", self.server.redirect)
@@ -130,9 +134,9 @@ def serve(host: str, redirect: str | None = None, title: str = "") -> _Server:
     return server
 
 
-def url(host: str, server: _Server, path: str = "/") -> str:
+def url(host: str, server: _Server, path: str = "") -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{server.server_address[1]}{path}"
+    return f"http://{shown}:{server.server_address[1]}{server.token}{path}"
 
 
 @pytest.fixture(scope="module")

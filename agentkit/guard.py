@@ -20,6 +20,7 @@ dropped. An excluded address is out whatever the scope says.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from typing import Callable, List, Optional, Sequence, Set, Tuple
@@ -57,8 +58,8 @@ class Guard:
         names_vouch: bool = False,
     ) -> None:
         try:
-            self.scope: Optional[Scope] = Scope(scope) if scope else None
-            self.exclude = Scope(exclude)
+            self.scope: Optional[Scope] = parsed_scope(tuple(scope)) if scope else None
+            self.exclude = parsed_scope(tuple(exclude))
         except TargetError as err:
             raise ValueError("scope: %s" % err) from None
         self._report = report
@@ -163,6 +164,12 @@ class Guard:
                 sock.close()
                 last = err
         raise last if last is not None else OSError("no address to connect to for %s" % host)
+
+
+@functools.lru_cache(maxsize=16)
+def parsed_scope(entries: Tuple[str, ...]) -> Scope:
+    """A run's scope is the same for every task of it: parsed once per agent, shared (read-only)."""
+    return Scope(entries)
 
 
 def resolve(host: str, family: int = 0) -> List[Tuple[int, str]]:

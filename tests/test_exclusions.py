@@ -226,7 +226,8 @@ class _Redirect(BaseHTTPRequestHandler):
 
 
 def http_server(host: str, location: str | None, where: Any) -> ThreadingHTTPServer:
-    server = inside(*where, lambda: ThreadingHTTPServer((host, 0), _Redirect))
+    make = lambda: ThreadingHTTPServer((host, 0), _Redirect)  # noqa: E731
+    server = inside(*where, make) if where is not None else make()
     server.hits = 0  # type: ignore[attr-defined]
     server.location = location  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -271,3 +272,34 @@ async def test_a_run_with_exclusions_plans_around_them_and_logs_agent_refusals(t
     messages = [e.message for e in store.events.recent(run_id) if e.kind == "scope"]
     assert any("1 excluded target(s): 127.0.0.1" in m for m in messages), messages
     assert any("did not contact 127.0.0.1 (localhost resolved to it): excluded" in m for m in messages), messages
+
+
+@pytest.mark.slow
+def test_fleetscan_run_with_exclude_never_scans_the_excluded_addresses(tmp_path: Path) -> None:
+    """The user's path: `fleetscan run --exclude` (a range and a name), local agent, real listeners."""
+    from tests.fixtures.chaos import fleetscan, query, write_workflow
+
+    open_on = [http_server(host, None, None) for host in ("127.11.0.1", "127.11.0.2", "127.11.0.3")]
+    ports = sorted({s.server_address[1] for s in open_on})
+    workflows = write_workflow(tmp_path / "workflows.yaml", "scan", [
+        {"id": "ports", "tool": "tcp_connect", "with": {"ports": ports, "timeout": 1.0},
+         "targets": {"from": "input", "type": "host"}, "chunk": 2},
+        {"id": "web", "tool": "http_probe", "targets": {"from": "ports", "type": "url", "where": {"type": "port_open"}}},
+    ])  # fmt: skip
+    db = tmp_path / "x.db"
+    try:
+        out = fleetscan("run", "scan", "--targets", "127.11.0.1-3", "--exclude", "127.11.0.2-127.11.0.2,localhost",
+                        "--workflows", str(workflows), "--json", db=db)  # fmt: skip
+    finally:
+        for server in open_on:
+            server.shutdown()
+            server.server_close()
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["exclude"] == "127.11.0.2,localhost"
+    hosts = {json.loads(r["data"])["host"] for r in query(db, "SELECT data FROM results WHERE type = 'port_open'")}
+    assert hosts == {"127.11.0.1", "127.11.0.3"}
+    web = {json.loads(r["data"])["url"] for r in query(db, "SELECT data FROM results WHERE type = 'http'")}
+    assert all("127.11.0.2" not in url for url in web) and len(web) == 2
+    dropped = query(db, "SELECT id, dropped FROM stages ORDER BY id")
+    assert dropped == [{"id": "ports", "dropped": 1}, {"id": "web", "dropped": 0}]

@@ -57,6 +57,8 @@ INLINE_MAX_RECORDS = 64
 READ_CHUNK = 256 * 1024
 #: After cancel/timeout, how long the tool thread may take to notice before ``done`` goes out anyway.
 STOP_GRACE = 0.5
+#: a task's error text is kept whole up to this many characters (the master keeps as much)
+MAX_ERROR_TEXT = 4096
 
 
 def take_stdout() -> IO[bytes]:
@@ -362,6 +364,8 @@ class Agent:
         running.ctx.close()
         with self._lock:
             self._tasks.pop(running.task.id, None)
+        if error is not None and len(error) > MAX_ERROR_TEXT:
+            error = error[: MAX_ERROR_TEXT - 3] + "..."  # kept whole up to this; never an oversized message
         self.writer.send(wire.Done(op="done", id=running.task.id, ok=error is None, error=error))
 
     def _cancel(self, message: Dict[str, Any]) -> None:

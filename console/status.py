@@ -65,6 +65,8 @@ class CancelReason(StrEnum):
     TIMEOUT = "timeout"
     #: the agent sent a record that failed validation
     INVALID = "invalid"
+    #: the run is paused: the task goes back to the queue with its attempt given back
+    PAUSE = "pause"
 
 
 RUN_TERMINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.STOPPED})
@@ -75,6 +77,18 @@ STAGE_TERMINAL = frozenset({StageState.COMPLETED, StageState.FAILED})
 TASK_OPEN = frozenset({TaskState.QUEUED, TaskState.LEASED})
 #: agent states in which a box holds a live link (a set-aside box still runs its pinned tasks)
 AGENT_LINKED = frozenset({AgentState.UP, AgentState.SET_ASIDE})
+
+def stage_label(run: RunState, stage: StageState) -> str:
+    """What a stage is, as people read it: a stage of a paused run is not "running", nor is an
+    unfinished stage of a stopped run (the store keeps the stage's own state; this is its label)."""
+    if stage in STAGE_TERMINAL:
+        return str(stage)
+    if run == RunState.PAUSED and stage == StageState.RUNNING:
+        return "paused"
+    if run == RunState.STOPPED:
+        return "stopped"
+    return str(stage)
+
 
 #: a master not seen for this long is dead; its runs are orphaned and may be taken over
 MASTER_DEAD_AFTER_S = 5.0

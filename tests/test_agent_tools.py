@@ -194,7 +194,7 @@ def test_banner_escapes_control_characters_and_skips_silent_services(agent: Agen
     assert data == {
         "host": "127.0.0.1",
         "port": talkers[0].port,
-        "banner": "SSH-2.0-Test_1.0\\r\\n\\x01\\x1b[31m\ufffd",
+        "banner": "SSH-2.0-Test_1.0\r\n\x01\x1b[31m\ufffd",  # as sent; the master escapes it once
     }
     assert records[0]["target"] == talkers[0].target
 

@@ -40,6 +40,7 @@ EXPECTED_TRACE: dict[str, tuple[str, str]] = {
     "foreigndone": ("protocol", "done for unknown task"),
     "flood": ("agent", "agent bad lost: too many protocol errors"),
     "outofscope": ("protocol", "127.0.0.250"),
+    "hostileerror": ("agent", "agent bad reports: \\x1b]0;owned\\x07\\x1b[2J" + "z" * 4000),
 }
 
 
@@ -94,3 +95,4 @@ async def test_a_misbehaving_agent_never_corrupts_the_run(
         # a dropped line costs the task nothing: the bad agent's own done stands
         assert any(t["agent"] == "bad" for t in run_tasks)
     assert not any(e["kind"] == "master" for e in events(db)), "a message handler raised"
+    assert not any("\x1b" in e["message"] for e in events(db)), "an escape sequence from a box reached an event"

@@ -39,7 +39,7 @@ def test_shipped_workflows_validate() -> None:
     wf_file = load_workflows(ROOT / "workflows.yaml")
     assert {"recon", "web", "baseline"} <= set(wf_file.workflows)
     recon = wf_file.get("recon")
-    assert [s.id for s in recon.stages] == ["alive", "ports", "banners", "http", "tls"]
+    assert [s.id for s in recon.stages] == ["alive", "ports", "services", "http", "tls"]
     assert recon.stage("ports").targets.where == {"type": "host_up"}
     ports = TcpConnectParams.model_validate({"ports": recon.stage("ports").agent_params["ports"]})
     assert ports.ports.startswith("1-1024,")

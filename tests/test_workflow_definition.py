@@ -103,10 +103,20 @@ def test_previous_release_definitions_read_into_the_model(previous: dict[str, An
         assert sorted(stage.outputs) == old["output"]
 
 
+#: stages this release changed on purpose (issue 11: the service stage replaces banners, tls reads the
+#: STARTTLS ports too, http reads what the service stage named http, nmap runs IPv6 targets with -6);
+#: every other stage must be as it was
+CHANGED_STAGES = {"recon": {"banners", "services", "http", "tls"}, "nmap": {"services"}}
+
+
 @pytest.mark.parametrize("previous", [PREVIOUS_RECON, PREVIOUS_NMAP], ids=lambda d: d["name"])
 def test_previous_and_current_definitions_of_one_workflow_are_equal(previous: dict[str, Any]) -> None:
     workflow = load_workflows(ROOT / "workflows.yaml").get(previous["name"])
-    assert load_definition(previous) == load_definition(freeze(previous["name"], workflow))
+    old, new = load_definition(previous), load_definition(freeze(previous["name"], workflow))
+    changed = CHANGED_STAGES[previous["name"]]
+    kept_old = [stage for stage in old.stages if stage.id not in changed]
+    kept_new = [stage for stage in new.stages if stage.id not in changed]
+    assert kept_old == kept_new and kept_new
 
 
 def test_a_previous_release_run_is_planned_from_an_existing_database(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ BUILTIN_TOOLS: Dict[str, str] = {
     "exec": "agentkit.tools.exec",
     "http_probe": "agentkit.tools.http_probe",
     "noop": "agentkit.tools.noop",
+    "service": "agentkit.tools.service",
     "tcp_connect": "agentkit.tools.tcp_connect",
     "tcp_ping": "agentkit.tools.tcp_ping",
     "tls_cert": "agentkit.tools.tls_cert",

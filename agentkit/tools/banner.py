@@ -5,7 +5,8 @@ the peer closes, the bytes run out, or ``timeout`` (default 3 s, measured
 from the connect) passes. A silent service (nothing within the timeout) gives
 NO record: ``port_open`` already says the port answers, and an empty banner
 would only add noise to the ``service`` table. Text is decoded as UTF-8 with
-replacement and control characters escaped (``\\r\\n`` -> ``\\\\r\\\\n``), bounded.
+replacement and bounded, never escaped here: the master escapes it once
+(a CR LF is stored as ``\\r\\n``).
 params: ``timeout``, ``max_bytes``, ``concurrency`` (default 64).
 Results: ``service {host, port, banner}``.
 """
@@ -20,7 +21,7 @@ from agentkit.context import TaskContext
 from agentkit.params import get_float, get_int
 from agentkit.targets import host_port
 from agentkit.tools.fanout import for_each, parse_each
-from agentkit.tools.text import printable
+from agentkit.tools.text import decoded
 
 
 def grab(ctx: TaskContext, host: str, port: int, timeout: float, max_bytes: int) -> bytes:
@@ -64,7 +65,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
         data = grab(ctx, host, port, timeout, max_bytes)
         if data:
             ctx.emit(
-                "service", target, {"host": host, "port": port, "banner": printable(data, 4 * max_bytes)}
+                "service", target, {"host": host, "port": port, "banner": decoded(data, max_bytes)}
             )
 
     for_each(ctx, targets, work, concurrency)

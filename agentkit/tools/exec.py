@@ -1,8 +1,14 @@
 """exec: run an external scanner from an argv template and parse what it prints. Never a shell.
 
 params: ``argv`` (list of strings; ``argv[0]`` is looked up on PATH),
-``parser`` (nmap_xml, masscan_json, jsonl, lines), ``type`` (the record type
-``lines`` produces), ``timeout`` (s per run, default: the task's).
+``argv6`` (optional: the argv for IPv6 targets, e.g. nmap's with ``-6``),
+``parser`` (nmap_xml, masscan_json, masscan_ndjson, jsonl, lines), ``type``
+(the record type ``lines`` produces), ``timeout`` (s per run, default: the task's).
+
+IPv6 targets are never skipped silently: with ``argv6`` they run with it (a
+task holding both families runs each with its own argv); without it, nmap
+given an IPv6 target and no ``-6`` fails the task and says so. A parser that
+recognises nothing in non-empty output fails the task with the reason.
 
 Placeholders ``{target}``, ``{host}``, ``{port}``, ``{targets_file}`` are
 replaced only when they are a WHOLE argv element (``"-p{port}"`` is refused:
@@ -33,6 +39,7 @@ from agentkit.targets import (
     TargetError,
     host_port,
     is_host_ports,
+    parse_ip,
     split_host_port,
     split_host_ports,
     url_host_port,
@@ -40,6 +47,9 @@ from agentkit.targets import (
 )
 from agentkit.tools import parsers
 from agentkit.tools.text import collapse
+
+#: an error text is kept whole up to this many characters (the master keeps as much)
+ERROR_TEXT = 4096
 
 PLACEHOLDERS = ("{target}", "{host}", "{port}", "{ports}", "{targets_file}")
 PER_TARGET = ("{target}", "{host}", "{port}", "{ports}")
@@ -55,7 +65,7 @@ def safe_value(value: str, what: str) -> str:
     ):
         raise ToolError(
             "%s %r refused: empty, option-like, or contains whitespace/control characters"
-            % (what, value[:100])
+            % (what, value[:ERROR_TEXT - 100])
         )
     return value
 
@@ -83,7 +93,7 @@ def target_values(target: str) -> Dict[str, str]:
     except TargetError as err:
         raise ToolError("target %s" % err) from None
     if not valid_host(host):
-        raise ToolError("target %r is not a host, host:port or URL" % target[:100])
+        raise ToolError("target %r is not a host, host:port or URL" % target[:ERROR_TEXT - 100])
     return {"{target}": target, "{host}": safe_value(host, "host")}
 
 
@@ -125,8 +135,41 @@ def _contactable(ctx: TaskContext, values: Dict[str, str]) -> bool:
     return True
 
 
+def is_ipv6_target(target: str) -> bool:
+    """Whether a task target's host is an IPv6 address (``::1``, ``[::1]:80``, ``[::1]:22,80``, a URL)."""
+    try:
+        if "://" in target:
+            host = url_host_port(target)[0]
+        elif is_host_ports(target):
+            host = split_host_ports(target)[0]
+        else:
+            host = split_host_port(target)[0]
+    except TargetError:
+        return False
+    return ":" in host and parse_ip(host) is not None
+
+
 def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
+    """Each address family with its own argv (``argv6`` for IPv6 targets, when given)."""
+    six = [target for target in targets if is_ipv6_target(target)]
+    if "argv6" in params and params["argv6"] is not None:
+        argv6 = check_template(params["argv6"])
+        four = [target for target in targets if target not in six]
+        if four:
+            run_family(ctx, four, params, check_template(params.get("argv")))
+        if six:
+            run_family(ctx, six, params, argv6)
+        return
     template = check_template(params.get("argv"))
+    if six and os.path.basename(template[0]) == "nmap" and "-6" not in template:
+        raise ToolError(
+            "nmap without -6 cannot scan IPv6 targets (%s): give the stage an argv6 with -6"
+            % collapse(", ".join(six[:3]), 200)
+        )
+    run_family(ctx, targets, params, template)
+
+
+def run_family(ctx: TaskContext, targets: List[str], params: Dict[str, Any], template: List[str]) -> None:
     parser_name = get_str(params, "parser", "lines")
     parser = parsers.PARSERS.get(parser_name)
     if parser is None:
@@ -137,7 +180,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     run_timeout = get_float(params, "timeout", ctx.timeout, 0.01, 7 * 86400.0)
     program = shutil.which(template[0])
     if program is None:
-        raise ToolError("program not found: %s" % collapse(template[0], 100))
+        raise ToolError("program not found: %s" % collapse(template[0], ERROR_TEXT - 100))
     per_target = any(item in PER_TARGET for item in template)
     checked = [values for values in (target_values(target) for target in targets) if _contactable(ctx, values)]
     if targets and not checked:
@@ -156,9 +199,17 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
             argv = [program] + fill(template, values)[1:]
             code, out, err = ctx.run_program(argv, timeout=run_timeout)
             default_target = values.get(RECORD_TARGET) or values.get("{target}", targets[0] if len(targets) == 1 else "")
-            records = parser(out, record_type, default_target)
+            try:
+                records = parser(out, record_type, default_target)
+            except parsers.Unrecognised as problem:
+                if code == 0:
+                    raise ToolError(
+                        "%s: parser %s recognised nothing in %d bytes of output: %s"
+                        % (os.path.basename(program), parser_name, len(out), collapse(str(problem), 200))
+                    ) from None
+                records = []  # a failed run: its exit code and stderr say why (below)
             if code != 0 and not records:
-                tail = collapse(err.decode("utf-8", "replace")[-300:], 300)
+                tail = collapse(err.decode("utf-8", "replace")[-(ERROR_TEXT - 200):], ERROR_TEXT - 200)
                 raise ToolError("%s exited %d: %s" % (os.path.basename(program), code, tail))
             for record in records:
                 ctx.emit(record.type, record.target, record.data)

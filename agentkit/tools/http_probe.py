@@ -8,13 +8,23 @@ the task's own targets), at most ``max_redirects`` times (default 3); a
 redirect that leaves the scope is reported, never fetched.
 params: ``timeout`` (s per request, default 5), ``verify_tls``,
 ``max_redirects``, ``concurrency`` (default 32).
-Results: one ``http {url, status, title, server}`` per target, ``url`` being
-the target's URL; extra fields ``final_url`` and, when a redirect was not
-followed, ``location`` and ``redirect_blocked`` (``out of scope`` / ``limit``).
+Results: one ``http {url, status, title, server, redirects, final_url}`` per
+target, ``url`` being the target's URL, ``redirects`` the absolute URLs
+followed (in order) and ``final_url`` the one that answered last; when a
+redirect was not followed, ``location`` and ``redirect_blocked`` (``out of
+scope`` / ``limit`` / ``not http(s)``).
+
+The title is decoded as the page meant it: charset from a BOM, else the
+Content-Type header, else a ``<meta>`` tag (UTF-8, then windows-1252, when
+nothing says), and its HTML entities decoded. A plain request answered as an
+HTTPS port (nginx's 400 "The plain HTTP request was sent to HTTPS port", a TLS
+alert, garbage or a hang-up) is retried over TLS; ``final_url`` then says https.
 """
 
 from __future__ import annotations
 
+import codecs
+import html
 import http.client
 import re
 import socket
@@ -28,11 +38,21 @@ from agentkit.params import get_bool, get_float, get_int
 from agentkit.targets import Scope, TargetError, host_port, url_host_port
 from agentkit.tools.fanout import for_each, parse_each
 from agentkit.tools.text import collapse
+from agentkit.tools.tls_read import reading_context
 
 MAX_BODY = 256 * 1024
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
-_CHARSET = re.compile(r"charset=([\w.-]+)", re.IGNORECASE)
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
+_META = re.compile(rb"<meta\b[^>]*>", re.IGNORECASE)
+_META_CHARSET = re.compile(rb"charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
 _REDIRECTS = (301, 302, 303, 307, 308)
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+#: what an HTTPS port says to a plain request (nginx, and others that copied its wording)
+_PLAIN_TO_TLS = (b"plain HTTP request was sent to HTTPS port", b"speaking plain HTTP to an SSL", b"TLS is required")
+
+
+class NeedsTls(Exception):
+    """A plain request was answered as an HTTPS port answers it."""
 
 
 def target_url(target: str) -> str:
@@ -45,16 +65,47 @@ def target_url(target: str) -> str:
     return "%s://%s:%d/" % (scheme, shown, port)
 
 
+def _known(name: str) -> Optional[str]:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def page_charset(body: bytes, content_type: str) -> Optional[str]:
+    """The declared encoding: BOM, then the Content-Type header, then a ``<meta>`` tag; None if none."""
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return name
+    header = _CHARSET.search(content_type or "")
+    if header and _known(header.group(1)):
+        return _known(header.group(1))
+    for tag in _META.finditer(body[:4096]):
+        found = _META_CHARSET.search(tag.group(0))
+        if found and _known(found.group(1).decode("ascii", "replace")):
+            return _known(found.group(1).decode("ascii", "replace"))
+    return None
+
+
 def extract_title(body: bytes, content_type: str) -> str:
+    """The <title>, decoded in the page's charset, entities decoded, whitespace collapsed."""
+    charset = page_charset(body, content_type)
+    if charset and charset.startswith("utf-16"):
+        text = body.decode(charset, "replace")
+        found = re.search(r"<title[^>]*>(.*?)</title\s*>", text, re.IGNORECASE | re.DOTALL)
+        return collapse(html.unescape(found.group(1)), 256) if found else ""
     match = _TITLE.search(body)
     if not match:
         return ""
-    charset = _CHARSET.search(content_type or "")
-    try:
-        text = match.group(1).decode(charset.group(1) if charset else "utf-8", "replace")
-    except LookupError:
-        text = match.group(1).decode("utf-8", "replace")
-    return collapse(text, 256)
+    raw = match.group(1)
+    if charset:
+        text = raw.decode(charset, "replace")
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("windows-1252", "replace")  # what browsers assume when nothing is declared
+    return collapse(html.unescape(text), 256)
 
 
 def fetch(
@@ -75,12 +126,27 @@ def fetch(
         path += "?" + parts.query
     try:
         connection.request("GET", path, headers={"User-Agent": "fleetscan-agent/1", "Accept": "*/*"})
-        response = connection.getresponse()
+        try:
+            response = connection.getresponse()
+        except (http.client.BadStatusLine, ConnectionResetError) as err:
+            if parts.scheme == "http":
+                raise NeedsTls(str(err)) from None  # a TLS alert, garbage, or a hang-up
+            raise
         headers = {key.lower(): value for key, value in response.getheaders()}
         body = response.read(MAX_BODY)
+        if parts.scheme == "http" and response.status == 400 and any(m in body for m in _PLAIN_TO_TLS):
+            raise NeedsTls("plain HTTP request was sent to HTTPS port")
         return response.status, headers, body
     finally:
         connection.close()
+
+
+def as_https(url: str) -> str:
+    """The same URL over TLS, on the same port (``http://h/`` means port 80, kept explicit)."""
+    parts = urlsplit(url)
+    host, port = url_host_port(url)
+    shown = "[%s]" % host if ":" in host else host
+    return parts._replace(scheme="https", netloc="%s:%d" % (shown, port)).geturl()
 
 
 def probe_url(
@@ -93,15 +159,20 @@ def probe_url(
 ) -> Optional[Dict[str, Any]]:
     current = url
     data: Dict[str, Any] = {}  # the last answer (a refused redirect is recorded on it)
+    followed: List[str] = []
     for hop in range(max_redirects + 1):
         try:
-            status, headers, body = fetch(current, timeout, context, connect)
+            try:
+                status, headers, body = fetch(current, timeout, context, connect)
+            except NeedsTls:
+                current = as_https(current)
+                status, headers, body = fetch(current, timeout, context, connect)
         except Blocked as err:  # the guard refused every address (reported to the master)
             if hop == 0:
                 return None
             data["redirect_blocked"] = err.reason
             return data
-        except (OSError, http.client.HTTPException, ssl.SSLError, ValueError):
+        except (OSError, http.client.HTTPException, ssl.SSLError, ValueError, NeedsTls):
             return (
                 None
                 if hop == 0
@@ -110,6 +181,7 @@ def probe_url(
                     "status": 0,
                     "title": "",
                     "server": "",
+                    "redirects": followed,
                     "final_url": current,
                     "error": "redirect target did not answer",
                 }
@@ -119,6 +191,7 @@ def probe_url(
             "status": status,
             "title": extract_title(body, headers.get("content-type", "")),
             "server": collapse(headers.get("server", ""), 256),
+            "redirects": list(followed),
             "final_url": current,
         }
         location = headers.get("location")
@@ -138,6 +211,7 @@ def probe_url(
             data["redirect_blocked"] = "limit"
             return data
         current = following
+        followed.append(following)
     return None
 
 
@@ -151,12 +225,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
         scope = Scope(ctx.scope or targets)
     except TargetError as err:
         raise ToolError("scope: %s" % err) from None
-    if verify:
-        context = ssl.create_default_context()
-    else:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    context = reading_context(verify)  # unverified: TLS 1.0 and legacy ciphers answer too
 
     def work(target: str) -> None:
         data = probe_url(

@@ -6,10 +6,23 @@ the master validates every record again per type and derives keys itself.
 
 * ``nmap_xml``: ``nmap -oX -``. A host with status up -> ``host_up {host, via:
   "nmap", rtt_ms}``; each open port -> ``port_open {host, port, proto}`` plus
-  ``service``, ``product``, ``version`` when nmap named them.
+  ``service``, ``product``, ``version``, ``extrainfo``, ``cpe`` (list) and
+  ``tls`` (``tunnel="ssl"``) when nmap named them, and then also a ``service
+  {host, port, banner, name, product, version, tls, method}`` record (method
+  ``probe`` when nmap's probes matched, ``port`` when it only read its port
+  table). A host the task gave by name (nmap's ``hostname type="user"``) is
+  reported under that name, as the task asked, not under the address it
+  resolved to.
 * ``masscan_json``: ``masscan -oJ -`` (a JSON array, or its line-per-object
   form with trailing commas) -> ``port_open`` for ``status: open``.
+* ``masscan_ndjson``: ``masscan -oD -`` (one object a line): ``rec_type:
+  status`` open -> ``port_open``; ``rec_type: banner`` -> ``service {host, port,
+  banner, name}``.
 * ``jsonl``: one ``{"type", "target", "data"}`` object a line; other lines skipped.
+
+A parser that recognises nothing in non-empty output (not nmap XML, no masscan
+object, no JSON line) raises :class:`Unrecognised`: the task fails with that
+reason instead of ending with no records, silently.
 * ``lines``: each non-empty line one record of ``params.type``; ``host_up``
   and ``port_open`` get their typed fields from the line (``host`` /
   ``host:port``), every record keeps the line as ``data.line``.
@@ -29,16 +42,22 @@ Parser = Callable[[bytes, str, str], List[Record]]
 MAX_LINE_TEXT = 4096
 
 
+class Unrecognised(ValueError):
+    """Non-empty output in which the parser found nothing of its format."""
+
+
 def nmap_xml(output: bytes, record_type: str, default_target: str) -> List[Record]:
     if not output.strip():
         return []
     try:
         root = ElementTree.fromstring(output)
-    except ElementTree.ParseError:
-        return []
+    except ElementTree.ParseError as err:
+        raise Unrecognised("not nmap XML (%s)" % err) from None
+    if root.tag != "nmaprun":
+        raise Unrecognised("not nmap XML (root element <%s>)" % collapse(root.tag, 40))
     records: List[Record] = []
     for host in root.iter("host"):
-        address = _nmap_address(host)
+        address = _nmap_host(host)
         if address is None:
             continue
         status = host.find("status")
@@ -61,15 +80,48 @@ def nmap_xml(output: bytes, record_type: str, default_target: str) -> List[Recor
                 "proto": port.get("protocol") or "tcp",
             }
             service = port.find("service")
-            if service is not None:
-                for key in ("name", "product", "version"):
-                    if service.get(key):
-                        data["service" if key == "name" else key] = collapse(service.get(key) or "", 256)
             records.append(Record("port_open", address, data))
+            if service is not None and service.get("name"):
+                records.extend(_nmap_service(address, data, service))
     return records
 
 
-def _nmap_address(host: Any) -> Optional[str]:
+def _nmap_service(address: str, data: Dict[str, Any], service: Any) -> List[Record]:
+    """Adds nmap's service fields to the port_open ``data``; the service record beside it."""
+    for key in ("name", "product", "version", "extrainfo"):
+        if service.get(key):
+            data["service" if key == "name" else key] = collapse(service.get(key) or "", 256)
+    cpes = [collapse(cpe.text or "", 256) for cpe in service.findall("cpe") if (cpe.text or "").strip()]
+    if cpes:
+        data["cpe"] = cpes[:16]
+    tls = service.get("tunnel") == "ssl"
+    data["tls"] = tls
+    name = data["service"]
+    if tls and name in ("unknown", "ssl"):
+        name = "ssl"
+    return [
+        Record(
+            "service",
+            address,
+            {
+                "host": address,
+                "port": data["port"],
+                "banner": "",
+                "name": name,
+                "product": data.get("product", ""),
+                "version": data.get("version", ""),
+                "tls": tls,
+                "method": "port" if service.get("method") == "table" else "probe",
+            },
+        )
+    ]
+
+
+def _nmap_host(host: Any) -> Optional[str]:
+    """The name the task gave (``type="user"``) when there is one, else the address."""
+    for element in host.findall("hostnames/hostname"):
+        if element.get("type") == "user" and valid_host(element.get("name") or ""):
+            return element.get("name")
     for element in host.findall("address"):
         if element.get("addrtype") in ("ipv4", "ipv6"):
             return element.get("addr")
@@ -78,10 +130,14 @@ def _nmap_address(host: Any) -> Optional[str]:
 
 def masscan_json(output: bytes, record_type: str, default_target: str) -> List[Record]:
     text = output.decode("utf-8", "replace").strip()
+    if not text:
+        return []
     items: List[Any] = []
+    whole_array = False
     try:
         whole = json.loads(text) if text else []
         items = whole if isinstance(whole, list) else [whole]
+        whole_array = isinstance(whole, list)
     except ValueError:
         for line in text.splitlines():
             line = line.strip().rstrip(",")
@@ -105,6 +161,44 @@ def masscan_json(output: bytes, record_type: str, default_target: str) -> List[R
             records.append(
                 Record("port_open", item["ip"], {"host": item["ip"], "port": number, "proto": proto})
             )
+    if not whole_array and not any(isinstance(item, dict) and "ip" in item for item in items):
+        raise Unrecognised("no masscan JSON object")
+    return records
+
+
+def masscan_ndjson(output: bytes, record_type: str, default_target: str) -> List[Record]:
+    records: List[Record] = []
+    recognised = False
+    for line in output.decode("utf-8", "replace").splitlines():
+        try:
+            item = json.loads(line, parse_constant=_no_constants)
+        except ValueError:
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("ip"), str):
+            continue
+        recognised = True
+        address, number, detail = item["ip"], item.get("port"), item.get("data")
+        if not valid_host(address) or isinstance(number, bool) or not isinstance(number, int):
+            continue
+        if not 1 <= number <= 65535 or not isinstance(detail, dict):
+            continue
+        proto = item.get("proto") if item.get("proto") in ("tcp", "udp", "sctp") else "tcp"
+        kind = item.get("rec_type", "status")
+        if kind == "status" and detail.get("status") == "open":
+            records.append(Record("port_open", address, {"host": address, "port": number, "proto": proto}))
+        elif kind == "banner" and isinstance(detail.get("banner"), str):
+            given = detail.get("service_name")
+            name = given if isinstance(given, str) else ""
+            records.append(
+                Record(
+                    "service",
+                    address,
+                    {"host": address, "port": number, "banner": detail["banner"][:MAX_LINE_TEXT],
+                     "name": collapse(name, 64)},
+                )
+            )
+    if output.strip() and not recognised:
+        raise Unrecognised("no masscan -oD line")
     return records
 
 
@@ -114,11 +208,13 @@ def _no_constants(name: str) -> Any:
 
 def jsonl(output: bytes, record_type: str, default_target: str) -> List[Record]:
     records: List[Record] = []
+    seen_json = False
     for line in output.decode("utf-8", "replace").splitlines():
         try:
             item = json.loads(line, parse_constant=_no_constants)
         except ValueError:
             continue
+        seen_json = True
         if (
             isinstance(item, dict)
             and isinstance(item.get("type"), str)
@@ -126,6 +222,8 @@ def jsonl(output: bytes, record_type: str, default_target: str) -> List[Record]:
             and isinstance(item.get("target", default_target), str)
         ):
             records.append(Record(item["type"], item.get("target", default_target), item["data"]))
+    if output.strip() and not seen_json:
+        raise Unrecognised("no JSON line")
     return records
 
 
@@ -156,6 +254,7 @@ def lines(output: bytes, record_type: str, default_target: str) -> List[Record]:
 PARSERS: Dict[str, Parser] = {
     "nmap_xml": nmap_xml,
     "masscan_json": masscan_json,
+    "masscan_ndjson": masscan_ndjson,
     "jsonl": jsonl,
     "lines": lines,
 }

@@ -1,4 +1,11 @@
-"""Make untrusted bytes safe to carry: decoded, control characters escaped, bounded."""
+"""Turn untrusted bytes into bounded text, decoded as the service meant it and escaped NOWHERE here.
+
+Escaping happens exactly once, in the master (``console.targets.records.escape_text``),
+which must escape anyway because it trusts no box. An agent that escaped too made a
+banner's CR LF arrive as ``\\\\r\\\\n`` (escaped twice). So the agent sends the decoded
+characters themselves (CR, LF, NUL, ESC included; JSON carries them safely) and only
+bounds their length. Bytes that are not valid in the text's encoding become U+FFFD.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +13,13 @@ from __future__ import annotations
 MAX_TEXT = 1024
 
 
-def printable(data: bytes, limit: int = MAX_TEXT) -> str:
-    """UTF-8 with replacement; every control character (and DEL) escaped as ``\\xNN``/``\\n``/``\\r``/``\\t``."""
-    text = data.decode("utf-8", "replace")
-    out = []
-    for char in text:
-        code = ord(char)
-        if char == "\n":
-            out.append("\\n")
-        elif char == "\r":
-            out.append("\\r")
-        elif char == "\t":
-            out.append("\\t")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append("\\x%02x" % code)
-        elif char == "\\":
-            out.append("\\\\")
-        else:
-            out.append(char)
-    result = "".join(out)
-    return result if len(result) <= limit else result[:limit] + "..."
+def decoded(data: bytes, limit: int = MAX_TEXT, encoding: str = "utf-8") -> str:
+    """``data`` decoded (invalid bytes as U+FFFD), at most ``limit`` characters, NOT escaped."""
+    try:
+        text = data.decode(encoding, "replace")
+    except LookupError:
+        text = data.decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit]
 
 
 def collapse(text: str, limit: int = 256) -> str:

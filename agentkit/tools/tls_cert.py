@@ -1,14 +1,20 @@
 """tls_cert: the certificate a TLS service presents, read without trusting it.
 
 The handshake does not verify (self-signed and expired certificates are what
-a scan is looking for). ``getpeercert()`` returns nothing useful without
+a scan is looking for) and accepts TLS 1.0 through 1.3 with legacy ciphers
+(:func:`agentkit.tools.tls_read.reading_context`); the record names the
+protocol negotiated. ``starttls`` (auto, the default; none; smtp, imap, pop3,
+ftp, ldap, postgres, xmpp) upgrades a plain-text service first; ``auto``
+upgrades the well-known ports (SMTP 25/587, IMAP 143, POP3 110, FTP 21, LDAP
+389, PostgreSQL 5432, XMPP 5222) and speaks TLS at once elsewhere. ``getpeercert()`` returns nothing useful without
 verification, so the DER form is decoded with CPython's own X.509 decoder
 (``ssl._ssl._test_decode_cert``, present since 3.x, stdlib) from a private
 temporary PEM file. Where that decoder is missing, the record still carries
 the fingerprint.
-params: ``timeout`` (default 5 s), ``concurrency`` (default 32).
-Results: ``tls_cert {host, port, subject, issuer, not_after, sans}`` plus
-``not_before``, ``serial``, ``sha256``; names as ``CN=x,O=y``, times ISO-8601 UTC.
+params: ``timeout`` (default 5 s), ``starttls``, ``concurrency`` (default 32).
+Results: ``tls_cert {host, port, subject, issuer, not_before, not_after, sans,
+protocol}`` plus ``cipher``, ``starttls`` (when upgraded), ``serial``,
+``sha256``; names as ``CN=x,O=y``, times ISO-8601 UTC.
 """
 
 from __future__ import annotations
@@ -19,28 +25,46 @@ import socket
 import ssl
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from agentkit.context import TaskContext
-from agentkit.params import get_float, get_int
-from agentkit.targets import host_port, parse_ip
+from agentkit.context import TaskContext, ToolError
+from agentkit.params import get_float, get_int, get_str
+from agentkit.targets import host_port
 from agentkit.tools.fanout import for_each, parse_each
 from agentkit.tools.text import collapse
+from agentkit.tools.tls_read import AUTO_STARTTLS, STARTTLS_PROTOCOLS, StartTlsError, open_tls
+
+
+class Handshake(NamedTuple):
+    der: bytes
+    protocol: str
+    cipher: str
 
 
 def fetch_der(
-    host: str, port: int, timeout: float, connect: Callable[..., socket.socket] = socket.create_connection
-) -> Optional[bytes]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    server_name = None if parse_ip(host) is not None else host
+    host: str,
+    port: int,
+    timeout: float,
+    starttls: Optional[str] = None,
+    connect: Callable[..., socket.socket] = socket.create_connection,
+) -> Optional[Handshake]:
+    """The peer's certificate (DER), protocol and cipher; None when no handshake completed."""
     try:
-        with connect((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=server_name) as tls:
-                return tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError, ValueError):
+        with open_tls(host, port, timeout, starttls, connect=connect) as tls:
+            der = tls.getpeercert(binary_form=True)
+            cipher = tls.cipher()
+            if not der:
+                return None
+            return Handshake(der, tls.version() or "", cipher[0] if cipher else "")
+    except (OSError, ssl.SSLError, ValueError, StartTlsError):
         return None
+
+
+def starttls_for(setting: str, port: int) -> Optional[str]:
+    """The STARTTLS protocol to speak on ``port`` for the ``starttls`` param (None: TLS at once)."""
+    if setting == "auto":
+        return AUTO_STARTTLS.get(port)
+    return None if setting == "none" else setting
 
 
 def decode_der(der: bytes) -> Dict[str, Any]:
@@ -87,7 +111,7 @@ def iso_time(text: Optional[str]) -> str:
         return collapse(text, 64)
 
 
-def describe(host: str, port: int, der: bytes) -> Dict[str, Any]:
+def describe(host: str, port: int, der: bytes, protocol: str = "", cipher: str = "") -> Dict[str, Any]:
     decoded = decode_der(der)
     sans: List[str] = []
     for kind, value in decoded.get("subjectAltName", ()):
@@ -102,18 +126,33 @@ def describe(host: str, port: int, der: bytes) -> Dict[str, Any]:
         "serial": collapse(str(decoded.get("serialNumber", "")), 128),
         "sans": sans[:100],
         "sha256": hashlib.sha256(der).hexdigest(),
+        "protocol": collapse(protocol, 32),
+        "cipher": collapse(cipher, 128),
     }
 
 
 def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     timeout = get_float(params, "timeout", 5.0, 0.01, 600.0)
     concurrency = get_int(params, "concurrency", 32, 1, 1024)
+    setting = get_str(params, "starttls", "auto")
+    if setting not in ("auto", "none") + STARTTLS_PROTOCOLS:
+        raise ToolError(
+            "params.starttls: one of auto, none, %s; got %r" % (", ".join(STARTTLS_PROTOCOLS), setting[:40])
+        )
     parsed = parse_each(targets, host_port)
 
     def work(target: str) -> None:
         host, port = parsed[target]
-        der = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)), ctx.guard.create_connection)
-        if der:
-            ctx.emit("tls_cert", target, describe(host, port, der))
+        upgrade = starttls_for(setting, port)
+        connect = ctx.guard.create_connection
+        found = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)), upgrade, connect)
+        if found is None and upgrade is not None and setting == "auto":
+            found = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)), None, connect)  # TLS at once
+            upgrade = None
+        if found is not None:
+            data = describe(host, port, found.der, found.protocol, found.cipher)
+            if upgrade:
+                data["starttls"] = upgrade
+            ctx.emit("tls_cert", target, data)
 
     for_each(ctx, targets, work, concurrency)

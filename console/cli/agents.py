@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from typing import Any
 
@@ -107,14 +108,27 @@ def agents_command(args: argparse.Namespace, source: str) -> int:
             from console.fleet.ssh.link import check
 
             rows = [r.as_dict() for r in asyncio.run(check(specs))]
-        _print_check(rows)
+        if getattr(args, "json", False):
+            print(json.dumps({"agents": rows}))
+        else:
+            _print_check(rows)
         return EXIT_OK if all(r["ok"] for r in rows) else EXIT_SOME_FAILED
     if kind == "local":
-        for n in local_agent_names(specs[0]):
-            print(f"{n:<16} local  localhost")
-        return EXIT_OK
-    from console.fleet.ssh.link import list_boxes
+        from console.fleet.links import LOCAL_SLOTS
 
-    for row in list_boxes(specs):
-        print(f"{row['name']:<16} ssh    {row['address']:<22} slots {row['slots']:<3} host key {row['host_key']}")
+        boxes = [
+            {"name": n, "kind": "local", "address": "localhost", "slots": LOCAL_SLOTS} for n in local_agent_names(specs[0])
+        ]
+    else:
+        from console.fleet.ssh.link import list_boxes
+
+        boxes = [dict(row, kind="ssh") for row in list_boxes(specs)]
+    if getattr(args, "json", False):
+        print(json.dumps({"agents": boxes}))
+        return EXIT_OK
+    for row in boxes:
+        if row["kind"] == "local":
+            print(f"{row['name']:<16} local  localhost")
+        else:
+            print(f"{row['name']:<16} ssh    {row['address']:<22} slots {row['slots']:<3} host key {row['host_key']}")
     return EXIT_OK

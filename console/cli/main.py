@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from console.errors import FleetscanError
+from console.cli.runids import RUN_HELP, MergeSpecs, resolve_run
+from console.errors import BadInput, FleetscanError
 from console.status import RUN_TERMINAL, RunState
 
 if TYPE_CHECKING:
@@ -29,7 +30,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is ONE line on stderr (exit 2), like every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"fleetscan: {self.prog}: {message} (see {self.prog} --help)\n")
+        # one `fleetscan:` prefix, then the sub-command when there is one ("fleetscan: status: ...")
+        command = self.prog.removeprefix("fleetscan").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_BAD_INPUT, f"fleetscan: {where}{message} (see {self.prog} --help)\n")
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -46,7 +50,8 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="fleetscan", description="Operator console for distributed, multi-stage network scans.")
     _common(p, top=True)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                           help="what to do (default: tui); `fleetscan COMMAND --help` for its options")
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -57,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("run", "plan, dispatch, wait for the end, print a summary"),
                         ("submit", "enqueue a run, print its id, return at once")):
         sp = cmd(name, help_)
-        sp.add_argument("workflow")
-        sp.add_argument("--targets", metavar="SPEC", help="addresses, CIDRs, ranges, hosts, host:port, @file")
-        sp.add_argument("--scope", metavar="SPEC", help="what derived targets may be (default: the targets)")
+        sp.add_argument("workflow", help="the workflow's name in the workflows file (see `fleetscan workflows`)")
+        sp.add_argument("--targets", metavar="SPEC", action=MergeSpecs,
+                        help="addresses, CIDRs, ranges, hosts, host:port, @file (repeatable: merged)")
+        sp.add_argument("--scope", metavar="SPEC", action=MergeSpecs,
+                        help="what derived targets may be (default: the targets; repeatable: merged)")
         sp.add_argument("--priority", type=int, default=0, help="higher runs are dispatched first (default 0)")
-        sp.add_argument("--exclude", metavar="SPEC",
-                        help="addresses, ranges and hosts never contacted (target syntax, @file too)")
+        sp.add_argument("--exclude", metavar="SPEC", action=MergeSpecs,
+                        help="addresses, ranges and hosts never contacted (target syntax, @file too; repeatable: merged)")
         sp.add_argument("--max-rate", type=int, metavar="N", help="probes per second summed over the whole fleet")
         sp.add_argument("--host-rate", type=int, metavar="N",
                         help="probes per second any one target address receives from the whole fleet")
@@ -71,25 +78,43 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     cmd("master", "headless master: serves submitted runs until interrupted")
     sp = cmd("resume", "continue a paused or interrupted run until it ends")
-    sp.add_argument("run")
-    sp.add_argument("--json", action="store_true")
-    for name, help_ in (("pause", "stop dispatching a run's tasks"), ("stop", "cancel a run's tasks; it ends stopped")):
-        cmd(name, help_).add_argument("run")
-    sp = cmd("status", "runs, or one run: state, per-stage progress, counts")
-    sp.add_argument("run", nargs="?")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("run", metavar="RUN", help=RUN_HELP)
+    sp.add_argument("--json", action="store_true", help="print the end summary as one JSON object")
+    for name, help_ in (
+        ("pause", "cancel a run's running tasks and queue them again; nothing is dispatched until resume"),
+        ("stop", "cancel a run's tasks; it ends stopped"),
+    ):
+        cmd(name, help_).add_argument("run", metavar="RUN", help=RUN_HELP)
+    sp = cmd("status", "runs, or one run: its request, state, per-stage progress, counts, failures")
+    sp.add_argument("run", metavar="RUN", nargs="?", help=f"{RUN_HELP}; without it, the newest runs")
+    sp.add_argument("--json", action="store_true", help="one JSON object (without RUN: {\"runs\": [...]})")
     sp = cmd("results", "print a run's result records")
-    sp.add_argument("run")
-    sp.add_argument("--stage")
-    sp.add_argument("--type")
-    sp.add_argument("--format", choices=("jsonl", "csv", "json"), default="jsonl")
+    sp.add_argument("run", metavar="RUN", help=RUN_HELP)
+    sp.add_argument("--stage", metavar="ID", help="only this stage's records (an unknown stage is bad input)")
+    sp.add_argument("--type", metavar="T",
+                    help="only records of this type: host_up, port_open, service, http, tls_cert, baseline, "
+                         "or an exec stage's own (an unknown type is bad input)")
+    sp.add_argument("--format", choices=("jsonl", "csv", "json"), default="jsonl",
+                    help="jsonl: one record a line (default); csv: one row a record; json: one array")
     sp.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    sp = cmd("events", "the event log, full text, oldest first (without RUN: every event, the fleet's included)")
+    sp.add_argument("run", metavar="RUN", nargs="?", help=f"{RUN_HELP}; without it, every event")
+    sp.add_argument("--follow", "-f", action="store_true",
+                    help="keep printing new events until Ctrl-C (with RUN: until the run ends)")
+    sp.add_argument("--json", action="store_true", help="one JSON object a line: id, ts, run, level, kind, message")
     sp = cmd("workflows", "list the workflows, or validate the file and exit")
-    sp.add_argument("--check", action="store_true")
+    sp.add_argument("--check", action="store_true", help="validate the workflows file and exit (2 on bad input)")
     sp = cmd("agents", "list the boxes; --check connects, bootstraps, reports")
-    sp.add_argument("--check", action="store_true")
+    sp.add_argument("--check", action="store_true", help="connect to every box, bootstrap the agent, ping it")
+    sp.add_argument("--json", action="store_true", help='print {"agents": [...]}, one object per box')
     sp.add_argument("--trust", metavar="NAME", help="show NAME's host key fingerprint and record it as trusted")
     sp.add_argument("--yes", action="store_true", help="with --trust: do not ask for confirmation")
+    from console.cli import amend, assets, diff, schedule  # runs over time: each command in its own module
+
+    diff.configure(cmd("diff", "what changed between two runs (exit 1 when something did)"))
+    amend.configure(cmd("amend", "new definitions (--workflows FILE) for stages of a run that have not started"))
+    schedule.configure(cmd("schedule", "recurring runs: add, list, rm, pause, resume"), _common)
+    assets.configure(cmd("assets", "the latest known state of every host across runs"))
     return p
 
 
@@ -114,6 +139,17 @@ def _agents_source(args: argparse.Namespace) -> str:
     src = args.agents or os.environ.get("FLEETSCAN_AGENTS") or "local"
     parse_agents_source(src)  # validates (and loads an inventory file) before anything is written
     return src
+
+
+def _run_summary(store: Store, run_id: str) -> dict[str, Any]:
+    """The run's summary for `run`, `resume` and `status RUN`: with the baseline's pass/fail/error counts
+    when the run has a baseline stage (read once here, not on every progress tick)."""
+    summary = store.runs.summary(run_id)
+    if any(s.tool == "baseline" for s in store.runs.stages(run_id)):
+        counts = store.results.baseline_counts(run_id)
+        summary["baseline"] = {"pass": counts.get("pass", 0), "fail": counts.get("fail", 0),
+                               "error": counts.get("error", 0)}
+    return summary
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
@@ -175,7 +211,7 @@ def _drive(store: Store, run_id: str, agents: str, as_json: bool) -> int:
         return str(state)
 
     state = asyncio.run(main())
-    _print_summary(store.runs.summary(run_id), as_json)
+    _print_summary(_run_summary(store, run_id), as_json)
     return _exit_for(state)
 
 
@@ -183,18 +219,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     agents = _agents_source(args)
     store, run_id = _create_run(args, agents)
     print(f"run {run_id}", file=sys.stderr)
-    return _drive(store, run_id, agents, args.json)
+    code = _drive(store, run_id, agents, args.json)
+    if args.notify:
+        from console.history.notify import first_attempt
+
+        first_attempt(store, run_id, sys.stderr)
+    return code
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     store = _store(args)
-    run = store.runs.get(args.run)
+    run_id = resolve_run(store, args.run)
+    run = store.runs.get(run_id)
     if run.state in RUN_TERMINAL:
-        _print_summary(store.runs.summary(args.run), args.json)
+        _print_summary(_run_summary(store, run_id), args.json)
         return _exit_for(run.state)
-    store.runs.resume(args.run)
+    store.runs.resume(run_id)
     agents = args.agents or run.agents or "local"
-    return _drive(store, args.run, agents, args.json)
+    return _drive(store, run_id, agents, args.json)
 
 
 def cmd_master(args: argparse.Namespace) -> int:
@@ -209,9 +251,9 @@ def cmd_master(args: argparse.Namespace) -> int:
 
 def cmd_control(args: argparse.Namespace) -> int:
     store = _store(args)
-    store.runs.get(args.run)  # RunNotFound -> exit 2
-    (store.runs.pause if args.command == "pause" else store.runs.stop)(args.run)
-    print(f"{args.command} requested for run {args.run}", file=sys.stderr)
+    run_id = resolve_run(store, args.run)  # unknown or ambiguous -> exit 2
+    (store.runs.pause if args.command == "pause" else store.runs.stop)(run_id)
+    print(f"{args.command} requested for run {run_id}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -220,7 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _store(args)
     if args.run:
-        _print_summary(store.runs.summary(args.run), args.json)
+        _print_summary(_run_summary(store, resolve_run(store, args.run)), args.json)
         return EXIT_OK
     summaries = store.runs.summaries()
     if args.json:
@@ -234,14 +276,36 @@ def cmd_results(args: argparse.Namespace) -> int:
     from console.store.export import export_results
 
     store = _store(args)
-    store.runs.get(args.run)
+    run_id = resolve_run(store, args.run)
+    _check_filters(store, run_id, args.stage, args.type)
     if args.output:
         with open(args.output, "w", encoding="utf-8", newline="") as out:
-            n = export_results(store, args.run, args.format, out, stage=args.stage, type_=args.type)
+            n = export_results(store, run_id, args.format, out, stage=args.stage, type_=args.type)
         print(f"{n} records written to {args.output}", file=sys.stderr)
     else:
-        export_results(store, args.run, args.format, sys.stdout, stage=args.stage, type_=args.type)
+        export_results(store, run_id, args.format, sys.stdout, stage=args.stage, type_=args.type)
     return EXIT_OK
+
+
+def _check_filters(store: Store, run_id: str, stage: str | None, type_: str | None) -> None:
+    """An unknown --stage or --type is bad input naming the known ones, never an empty answer."""
+    from console.targets.records import RECORD_TYPES
+
+    if stage is not None:
+        stages = [s.id for s in store.runs.stages(run_id)]
+        if stage not in stages:
+            raise BadInput(f"run {run_id} has no stage {stage!r} (its stages: {', '.join(stages) or 'none'})",
+                           field="--stage")
+    if type_ is not None:
+        known = sorted(set(RECORD_TYPES) | set(store.results.types(run_id)))
+        if type_ not in known:
+            raise BadInput(f"unknown record type {type_!r} (known: {', '.join(known)})", field="--type")
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from console.cli.events import events_command
+
+    return events_command(args, _store(args))
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:
@@ -263,10 +327,24 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return agents_command(args, _agents_source(args))
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """diff, amend, assets, schedule: console/cli/{diff,amend,assets,schedule}.py."""
+    from console.cli import amend, assets, diff, schedule
+
+    if args.command == "schedule":
+        return schedule.command(args, _store, _workflows_path, _agents_source)
+    store = _store(args)
+    try:
+        return {"diff": diff.command, "amend": amend.command, "assets": assets.command}[args.command](args, store)
+    finally:
+        store.close()
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tui": cmd_tui, "run": cmd_run, "submit": cmd_submit, "master": cmd_master, "resume": cmd_resume,
     "pause": cmd_control, "stop": cmd_control, "status": cmd_status, "results": cmd_results,
-    "workflows": cmd_workflows, "agents": cmd_agents,
+    "workflows": cmd_workflows, "agents": cmd_agents, "events": cmd_events,
+    "diff": cmd_history, "amend": cmd_history, "assets": cmd_history, "schedule": cmd_history,
 }
 
 

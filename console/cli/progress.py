@@ -19,26 +19,77 @@ def _stage_line(stage: dict[str, Any]) -> str:
     return f"  {stage['id']:<12} {stage['state']:<10} tasks {done}/{total}{fail}, results {stage['results']}{extra}"
 
 
+WAITING = "waiting for a master: none serves this run (start `fleetscan master` or the console)"
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "?"
+
+
+def _request_lines(summary: dict[str, Any]) -> list[str]:
+    """What the run was asked to do: the SPEC's status object, as text."""
+    rates = [f"{summary['max_rate']}/s over the fleet" if summary.get("max_rate") else "",
+             f"{summary['host_rate']}/s per target address" if summary.get("host_rate") else ""]
+    by = summary.get("submitted_by") or "?"
+    sched = f" by schedule {summary['schedule']}" if summary.get("schedule") else ""
+    lines = [
+        f"  targets      {summary.get('targets') or '-'}",
+        f"  scope        {summary.get('scope') or '-'}",
+        f"  exclude      {summary.get('exclude') or '-'}",
+        f"  agents       {summary.get('agents') or 'local'}",
+        f"  priority     {summary.get('priority', 0)}",
+        f"  rate budget  {', '.join(r for r in rates if r) or 'none'}",
+        f"  submitted    {_when(summary.get('created'))} by {by}{sched}",
+    ]
+    if summary.get("notify"):
+        lines.append(f"  notify       {summary['notify']}")
+    return lines
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"run {summary['run']} ({summary.get('workflow', '?')}): {summary['state']}, "
         f"{summary['results']} results in {summary['duration_s']:.1f}s"
     ]
+    lines += _request_lines(summary)
+    if summary.get("waiting_for_master"):
+        lines.append(f"  {WAITING}")
+    if summary.get("error"):
+        lines.append(f"  error        {summary['error']}")
+    failures = summary.get("failures") or []
+    named = 1 if summary.get("state") == "failed" else 0  # the error line above already names the first
+    for failure in failures[named:]:
+        where = f" on {failure['agent']}" if failure.get("agent") else ""
+        lines.append(f"  failed task  {failure['task']} ({failure['stage']}){where}: {failure['error']}")
+    if "baseline" in summary:
+        b = summary["baseline"]
+        lines.append(f"  baseline     {b['pass']} pass, {b['fail']} fail, {b['error']} error")
+    lines.append("  stages:")
     lines += [_stage_line(s) for s in summary["stages"]]
     return "\n".join(lines)
+
+
+def _short(text: str | None, width: int) -> str:
+    text = text or "-"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def format_runs(summaries: list[dict[str, Any]]) -> str:
     if not summaries:
         return "no runs"
-    head = f"{'RUN':<14} {'WORKFLOW':<12} {'STATE':<10} {'TASKS':>12} {'RESULTS':>9} {'DURATION':>9}"
+    head = (f"{'RUN':<10} {'WORKFLOW':<12} {'STATE':<10} {'TASKS':>11} {'RESULTS':>8} {'DURATION':>9}  "
+            f"{'TARGETS':<28} NOTE")
     rows = [head]
     for s in summaries:
         total = sum(st["tasks_total"] for st in s["stages"])
         done = sum(st["tasks_done"] for st in s["stages"])
+        note = "waiting for a master" if s.get("waiting_for_master") else ""
+        if not note and s.get("state") == "failed" and s.get("failures"):
+            f = s["failures"][0]
+            note = _short(f"task {f['task']} ({f['stage']}): {f['error']}", 60)
         rows.append(
-            f"{s['run']:<14} {s.get('workflow', ''):<12} {s['state']:<10} {f'{done}/{total}':>12} "
-            f"{s['results']:>9} {s['duration_s']:>8.1f}s"
+            f"{s['run']:<10} {_short(s.get('workflow'), 12):<12} {s['state']:<10} {f'{done}/{total}':>11} "
+            f"{s['results']:>8} {s['duration_s']:>8.1f}s  {_short(s.get('targets'), 28):<28} {note}".rstrip()
         )
     return "\n".join(rows)
 

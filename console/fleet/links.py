@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from agentkit import wire
 from console.errors import AgentError, TransportError, TransportTimeout
+from console.targets.records import escape_text
 
 READ_CHUNK = 256 * 1024
 #: default deadline for spawn/connect + archive push + hello
@@ -106,7 +107,8 @@ class AgentLink(abc.ABC):
             await self._writer.drain()
             line = await self._raw_line()
         if line.startswith(b"ERROR"):
-            raise AgentError(f"{self.name}: bootstrap failed: {line.decode('utf-8', 'replace')[:200]}")
+            # the box's own words, whole (up to 4,096 characters) and escaped: they reach events and the console
+            raise AgentError(f"{self.name}: bootstrap failed: {escape_text(line.decode('utf-8', 'replace'))}")
         message = self._parse(line)
         if not isinstance(message, wire.Hello):
             raise AgentError(f"{self.name}: expected hello, got {type(message).__name__.lower()}")

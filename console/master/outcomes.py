@@ -21,6 +21,7 @@ from console.fleet.fleet import AgentHandle, Fleet
 from console.master.executions import Execution, RunContext, TaskRun, iso_now
 from console.status import CancelReason, TaskState, can_retry, next_delay
 from console.store.writes import Completion, EventLine, IngestBatch, Requeue
+from console.targets.records import escape_text
 
 FLUSH_RECORDS = 2000
 #: after a cancel, how long an agent may take to answer ``done`` before the slot is taken back
@@ -48,6 +49,8 @@ class InFlight:
         self._out_of_scope = 0
         #: per run: addresses an agent refused to contact (a name resolved to an excluded or out-of-scope one)
         self.blocked: dict[str, int] = {}
+        #: tasks of paused runs whose executions ended: to go back to the queue, attempt given back
+        self.given_back: list[int] = []
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -97,7 +100,7 @@ class InFlight:
         elif isinstance(message, wire.Blocked):
             self._on_blocked(handle, message)
         elif isinstance(message, wire.Error):
-            self.event(None, "warning", "agent", f"agent {handle.name} reports: {message.error[:300]}")
+            self.event(None, "warning", "agent", f"agent {handle.name} reports: {escape_text(message.error)}")
         else:
             self.event(None, "warning", "protocol", f"agent {handle.name}: unexpected {type(message).__name__}")
 
@@ -174,6 +177,11 @@ class InFlight:
         task = ex.task
         if task.finished or ex.cancelled in SETTLED:
             return
+        if ex.cancelled == CancelReason.PAUSE:
+            # even an ``ok``: its records after the cancel were not kept; it runs again on resume and
+            # the (run, stage, type, key) identity keeps the records it sent before from doubling
+            self.give_back(task)
+            return
         if message.ok and ex.cancelled is None:
             self.complete(task, TaskState.DONE, handle.name, None)
             if self.fleet is not None:
@@ -186,7 +194,7 @@ class InFlight:
         reason = ex.invalid or (
             f"timeout after {self.runs[task.run_id].stages[task.stage_id].timeout:g} s"
             if ex.cancelled == CancelReason.TIMEOUT and task.run_id in self.runs else None
-        ) or (message.error or "failed")
+        ) or (escape_text(message.error) if message.error else "failed")
         if self.fleet is not None:
             self.fleet.task_failed(handle)
         if not task.execs:
@@ -201,6 +209,9 @@ class InFlight:
             task = ex.task
             if task.finished or ex.cancelled in SETTLED or task.execs:
                 continue
+            if ex.cancelled == CancelReason.PAUSE:
+                self.give_back(task)
+                continue
             self.retry_or_fail(task, handle.name, f"agent {handle.name} lost: {reason}", delay=0.0)
         self._wake()
         self._freed()
@@ -211,6 +222,15 @@ class InFlight:
         task.finished = True
         self.tasks.pop(task.task_id, None)
         self._pending().completions.append(Completion(task.task_id, task.run_id, task.stage_id, state, agent, error))
+
+    def give_back(self, task: TaskRun) -> None:
+        """A paused run's task whose executions all ended: back to the queue, not an attempt."""
+        if task.finished or task.execs:
+            return
+        task.finished = True
+        self.tasks.pop(task.task_id, None)
+        self.given_back.append(task.task_id)
+        self._wake()
 
     def retry_or_fail(self, task: TaskRun, agent: str, reason: str, delay: float | None) -> None:
         if can_retry(task.attempt, task.max_attempts):
@@ -236,6 +256,9 @@ class InFlight:
             elif ex.cancelled is not None and ex.cancel_sent and now - ex.cancel_sent > CANCEL_GRACE_S:
                 # the agent does not answer the cancel: take the slot back, settle the task
                 self.end(ex)
+                if ex.cancelled == CancelReason.PAUSE:
+                    self.give_back(ex.task)
+                    continue
                 retry = ex.cancelled in (CancelReason.TIMEOUT, CancelReason.INVALID)
                 if not ex.task.finished and not ex.task.execs and retry:
                     self.retry_or_fail(ex.task, ex.agent.name, ex.invalid or "timeout (no answer to cancel)", None)

@@ -40,6 +40,8 @@ class RunPlanner:
         self.run_id = run.id
         self.priority = run.priority
         self.stages = {s.id: s for s in load_definition(run.definition).stages}
+        #: the stored definition these stages came from (an amended run is noticed by its change)
+        self.definition_json = run.definition_json
         self.targets_spec: str = run.targets or ""
         self.scope_spec: str | None = run.scope
         self.exclude_spec: str | None = run.exclude

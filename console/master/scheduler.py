@@ -32,7 +32,9 @@ from typing import Any, TypeVar
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.master.executions import RunContext, TaskRun, may_copy
 from console.master.outcomes import FLUSH_RECORDS, InFlight
+from console.master.pausing import Pausing
 from console.master.planner import WINDOW_TASKS, RunPlanner
+from console.master.schedules import Notifier, pick_up_amendment, tick_schedules
 from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
 from console.store import open_store
 from console.store.base import Store
@@ -84,6 +86,7 @@ class Master:
         self.dispatch_wake = asyncio.Event()
         #: the tasks this master leased, their executions on agents, and their outcomes to write
         self.flight = InFlight(self.runs, wake=self.wake.set, freed=self.dispatch_wake.set)
+        self.pausing = Pausing(self.flight)
         self._stopping = False
         self._executor: ThreadPoolExecutor | None = None
         self._claim_dirty = True
@@ -91,6 +94,8 @@ class Master:
         self._claimed_since_plan = 0
         self._queue_empty = False
         self._idle = False
+        #: serving every run (not `run`/`resume` of one): fire schedules, deliver notifications
+        self._serving_all = False
         self.dispatched_total = 0
         #: wall time of each run's first dispatch by this master (latency figures)
         self.first_dispatch: dict[str, float] = {}
@@ -135,6 +140,9 @@ class Master:
                 asyncio.create_task(watcher.run(self.wake)), asyncio.create_task(self.fleet.heartbeat()),
                 asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._housekeeping()),
             ]
+            self._serving_all = run_ids is None
+            if self._serving_all:
+                background.append(asyncio.create_task(Notifier(self.location).run()))
             await self._control_loop(run_ids, stop_when_idle)
         finally:
             for task in background:
@@ -168,6 +176,7 @@ class Master:
                 last_claim = now
                 await self._refill()
             await self._flush()
+            await self.pausing.release(self._db, self._require_db().queue.release_tasks, self.master_id)
             await self._finish_stopping()
             if self._plan_dirty or now - last_plan >= REPLAN_EVERY_S:
                 self._plan_dirty = False
@@ -197,12 +206,14 @@ class Master:
                     continue
                 self.runs[run_id] = ctx
                 self._plan_dirty = self._claim_dirty = True
-            if row.state != ctx.state:
+            amended = pick_up_amendment(ctx, row)
+            if row.state != ctx.state or amended:
                 self._plan_dirty = self._claim_dirty = True
             ctx.state = row.state
             if row.stop_requested and not ctx.stopping:
                 self._begin_stop(ctx)
             if ctx.state == RunState.PAUSED:
+                self.pausing.hold(run_id)
                 await self._release_ready(lambda t, rid=run_id: t.run_id == rid)  # type: ignore[misc]
         for run_id in [r for r in self.runs if r not in rows]:
             self._forget_run(run_id)
@@ -416,6 +427,8 @@ class Master:
                 await self._db(db.queue.touch_owned, self.master_id)
                 if self.fleet is not None:
                     await self._db(db.agents.report, self.fleet.rows(self.master_id))
+                if self._serving_all and await self._db(tick_schedules, db):
+                    self.wake.set()  # adopt the runs just started
             if tick % 10 == 0:
                 for ctx in self.runs.values():
                     if ctx.dispatched:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from console.runoptions import RunOptions
-from console.status import RunState, StageState
+from console.status import RunState, StageState, stage_label
 from console.store.rows import (
     AgentRow,
     ClaimedTask,
@@ -41,10 +41,12 @@ from console.store.rows import (
     ResultPage,
     ResultRow,
     RunRow,
+    ScheduleRow,
     SourceRecord,
     StageRow,
+    TaskFailure,
 )
-from console.store.writes import IngestBatch, TaskPlan
+from console.store.writes import IngestBatch, NewSchedule, TaskPlan
 
 #: a raw result row for export: (id, run, stage, type, key, target, agent, task_id, ts, data_json)
 RawResult = tuple[Any, ...]
@@ -76,15 +78,40 @@ class Runs(ABC):
     def stages_of(self, run_ids: list[str]) -> dict[str, tuple[StageRow, ...]]:
         """The stages of several runs at once (every id present in the answer)."""
 
+    @abstractmethod
+    def resolve(self, prefix: str) -> str:
+        """The id of the one run whose id is ``prefix`` or starts with it (4 characters or more).
+
+        RunNotFound (bad input, exit 2) when the prefix is shorter, matches no run, or matches
+        several (the message names the candidates). Portable SQL: no LIKE (``%`` and ``_`` in a prefix
+        are plain characters)."""
+
+    @abstractmethod
+    def failures(self, run_id: str, limit: int = 5) -> list[TaskFailure]:
+        """The run's tasks that failed for good, first failed first, with their reasons."""
+
+    @abstractmethod
+    def unserved(self, run_ids: list[str]) -> set[str]:
+        """Which of these runs are active (pending, running) but served by no live master: no owner yet,
+        or an owner that stopped heartbeating. Such a run waits for a master (`master`, the console)."""
+
     def summary(self, run_id: str) -> dict[str, Any]:
-        """SPEC's ``--json`` object for one run (plus workflow, created, priority, per-stage dropped)."""
-        return _summary(self.get(run_id), self.stages(run_id))
+        """SPEC's ``--json`` object for one run (plus workflow, created, priority, per-stage dropped,
+        the failed tasks and whether a master serves it)."""
+        run, stages = self.get(run_id), self.stages(run_id)
+        failures = self.failures(run_id) if any(s.tasks_failed for s in stages) else []
+        return _summary(run, stages, failures, run_id in self.unserved([run_id]))
 
     def summaries(self, limit: int = 100) -> list[dict[str, Any]]:
-        """``summary`` of the newest runs, newest first, in two reads whatever their number."""
+        """``summary`` of the newest runs, newest first, in three reads whatever their number (a run
+        with failed tasks adds one read for them)."""
         runs = self.newest(limit)
         stages = self.stages_of([r.id for r in runs])
-        return [_summary(run, stages[run.id]) for run in runs]
+        unserved = self.unserved([r.id for r in runs])
+        return [
+            _summary(run, stages[run.id], self.failures(run.id) if run.tasks_failed else [], run.id in unserved)
+            for run in runs
+        ]
 
     @abstractmethod
     def pause(self, run_id: str) -> RunState:
@@ -99,20 +126,41 @@ class Runs(ABC):
         """Ask a live owner to cancel the run's tasks and end it ``stopped``; with no live owner, end it now."""
 
 
-def _summary(run: RunRow, stage_rows: Iterable[StageRow]) -> dict[str, Any]:
+def _failure_text(run: RunRow, failures: list[TaskFailure]) -> str | None:
+    """The run's error, naming the first failed task and its reason (a stage list alone says too little)."""
+    if not failures or run.state != RunState.FAILED:
+        return run.error
+    first = failures[0]
+    where = f" on {first.agent}" if first.agent else ""
+    more = f" (and {len(failures) - 1} more failed task(s))" if len(failures) > 1 else ""
+    named = f"task {first.task_id} of stage {first.stage_id} failed{where}: {first.error}{more}"
+    return f"{run.error}; {named}" if run.error else named
+
+
+def _summary(
+    run: RunRow, stage_rows: Iterable[StageRow], failures: list[TaskFailure] | None = None,
+    unserved: bool = False,
+) -> dict[str, Any]:
     stages = [
         {
-            "id": s.id, "state": str(s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
+            "id": s.id, "state": stage_label(run.state, s.state), "tasks_total": s.tasks_total, "tasks_done": s.tasks_done,
             "tasks_failed": s.tasks_failed, "results": s.results, "dropped": s.dropped,
         }
         for s in stage_rows
     ]
     end = run.ended if run.ended is not None else time.time()
-    duration = round(max(0.0, end - run.started), 3) if run.started is not None else 0.0
+    if run.paused_at is not None:
+        end = min(end, run.paused_at)  # paused (or stopped while paused): the clock stopped then
+    duration = round(max(0.0, end - run.started - run.paused_s), 3) if run.started is not None else 0.0
     return {
         "run": run.id, "state": str(run.state), "stages": stages,
         "results": sum(s["results"] for s in stages), "duration_s": duration,
-        "workflow": run.workflow, "created": run.created, "priority": run.priority, "error": run.error,
+        "workflow": run.workflow, "created": run.created, "priority": run.priority,
+        "error": _failure_text(run, failures or []),
+        "failures": [
+            {"task": f.task_id, "stage": f.stage_id, "agent": f.agent, "error": f.error} for f in failures or []
+        ],
+        "waiting_for_master": unserved,
         "targets": run.targets, "scope": run.scope if run.scope is not None else run.targets,
         "exclude": run.exclude, "agents": run.agents, "max_rate": run.max_rate, "host_rate": run.host_rate,
         "notify": run.notify, "submitted_by": run.submitted_by, "schedule": run.schedule_id,
@@ -149,6 +197,10 @@ class Results(ABC):
     @abstractmethod
     def types(self, run_id: str) -> list[str]:
         """The record types a run's stages report (from its definition), else those present."""
+
+    @abstractmethod
+    def baseline_counts(self, run_id: str) -> dict[str, int]:
+        """The run's baseline records counted by their status (pass, fail, error); empty when it has none."""
 
     # -- the results browser: keyset pages over a filter ----------------------------------
 
@@ -199,6 +251,11 @@ class Events(ABC):
     @abstractmethod
     def recent(self, run_id: str | None = None, after_id: int = 0, limit: int = 200) -> list[EventRow]:
         """The newest ``limit`` events after ``after_id`` (of one run, or all), oldest first."""
+
+    @abstractmethod
+    def since(self, run_id: str | None = None, after_id: int = 0, limit: int = 1000) -> list[EventRow]:
+        """The OLDEST ``limit`` events after ``after_id`` (of one run, or every event, the fleet's
+        included), oldest first: paging forward through the whole log (``fleetscan events``)."""
 
 
 class Agents(ABC):
@@ -326,6 +383,86 @@ class Plans(ABC):
         """End the stage (completed, or failed when a task failed) if none of its tasks is open."""
 
 
+#: one record as a diff reads it: (stage, type, key, data JSON)
+KeyedRecord = tuple[str, str, str, str]
+
+
+class History(ABC):
+    """Runs over time: what a diff reads, which run came before, amending a run, notification bookkeeping."""
+
+    @abstractmethod
+    def keyed_pages(self, run_id: str, batch: int = 10_000) -> Iterator[list[KeyedRecord]]:
+        """A run's records as :data:`KeyedRecord`, a page at a time in (stage, type, key) order, by code
+        point (a keyset over the records' unique index), so two runs are merged as they stream in constant
+        memory. The order must equal Python's ``str`` order (PostgreSQL: ``COLLATE "C"``)."""
+
+    @abstractmethod
+    def previous_run(self, run_id: str, *, same_schedule: bool = False) -> RunRow | None:
+        """The latest ``completed`` run created before ``run_id`` with the same workflow and targets (with
+        ``same_schedule`` and a run a schedule started: of that schedule), or None. RunNotFound if unknown."""
+
+    @abstractmethod
+    def definition(self, run_id: str) -> str:
+        """The run's stored workflow definition, as the JSON text stored. RunNotFound if unknown."""
+
+    @abstractmethod
+    def amend(self, run_id: str, expected_definition: str, definition: dict[str, Any], stages: list[str],
+              message: str) -> bool:
+        """Store ``definition`` as the run's, logging ``message`` as an ``amend`` event, in one transaction,
+        but only while the stored definition is still ``expected_definition`` and none of ``stages`` has a
+        task, a remembered target or a planned mark; False (nothing written) when either moved."""
+
+    @abstractmethod
+    def notify_due(self, now: float, limit: int = 20) -> list[RunRow]:
+        """Ended runs with a ``notify`` URL whose notification is neither done nor leased past ``now``."""
+
+    @abstractmethod
+    def notify_claim(self, run_id: str, now: float, lease_s: float) -> int:
+        """Take the next delivery attempt of the run's notification (a compare-and-set: one process per
+        attempt, however many masters); its number, or 0 when it is not due or another process has it."""
+
+    @abstractmethod
+    def notify_outcome(self, run_id: str, attempt: int, done: str | None, retry_at: float | None,
+                       level: str, message: str) -> None:
+        """Record attempt ``attempt``: ``done`` (``delivered`` / ``failed``: no more attempts) or a retry
+        due at ``retry_at``; ``message`` logged as a ``notify`` event."""
+
+
+class Schedules(ABC):
+    """Recurring runs. A due occurrence fires exactly once however many masters share the store: firing is
+    a compare-and-set on ``next_due`` in the same transaction as the run it creates."""
+
+    @abstractmethod
+    def add(self, schedule: NewSchedule) -> str:
+        """Write the schedule; return its id."""
+
+    @abstractmethod
+    def all(self) -> list[ScheduleRow]:
+        """Every schedule, oldest first."""
+
+    @abstractmethod
+    def get(self, schedule_id: str) -> ScheduleRow:
+        """The schedule; BadInput (field ``schedule``) if there is none."""
+
+    @abstractmethod
+    def remove(self, schedule_id: str) -> None:
+        """Forget the schedule (its runs stay); BadInput if there is none."""
+
+    @abstractmethod
+    def set_paused(self, schedule_id: str, paused: bool, next_due: float | None = None) -> None:
+        """Pause or resume (``next_due``, when given, replaces the due time); BadInput if there is none."""
+
+    @abstractmethod
+    def due(self, now: float) -> list[ScheduleRow]:
+        """Schedules not paused whose ``next_due`` has come."""
+
+    @abstractmethod
+    def fire(self, schedule_id: str, expected_due: float, next_due: float, now: float, start: bool) -> str | None:
+        """Move ``next_due`` from ``expected_due`` to ``next_due`` and, with ``start``, create the pending
+        run of this occurrence (``schedule_id`` set), all in one transaction. The run's id; None when
+        ``next_due`` had already moved (another master fired it) or nothing was started."""
+
+
 class Store(ABC):
     """An open store; see the module docstring for its parts and its error contract."""
 
@@ -335,6 +472,8 @@ class Store(ABC):
     agents: Agents
     queue: TaskQueue
     plans: Plans
+    history: History
+    schedules: Schedules
 
     #: where it is, for messages (a path, or a URL without its password)
     location: str

@@ -44,6 +44,9 @@ class RunRow:
     #: ``user@host`` of whoever submitted it, and the schedule that started it (if one did)
     submitted_by: str | None = None
     schedule_id: str | None = None
+    #: seconds spent paused since it started, and since when it is paused (None when it is not)
+    paused_s: float = 0.0
+    paused_at: float | None = None
     #: progress summed over the run's stages (filled by the listing reads, 0 elsewhere)
     tasks_total: int = 0
     tasks_done: int = 0
@@ -102,6 +105,18 @@ class EventRow:
     level: str
     kind: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """A task of a run that failed for good, with the reason its last attempt gave (kept whole up to
+    4,096 characters): what `status` names when a run failed."""
+
+    task_id: int
+    stage_id: str
+    agent: str | None
+    error: str
+    ended: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,3 +250,31 @@ class ResultPage:
     @property
     def has_prev(self) -> bool:
         return self.offset > 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A recurring run: what each occurrence submits, how often, inside which local-time window."""
+
+    id: str
+    workflow: str
+    every_s: int
+    #: ``HH:MM-HH:MM`` in the master's local time (may wrap midnight), or None: any time
+    window: str | None
+    paused: bool
+    created: float
+    #: when the next occurrence is due (epoch seconds); the compare-and-set column of firing
+    next_due: float
+    targets: str | None = None
+    scope: str | None = None
+    agents: str | None = None
+    priority: int = 0
+    exclude: str | None = None
+    max_rate: int | None = None
+    host_rate: int | None = None
+    notify: str | None = None
+    submitted_by: str | None = None
+    workflows_file: str | None = None
+    #: the run the latest occurrence started, and when
+    last_run: str | None = None
+    last_fired: float | None = None

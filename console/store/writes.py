@@ -65,3 +65,25 @@ class IngestBatch:
 
     def __bool__(self) -> bool:
         return bool(self.records or self.completions or self.requeues or self.events)
+
+
+@dataclass(frozen=True)
+class NewSchedule:
+    """A validated schedule to write: the run it submits each time (a frozen definition, as a run stores
+    it, so editing the workflow file later never changes what the schedule runs) and its timing."""
+
+    workflow: str
+    definition: dict[str, object]
+    every_s: int
+    window: str | None
+    first_due: float
+    targets: str | None = None
+    scope: str | None = None
+    agents: str | None = None
+    priority: int = 0
+    workflows_file: str | None = None
+    exclude: str | None = None
+    max_rate: int | None = None
+    host_rate: int | None = None
+    notify: str | None = None
+    submitted_by: str | None = None

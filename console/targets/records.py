@@ -176,6 +176,16 @@ class Service(_Data):
     """Port of the service."""
     banner: Text = ""
     """What the service said first (escaped, bounded); empty when it stayed silent."""
+    name: Text | None = None
+    """From ``service``: what answers (ssh, http, smtp, ftp, redis, ...; ``ssl`` for an unnamed TLS port)."""
+    product: Text | None = None
+    """From ``service``: the software, when the answer names it (OpenSSH, nginx, Exim ...)."""
+    version: Text | None = None
+    """From ``service``: its version, when the answer tells it."""
+    tls: bool | None = None
+    """From ``service``: the port completed a TLS handshake."""
+    method: Literal["probe", "port"] | None = None
+    """From ``service``: named by an answer (probe) or only by the port number (port)."""
 
 
 class Http(_Data):
@@ -187,6 +197,10 @@ class Http(_Data):
     """HTML <title>, whitespace collapsed."""
     server: Text = ""
     """Server header."""
+    redirects: list[Text] | None = None
+    """Absolute URLs followed, in order (only those inside the scope)."""
+    final_url: Text | None = None
+    """The URL that answered last (https when a plain request was answered as an HTTPS port)."""
 
 
 class TlsCert(_Data):
@@ -198,8 +212,14 @@ class TlsCert(_Data):
     """Certificate subject."""
     issuer: Text = ""
     """Certificate issuer."""
+    not_before: Text = ""
+    """Start of validity (ISO-8601 UTC)."""
     not_after: Text = ""
     """Expiry as the certificate states it."""
+    sans: list[Text] | None = None
+    """Subject alternative names (``DNS:x``, ``IP Address:y``)."""
+    protocol: Text = ""
+    """The TLS version negotiated (TLSv1 ... TLSv1.3)."""
 
 
 class Baseline(_Data):
@@ -328,7 +348,8 @@ def derive_target(record: Any, kind: str) -> str | None:
     """The next stage's target from a kept record, or None when it gives none of ``kind``.
 
     host: its host (an http record's url host). port: ``host:port``. url: the record's
-    own url for http records, else ``http://host:port/`` (https for 443 and 8443).
+    own url for http records; for a service record that says whether the port spoke TLS,
+    https exactly when it did; else ``http://host:port/`` (https for 443 and 8443).
     Every value is checked with :func:`console.targets.sets.validate_value`; a value that
     fails it gives None (the planner counts it as dropped).
     """
@@ -354,6 +375,8 @@ def derive_target(record: Any, kind: str) -> str | None:
             if isinstance(url, str):
                 return targets.validate_value("url", url)
             host = targets.validate_value("host", host)
+            if rtype == "service" and isinstance(data.get("tls"), bool):  # the service tool saw TLS or not
+                return targets.validate_value("url", targets.format_url("https" if data["tls"] else "http", host, port))
             return targets.validate_value("url", targets.url_for(host, port))
     except BadInput:
         return None
@@ -395,7 +418,8 @@ _KNOWN_EXTRAS: dict[str, set[str]] = {
     "port_open": {"host", "port", "proto", "addr", "name", "service", "product", "version", "tls", "cpe", "extrainfo"},
     "service": {"host", "port", "banner", "name", "product", "version", "tls", "method", "cpe", "extrainfo"},
     "http": {"url", "status", "title", "server", "redirects", "final_url", "location", "redirect_blocked", "error"},
-    "tls_cert": {"host", "port", "subject", "issuer", "not_before", "not_after", "sans", "protocol", "serial", "sha256"},
+    "tls_cert": {"host", "port", "subject", "issuer", "not_before", "not_after", "sans", "protocol", "serial", "sha256",
+                 "cipher", "starttls"},
     "baseline": {"rule", "title", "security", "status", "evidence", "baseline"},
 }
 FIELDS: dict[str, frozenset[str]] = {

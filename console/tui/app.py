@@ -261,6 +261,12 @@ class FleetscanApp(App[int]):
 
         self.push_screen(AgentsScreen(self.db_path, self.agents_source, clock=self.clock))
 
+    def action_history(self, what: str) -> None:
+        """d changes, t schedules, i assets, m amend: console/tui/history_screens.py."""
+        from console.tui.history_screens import open_history
+
+        open_history(self, what, self.db_path, self.selected_run(), self.workflows_file)
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 

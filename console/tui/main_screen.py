@@ -25,6 +25,10 @@ class MainScreen(Screen[None]):
         Binding("s", "app.stop_run", "Stop"),
         Binding("r", "app.results", "Results"),
         Binding("a", "app.agents", "Agents"),
+        Binding("d", "app.history('diff')", "Changes", show=False),
+        Binding("t", "app.history('schedules')", "Schedules", show=False),
+        Binding("i", "app.history('assets')", "Assets", show=False),
+        Binding("m", "app.history('amend')", "Amend", show=False),
         Binding("question_mark", "app.help", "Help", key_display="?"),
         Binding("q", "app.quit", "Quit"),
     ]

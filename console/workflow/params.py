@@ -45,10 +45,11 @@ Seconds = Annotated[float, Field(gt=0, le=86400)]
 #: A port list expanding to more than this is refused for tcp_ping (it probes each port per host).
 MAX_PING_PORTS = 64
 PLACEHOLDERS = ("{target}", "{host}", "{port}", "{ports}", "{targets_file}")
-EXEC_PARSERS = ("nmap_xml", "masscan_json", "jsonl", "lines")
+EXEC_PARSERS = ("nmap_xml", "masscan_json", "masscan_ndjson", "jsonl", "lines")
 PARSER_OUTPUTS: dict[str, frozenset[str]] = {
-    "nmap_xml": frozenset({"host_up", "port_open"}),
+    "nmap_xml": frozenset({"host_up", "port_open", "service"}),
     "masscan_json": frozenset({"port_open"}),
+    "masscan_ndjson": frozenset({"port_open", "service"}),
     "jsonl": frozenset(records.RECORD_TYPES),
 }
 
@@ -171,6 +172,15 @@ class BannerParams(ToolParams):
     """Ports probed at once per task."""
 
 
+class ServiceParams(ToolParams):
+    timeout: Seconds = 3.0
+    """Seconds to wait for each answer (a greeting, a handshake, a hello's reply)."""
+    intensity: Annotated[int, Field(ge=0, le=9)] = 7
+    """Hellos of this rarity or below are tried (0: greeting, TLS and the port's own hello only)."""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+    """Ports probed at once per task."""
+
+
 class HttpProbeParams(ToolParams):
     timeout: Seconds = 5.0
     """Seconds for the whole request."""
@@ -185,6 +195,9 @@ class HttpProbeParams(ToolParams):
 class TlsCertParams(ToolParams):
     timeout: Seconds = 5.0
     """Seconds for the TLS handshake."""
+    starttls: Literal["auto", "none", "smtp", "imap", "pop3", "ftp", "ldap", "postgres", "xmpp"] | None = None
+    """Upgrade a plain-text protocol first; auto (the agent's default when unset): SMTP 25/587, IMAP 143,
+    POP3 110, FTP 21, LDAP 389, PostgreSQL 5432, XMPP 5222 (TLS at once on other ports)."""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
     """Handshakes in flight at once per task."""
 
@@ -229,7 +242,16 @@ class ExecParams(ToolParams):
     ]
     """Program and arguments (never a shell); placeholders {target} {host} {port} {ports} {targets_file}, each a
     whole element ({ports}: the comma list of a ``host_ports`` target, or a port target's port)."""
-    parser: Literal["nmap_xml", "masscan_json", "jsonl", "lines"]
+    argv6: (
+        Annotated[
+            list[Annotated[str, BeforeValidator(_exec_arg)]],
+            BeforeValidator(_argv_list),
+            Field(min_length=1, max_length=256),
+        ]
+        | None
+    ) = None
+    """The argv for IPv6 targets (e.g. nmap's with ``-6``); a task with both families runs each with its own."""
+    parser: Literal["nmap_xml", "masscan_json", "masscan_ndjson", "jsonl", "lines"]
     """How the program's output becomes records."""
     type: Literal["host_up", "port_open"] | None = None
     """What each output line is (``lines`` parser only): ``host_up`` (a host) or ``port_open`` (host:port)."""
@@ -238,9 +260,10 @@ class ExecParams(ToolParams):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExecParams:
-        program = self.argv[0]
-        if program in PLACEHOLDERS or program.startswith("-") or not program:
-            raise ValueError(f"argv[0] must be a program name, not {program!r}")
+        for field, argv in (("argv", self.argv), ("argv6", self.argv6)):
+            program = argv[0] if argv else "x"
+            if program in PLACEHOLDERS or program.startswith("-") or not program:
+                raise ValueError(f"{field}[0] must be a program name, not {program!r}")
         if self.parser == "lines" and self.type is None:
             raise ValueError("the lines parser needs `type` (the result type each line becomes)")
         if self.parser != "lines" and self.type is not None:

@@ -23,8 +23,8 @@ from console.errors import StoreBusy, StoreCorrupt, StoreError
 from console.status import MASTER_DEAD_AFTER_S
 
 BUSY_TIMEOUT_MS = 5000
-#: longest event message kept (an error text is kept whole up to this)
-MAX_EVENT_TEXT = 4096
+#: an event carries an error text kept whole (up to 4,096 characters) plus what it is about
+MAX_EVENT_TEXT = 4096 + 512
 
 C = TypeVar("C", bound=type)
 

@@ -80,6 +80,14 @@ class SQLiteResults(base.Results):
         rows = self.db.conn.execute("SELECT DISTINCT type FROM results WHERE run_id = ? ORDER BY type", (run_id,))
         return [str(r[0]) for r in rows.fetchall()]
 
+    def baseline_counts(self, run_id: str) -> dict[str, int]:
+        rows = self.db.conn.execute(
+            "SELECT json_extract(data, '$.status'), count(*) FROM results WHERE run_id = ? AND type = 'baseline'"
+            " GROUP BY 1",
+            (run_id,),
+        ).fetchall()
+        return {str(status): int(n) for status, n in rows if status is not None}
+
     def _count_matching(self, flt: ResultFilter) -> int:
         where, params = _matching(flt)
         return int(self.db.conn.execute(f"SELECT count(*) FROM results WHERE {where}", params).fetchone()[0])

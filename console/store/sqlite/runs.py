@@ -13,13 +13,19 @@ from console.errors import RunNotFound
 from console.runoptions import RunOptions
 from console.status import RUN_TERMINAL, TASK_OPEN, AgentState, RunState, StageState, TaskState
 from console.store import base
-from console.store.rows import AgentRow, EventRow, RunRow, StageRow
+from console.store.rows import AgentRow, EventRow, RunRow, StageRow, TaskFailure
 from console.store.sqlite.database import Database, maps_errors, marks
 
 _RUN_COLUMNS = (
     "id, workflow, targets, scope, agents, workflows_file, priority, state, created, started, ended, error,"
-    " owner, owner_seen, stop_requested, exclude, max_rate, host_rate, notify, submitted_by, schedule_id"
+    " owner, owner_seen, stop_requested, exclude, max_rate, host_rate, notify, submitted_by, schedule_id,"
+    " paused_s, paused_at"
 )
+
+
+#: the shortest run-id prefix accepted, and how many candidates an ambiguous one names
+MIN_PREFIX = 4
+MAX_CANDIDATES = 8
 
 
 def _int(value: Any) -> int:
@@ -33,7 +39,7 @@ def run_row(r: dict[str, Any]) -> RunRow:
         created=r["created"], started=r["started"], ended=r["ended"], error=r["error"], owner=r["owner"],
         owner_seen=r["owner_seen"], stop_requested=bool(r["stop_requested"]), exclude=r["exclude"],
         max_rate=r["max_rate"], host_rate=r["host_rate"], notify=r["notify"], submitted_by=r["submitted_by"],
-        schedule_id=r["schedule_id"],
+        schedule_id=r["schedule_id"], paused_s=float(r.get("paused_s") or 0.0), paused_at=r.get("paused_at"),
         tasks_total=_int(r.get("tasks_total")), tasks_done=_int(r.get("tasks_done")),
         tasks_failed=_int(r.get("tasks_failed")), results=_int(r.get("results")),
     )
@@ -58,34 +64,60 @@ class SQLiteRuns(base.Runs):
         agents: str | None = None, priority: int = 0, workflows_file: str | None = None,
         options: RunOptions | None = None,
     ) -> str:
-        opts = options or RunOptions()
-        stages = definition.get("stages") or []
-        run_id = secrets.token_hex(4)
         with self.db.transaction() as conn:
-            while conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-                run_id = secrets.token_hex(4)
-            conn.execute(
-                "INSERT INTO runs (id, workflow, definition, workflows_file, targets, scope, agents, priority,"
-                " state, created, exclude, max_rate, host_rate, notify, submitted_by, schedule_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id, workflow, json.dumps(definition), workflows_file, targets, scope, agents,
-                    int(priority), RunState.PENDING, time.time(), opts.exclude, opts.max_rate, opts.host_rate,
-                    opts.notify, opts.submitted_by, opts.schedule_id,
-                ),
+            return insert_run(
+                self.db, conn, workflow, definition, targets, scope, agents, priority, workflows_file, options
             )
-            conn.executemany(
-                "INSERT INTO stages (run_id, id, idx, tool) VALUES (?, ?, ?, ?)",
-                [(run_id, str(s["id"]), i, str(s.get("tool", ""))) for i, s in enumerate(stages)],
-            )
-            self.db.event(conn, run_id, "info", "submit", f"run {run_id} of {workflow} submitted")
-        return run_id
 
     def get(self, run_id: str) -> RunRow:
         rows = self.db.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         if not rows:
-            raise RunNotFound(f"no run {run_id!r}", field="run")
+            raise RunNotFound(f"no run {run_id!r}", field="RUN")
         return run_row(rows[0])
+
+    def resolve(self, prefix: str) -> str:
+        text = prefix.strip()
+        if len(text) < MIN_PREFIX:
+            raise RunNotFound(f"a run id or a prefix of {MIN_PREFIX} characters or more, not {text!r}", field="RUN")
+        rows = self.db.query(
+            "SELECT id FROM runs WHERE id = ? OR substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
+            (text, len(text), text, MAX_CANDIDATES + 1),
+        )
+        ids = [str(r["id"]) for r in rows]
+        if text in ids:
+            return text
+        if not ids:
+            raise RunNotFound(f"no run {text!r}", field="RUN")
+        if len(ids) > 1:
+            shown = ", ".join(ids[:MAX_CANDIDATES]) + (" ..." if len(ids) > MAX_CANDIDATES else "")
+            raise RunNotFound(f"{text!r} is ambiguous: it starts {shown}", field="RUN")
+        return ids[0]
+
+    def failures(self, run_id: str, limit: int = 5) -> list[TaskFailure]:
+        rows = self.db.query(
+            "SELECT id, stage_id, agent, error, ended FROM tasks WHERE run_id = ? AND state = ?"
+            " ORDER BY ended, id LIMIT ?",
+            (run_id, TaskState.FAILED, limit),
+        )
+        return [
+            TaskFailure(task_id=int(r["id"]), stage_id=str(r["stage_id"]), agent=r["agent"],
+                        error=r["error"] or "failed", ended=r["ended"])
+            for r in rows
+        ]
+
+    def unserved(self, run_ids: list[str]) -> set[str]:
+        waiting = (RunState.PENDING, RunState.RUNNING)
+        found: set[str] = set()
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start:start + 500]
+            rows = self.db.query(
+                f"SELECT id, owner FROM runs WHERE id IN ({marks(chunk)}) AND state IN ({marks(waiting)})",
+                [*chunk, *waiting],
+            )
+            owners = sorted({r["owner"] for r in rows if r["owner"] is not None})
+            dead = self.db.dead_masters(self.db.conn, owners) if owners else set()
+            found.update(r["id"] for r in rows if r["owner"] is None or r["owner"] in dead)
+        return found
 
     def newest(self, limit: int = 100, states: Iterable[RunState] | None = None) -> list[RunRow]:
         wanted = [str(s) for s in states or ()]
@@ -128,7 +160,14 @@ class SQLiteRuns(base.Runs):
             state = self._state_for_update(conn, run_id)
             if state not in when:
                 return state
-            conn.execute("UPDATE runs SET state = ? WHERE id = ?", (to, run_id))
+            now = time.time()
+            if to == RunState.PAUSED:
+                # the clock stops now (only for a run that has started: a pending run has no duration yet)
+                conn.execute("UPDATE runs SET state = ?, paused_at = CASE WHEN started IS NULL THEN NULL ELSE ? END"
+                             " WHERE id = ?", (to, now, run_id))
+            else:
+                conn.execute("UPDATE runs SET state = ?, paused_s = paused_s + coalesce(? - paused_at, 0),"
+                             " paused_at = NULL WHERE id = ?", (to, now, run_id))
             self.db.event(conn, run_id, "info", kind, f"{kind} requested")
             return to
 
@@ -149,8 +188,37 @@ class SQLiteRuns(base.Runs):
     def _state_for_update(conn: sqlite3.Connection, run_id: str) -> RunState:
         row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise RunNotFound(f"no run {run_id!r}", field="run")
+            raise RunNotFound(f"no run {run_id!r}", field="RUN")
         return RunState(row[0])
+
+
+def insert_run(
+    db: Database, conn: sqlite3.Connection, workflow: str, definition: dict[str, Any], targets: str | None,
+    scope: str | None, agents: str | None, priority: int, workflows_file: str | None, options: RunOptions | None,
+) -> str:
+    """Write a pending run and its stages inside the caller's transaction (a schedule's occurrence is
+    written in the same transaction as the move of its due time); return the new id."""
+    opts = options or RunOptions()
+    stages = definition.get("stages") or []
+    run_id = secrets.token_hex(4)
+    while conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+        run_id = secrets.token_hex(4)
+    conn.execute(
+        "INSERT INTO runs (id, workflow, definition, workflows_file, targets, scope, agents, priority,"
+        " state, created, exclude, max_rate, host_rate, notify, submitted_by, schedule_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id, workflow, json.dumps(definition), workflows_file, targets, scope, agents,
+            int(priority), RunState.PENDING, time.time(), opts.exclude, opts.max_rate, opts.host_rate,
+            opts.notify, opts.submitted_by, opts.schedule_id,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO stages (run_id, id, idx, tool) VALUES (?, ?, ?, ?)",
+        [(run_id, str(s["id"]), i, str(s.get("tool", ""))) for i, s in enumerate(stages)],
+    )
+    db.event(conn, run_id, "info", "submit", f"run {run_id} of {workflow} submitted")
+    return run_id
 
 
 def finish_stopped(db: Database, conn: sqlite3.Connection, run_id: str) -> None:
@@ -181,11 +249,23 @@ class SQLiteEvents(base.Events):
             params.append(run_id)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [
-            EventRow(id=r["id"], ts=float(r["ts"] or 0.0), run_id=r["run_id"], level=r["level"] or "info",
-                     kind=r["kind"] or "", message=r["message"] or "")
-            for r in reversed(self.db.query(sql, params))
-        ]
+        return [_event_row(r) for r in reversed(self.db.query(sql, params))]
+
+
+    def since(self, run_id: str | None = None, after_id: int = 0, limit: int = 1000) -> list[EventRow]:
+        sql = "SELECT id, ts, run_id, level, kind, message FROM events WHERE id > ?"
+        params: list[Any] = [after_id]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [_event_row(r) for r in self.db.query(sql, params)]
+
+
+def _event_row(r: dict[str, Any]) -> EventRow:
+    return EventRow(id=r["id"], ts=float(r["ts"] or 0.0), run_id=r["run_id"], level=r["level"] or "info",
+                    kind=r["kind"] or "", message=r["message"] or "")
 
 
 _AGENT_COLUMNS = (

@@ -101,8 +101,43 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("results").add_column("master", str)
 
 
+def _paused_time(db: sqlite_utils.Database) -> None:
+    """A run's time spent paused (``paused_s``, and ``paused_at`` while it is): its duration stops
+    counting while it is paused."""
+    runs = db.table("runs")
+    runs.add_column("paused_s", float, not_null_default=0.0)
+    runs.add_column("paused_at", float)
+
+
+_SCHEDULES = """
+CREATE TABLE schedules (
+    id TEXT PRIMARY KEY, workflow TEXT NOT NULL, definition TEXT NOT NULL, workflows_file TEXT,
+    targets TEXT, scope TEXT, agents TEXT, priority INTEGER NOT NULL DEFAULT 0, exclude TEXT,
+    max_rate INTEGER, host_rate INTEGER, notify TEXT, submitted_by TEXT,
+    every_s INTEGER NOT NULL, run_window TEXT, paused INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    next_due REAL NOT NULL, last_run TEXT, last_fired REAL
+);
+CREATE INDEX schedules_due ON schedules(paused, next_due)
+"""
+
+
+def _history(db: sqlite_utils.Database) -> None:
+    """Runs over time: schedules (``next_due`` is the compare-and-set column that makes a due occurrence
+    fire once across masters), and each run's end-of-run notification bookkeeping (attempts made, when the
+    next is due, the outcome), so any master can deliver it exactly once and retry it."""
+    for statement in _SCHEDULES.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    runs = db.table("runs")
+    runs.add_column("notify_attempts", int, not_null_default=0)
+    runs.add_column("notify_next", float)
+    runs.add_column("notify_done", str)
+    db.execute("CREATE INDEX runs_schedule ON runs(schedule_id, created)")
+    db.execute("CREATE INDEX runs_workflow ON runs(workflow, created)")
+
+
 #: ordered migrations: index i brings the schema from user_version i to i + 1
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _paused_time, _history]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 from console.store import base
 from console.store.rows import FEED_EVENTS, FEED_RESULTS, MAX_RUNS, ConsoleView
 from console.store.sqlite.database import Database, maps_errors
+from console.store.sqlite.history import SQLiteHistory
 from console.store.sqlite.plans import SQLitePlans
 from console.store.sqlite.queue import SQLiteQueue
 from console.store.sqlite.results import SQLiteResults
 from console.store.sqlite.runs import SQLiteAgents, SQLiteEvents, SQLiteRuns
+from console.store.sqlite.schedules import SQLiteSchedules
 
 
 @maps_errors
@@ -30,6 +32,8 @@ class SQLiteStore(base.Store):
         self.agents = SQLiteAgents(db)
         self.queue = SQLiteQueue(db)
         self.plans = SQLitePlans(db)
+        self.history = SQLiteHistory(db)
+        self.schedules = SQLiteSchedules(db)
 
     @classmethod
     def open(cls, path: Path) -> SQLiteStore:

@@ -152,6 +152,7 @@ TOOLS = [
     ("banner", lambda port: [f"localhost:{port}"], lambda port: {"timeout": 1.0}),
     ("tls_cert", lambda port: [f"localhost:{port}"], lambda port: {"timeout": 1.0}),
     ("http_probe", lambda port: [f"http://localhost:{port}/"], lambda port: {"timeout": 1.0}),
+    ("service", lambda port: [f"localhost:{port}"], lambda port: {"timeout": 1.0}),
 ]
 
 

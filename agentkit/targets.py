@@ -35,6 +35,8 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$"
 )
 _RANGE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
+#: a part of an address as inet_aton reads it (decimal, octal, or hex): ``0x7f000001`` is no name
+_NUMBER_PART = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
 #: Expanding a CIDR or range inside the agent is for small sets only; the master chunks big ones.
 MAX_EXPAND = 65536
 
@@ -232,12 +234,15 @@ class ScopeEntry:
 
 
 def _looks_numeric(text: str) -> bool:
-    """A dotted name whose last label has no letter (``127.1``, ``10.0.0.256``) is a broken address.
+    """A name a resolver would read as an address: a last label without a letter (``127.1``,
+    ``10.0.0.256``), or up to four parts each decimal, octal or hex (``0x7f000001``, ``127.0.0.0x1``).
 
     The same rule as the master's ``normalize_hostname``, so both sides read an entry alike.
     """
-    last = text.rstrip(".").rpartition(".")[2]
-    return not any(ch.isalpha() for ch in last)
+    labels = text.rstrip(".").lower().split(".")
+    if not any(ch.isalpha() for ch in labels[-1]):
+        return True
+    return len(labels) <= 4 and all(_NUMBER_PART.match(label) for label in labels)
 
 
 class Scope:

@@ -189,3 +189,20 @@ def test_http_probe_follows_redirects_inside_every_scope_form(
         for server in (start, final):
             server.shutdown()
             server.server_close()
+
+
+@pytest.mark.parametrize("name", ["0x7f000001", "127.0.0.0x1", "0x7f.0x0.0.1", "0X7F.1", "0x7f.0.1"])
+def test_a_name_a_resolver_reads_as_an_address_is_refused_on_both_sides(name: str) -> None:
+    from agentkit.targets import TargetError
+    from console.errors import BadInput
+
+    with pytest.raises(BadInput):
+        parse_scope(name)
+    with pytest.raises(TargetError):
+        AgentScope([name])
+
+
+@pytest.mark.parametrize("name", ["deadbeef", "a.0x1f", "0xcafe.example", "x0.example"])
+def test_names_with_hex_looking_parts_stay_names(name: str) -> None:
+    assert parse_scope(name).wire() == [name]
+    assert AgentScope([name]).contains(name)

@@ -25,6 +25,8 @@ MAX_ENTRY = 2048
 #: Ports that mean TLS when a url is derived from host:port.
 HTTPS_PORTS = frozenset({443, 8443})
 
+#: a part of an address as inet_aton reads it (decimal, octal, or hex)
+_NUMBER_PART = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)\Z")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _PORT = re.compile(r"^[0-9]{1,5}\Z")
 # Path and query characters allowed in a URL target: RFC 3986 unreserved, '%', and the
@@ -90,6 +92,8 @@ def normalize_hostname(text: str) -> str | None:
         return None
     if not any(ch.isalpha() for ch in labels[-1]):
         return None  # 10.0.0.256 or 10.0.0.1-300 is a broken address, not a name (TLDs have letters)
+    if len(labels) <= 4 and all(_NUMBER_PART.match(label) for label in labels):
+        return None  # 0x7f000001, 127.0.0.0x1: inet_aton reads hex parts as an address
     return name
 
 

@@ -29,7 +29,8 @@ Start-up and bootstrap
     ping, ...), hostname}``. The master waits for it before sending anything.
 
 master -> agent
-    ``task {id, tool, params, targets, timeout, scope}``: start a task; tasks
+    ``task {id, tool, params, targets, timeout, scope, exclude}``: start a task
+    (``scope`` and ``exclude`` in the wire form of :mod:`agentkit.targets`); tasks
     run concurrently (a thread each; the master decides how many it sends).
     ``id`` is the master's opaque execution id; a second task with an id that
     is still running gets an ``error``. An unknown tool or bad parameters end
@@ -52,7 +53,9 @@ agent -> master
     task's last ``results``/``progress``; a tool's exception is a ``done``
     with ok=false and the reason, never a crash. A task that outlives its
     ``timeout`` is stopped like a cancel and ends ``done`` ok=false
-    error="timeout after Ns". ``pong {seq}``. ``error {error, id?}``.
+    error="timeout after Ns". ``blocked {id, host, address, reason}``: the
+    task's guard did not contact ``address`` (what ``host`` resolved to),
+    ``reason`` excluded / out of scope. ``pong {seq}``. ``error {error, id?}``.
 
 Stream hygiene
     At start the agent duplicates the real stdout to a private descriptor and

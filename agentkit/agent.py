@@ -263,6 +263,7 @@ class Agent:
             targets=list(message.get("targets") or []),
             timeout=float(message.get("timeout", 600.0)),
             scope=list(message.get("scope") or []),
+            exclude=list(message.get("exclude") or []),
         )
         send = self.writer.send
         ctx = TaskContext(
@@ -271,6 +272,11 @@ class Agent:
             task.scope,
             lambda records: send(wire.Results(op="results", id=task_id, records=records)),
             lambda done, total: send(wire.Progress(op="progress", id=task_id, done=done, total=total)),
+            exclude=task.exclude,
+            targets=task.targets,
+            send_blocked=lambda host, address, reason: send(
+                wire.Blocked(op="blocked", id=task_id, host=host[:255], address=address, reason=reason)
+            ),
         )
         running = RunningTask(task, ctx)
         with self._lock:
@@ -459,9 +465,10 @@ def _task_problem(message: Dict[str, Any]) -> Optional[str]:
         not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)
     ):
         return "targets must be a list of strings"
-    scope = message.get("scope", [])
-    if scope is not None and (not isinstance(scope, list) or not all(isinstance(s, str) for s in scope)):
-        return "scope must be a list of strings"
+    for name in ("scope", "exclude"):
+        value = message.get(name, [])
+        if value is not None and (not isinstance(value, list) or not all(isinstance(s, str) for s in value)):
+            return "%s must be a list of strings" % name
     timeout = message.get("timeout", 600.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 7 * 86400:
         return "timeout must be a positive number of seconds"

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from agentkit.guard import Guard
+from agentkit.targets import target_scope_entry
 from agentkit.wire import MAX_BATCH, Record
 
 
@@ -42,10 +44,17 @@ class TaskContext:
         scope: Sequence[str],
         send_records: Callable[[List[Record]], None],
         send_progress: Callable[[int, int], None],
+        exclude: Sequence[str] = (),
+        targets: Sequence[str] = (),
+        send_blocked: Optional[Callable[[str, str, str], None]] = None,
     ) -> None:
         self.task_id = task_id
         self.timeout = timeout
         self.scope = list(scope)
+        self.exclude = list(exclude)
+        self._targets = list(targets)
+        self._send_blocked = send_blocked
+        self._guard: Optional[Guard] = None
         self.deadline = time.monotonic() + timeout
         #: set when the task must stop (cancel or timeout); tools wait on it instead of sleeping
         self.cancelled = threading.Event()
@@ -61,6 +70,23 @@ class TaskContext:
         self._spawned = False
         self._last_progress = 0.0
         self._last_sent = (-1, -1)
+
+    # -- the network -----------------------------------------------------------
+
+    @property
+    def guard(self) -> Guard:
+        """The task's resolver/connector (:mod:`agentkit.guard`): every tool connects through it.
+
+        Built on first use from the task's scope (its own targets when the task names none)
+        and exclusions; a scope that does not parse fails the task (ToolError).
+        """
+        if self._guard is None:
+            try:
+                scope = self.scope or [target_scope_entry(t) for t in self._targets]
+                self._guard = Guard(scope, self.exclude, self._send_blocked, names_vouch=not self.scope)
+            except ValueError as err:
+                raise ToolError(str(err)) from None
+        return self._guard
 
     # -- results -------------------------------------------------------------
 

@@ -1,20 +1,31 @@
-"""The little target/scope parsing the agent needs, stdlib only.
+"""The little target/scope parsing the agent needs, stdlib only; THE parser of the scope wire form.
 
 The master owns the full target SPEC (``console/targets/sets.py``); the agent needs
 just enough to (a) split the targets a task carries (host, ``host:port``, URL;
-small CIDRs and ``a.b.c.d-e`` ranges are expanded), and (b) decide whether a
-redirect or a derived address stays inside the task's scope. A scope entry is
-an IPv4/IPv6 address, a CIDR, a range ``a.b.c.d-e``, a hostname (matched
-case-insensitively, exactly), or any of those with ``:port`` (``[v6]:port``),
-which then matches that port only. An empty scope means "the task's own
-targets" (the caller passes them).
+small CIDRs and ``a.b.c.d-e`` ranges are expanded), and (b) decide whether an
+address or a name stays inside the task's scope and outside its exclusions.
+
+The scope wire form (``Task.scope`` and ``Task.exclude``: a list of strings, what
+``console.targets.sets.Scope.wire()`` writes). Each entry is one of:
+
+- an IPv4 or IPv6 address (``127.0.0.1``, ``::1``);
+- a CIDR (``10.0.0.0/8``, ``fd00::/64``);
+- a range of two full addresses of one version (``127.10.0.1-127.10.0.10``,
+  ``::1-::2``), or the IPv4 shorthand ``a.b.c.d-e``;
+- a hostname, matched case-insensitively and exactly (a trailing dot ignored);
+- any of the above as ``host:port`` / ``[v6]:port`` / an http(s) URL, which then
+  matches that port only (older masters; the master writes bare entries).
+
+An entry may also hold several of these separated by commas. An empty scope
+means "the task's own targets" (the caller passes them).
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -24,6 +35,8 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 #: a last label inet_aton would read as a number (``127.1``, ``0x7f000001``, ``10.0.0.0x1``)
 _NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)\Z")
 _RANGE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
+#: a part of an address as inet_aton reads it (decimal, octal, or hex): ``0x7f000001`` is no name
+_NUMBER_PART = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
 #: Expanding a CIDR or range inside the agent is for small sets only; the master chunks big ones.
 MAX_EXPAND = 65536
 
@@ -55,9 +68,9 @@ def normalize_hostname(text: str) -> Optional[str]:
     """A lower-case RFC 1123 hostname (IDNA ASCII labels, trailing dot dropped), or None.
 
     The ONE hostname rule, shared with the master (console.targets.values calls this): no
-    underscores, and no name whose last label is a number in any form inet_aton accepts
-    (``127.1``, ``0x7f000001``, ``127.20.0.0x1``): the resolver would turn those into
-    addresses, and one machine would show under several keys.
+    underscores, and no name that inet_aton reads as an address (every label a number in a form it
+    accepts: ``127.1``, ``0x7f000001``, ``127.20.0.0x1``): the resolver would turn those into
+    addresses, and one machine would show under several keys. ``a.0x1f`` stays a name.
     """
     name = text.lower()
     if name.endswith("."):
@@ -67,9 +80,10 @@ def normalize_hostname(text: str) -> Optional[str]:
     labels = name.split(".")
     if not all(_LABEL.match(label) for label in labels):
         return None
-    last = labels[-1]
-    if _NUMERIC_LABEL.match(last) or not any(ch.isalpha() for ch in last):
+    if not any(ch.isalpha() for ch in labels[-1]):
         return None  # 10.0.0.256 or 10.0.0.1-300 is a broken address, not a name (TLDs have letters)
+    if len(labels) <= 4 and all(_NUMERIC_LABEL.match(label) for label in labels):
+        return None  # 0x7f000001, 127.0.0.0x1: inet_aton (and so the resolver) reads it as an address
     return name
 
 
@@ -117,6 +131,43 @@ def host_port(text: str) -> Tuple[str, int]:
     return host, port
 
 
+def split_host_ports(text: str) -> Tuple[str, List[int]]:
+    """A ``host_ports`` target ``host:p1,p2`` / ``[v6]:p1,p2`` -> (host, ports), validated.
+
+    The master writes one per host (``console.targets.hostports``); the ports become exec's
+    ``{ports}`` placeholder, so each must be a plain port number (never an option or a range).
+    """
+    body = text.strip()
+    if body.startswith("["):
+        close = body.find("]")
+        if close < 0 or body[close + 1 : close + 2] != ":":
+            raise TargetError("bad host_ports target %r" % text)
+        host, ports_text = body[1:close], body[close + 2 :]
+    else:
+        host, _, ports_text = body.rpartition(":")
+        if ":" in host:
+            raise TargetError("bad host_ports target %r (an IPv6 host goes in [])" % text)
+    if not valid_host(host):
+        raise TargetError("bad host in %r" % text)
+    ports = [_port(part, text) for part in ports_text.split(",")]
+    return host, ports
+
+
+def is_host_ports(text: str) -> bool:
+    """Does this target carry a port list (``host:22,80``)?"""
+    return "," in text.rpartition(":")[2] and "://" not in text
+
+
+def target_scope_entry(target: str) -> str:
+    """A task target as a scope entry (when the task's targets stand in for its scope)."""
+    if is_host_ports(target):
+        try:
+            return split_host_ports(target)[0]
+        except TargetError:
+            return target  # refused by the tool that reads it, with its own message
+    return target
+
+
 def iter_hosts(target: str) -> Iterator[str]:
     """One host target -> its hosts (an address, a name, or the addresses of a small CIDR/range)."""
     text = target.strip()
@@ -148,39 +199,62 @@ def iter_hosts(target: str) -> Iterator[str]:
     yield host
 
 
+def parse_span(text: str) -> Optional[Tuple[int, int, int]]:
+    """An address, CIDR or range as ``(version, first, last)`` integers; None when not address-shaped."""
+    body = text.strip()
+    if "/" in body:
+        try:
+            net = ipaddress.ip_network(body, strict=False)
+        except ValueError:
+            return None
+        return net.version, int(net.network_address), int(net.broadcast_address)
+    match = _RANGE.match(body)
+    if match:
+        first_ip = parse_ip(match.group(1) + match.group(2))
+        last_ip = parse_ip(match.group(1) + match.group(3))
+        if first_ip is None or last_ip is None or int(last_ip) < int(first_ip):
+            return None
+        return 4, int(first_ip), int(last_ip)
+    if "-" in body:
+        left, _, right = body.partition("-")
+        first, last = parse_ip(left), parse_ip(right)
+        if first is None or last is None or first.version != last.version or int(last) < int(first):
+            return None
+        return first.version, int(first), int(last)
+    addr = parse_ip(body) if not body.startswith("[") else None
+    if addr is None:
+        return None
+    return addr.version, int(addr), int(addr)
+
+
 class ScopeEntry:
-    """One parsed scope entry: a network, an address range, or a hostname; optionally one port."""
+    """One scope entry that names a port (``host:port``, ``[v6]:port``, a URL): matches that port only."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.port: Optional[int] = None
-        self.network: Optional[IPNetwork] = None
-        self.first: Optional[IPAddress] = None
-        self.last: Optional[IPAddress] = None
+        self.span: Optional[Tuple[int, int, int]] = None
         self.name: Optional[str] = None
         body = text.strip()
         if "://" in body:
             parts = urlsplit(body)
             body = parts.netloc.rpartition("@")[2]
-        if "/" in body:
             try:
-                self.network = ipaddress.ip_network(body, strict=False)
+                url_port = parts.port
             except ValueError:
-                raise TargetError("bad scope CIDR %r" % text) from None
-            return
-        match = _RANGE.match(body)
-        if match:
-            self.first = ipaddress.ip_address(match.group(1) + match.group(2))
-            self.last = ipaddress.ip_address(match.group(1) + match.group(3))
-            return
-        host, self.port = split_host_port(body)
-        addr = parse_ip(host)
-        if addr is not None:
-            self.network = ipaddress.ip_network(addr)
-        elif is_hostname(host):
-            self.name = host.lower().rstrip(".")
+                raise TargetError("bad scope entry %r" % text) from None
+            if url_port is None:
+                url_port = 443 if parts.scheme == "https" else 80
+            host = parts.hostname or ""
+            self.port = url_port
         else:
-            raise TargetError("bad scope entry %r" % text)
+            host, self.port = split_host_port(body)
+        self.span = parse_span(host)
+        if self.span is None:
+            if is_hostname(host) and not _looks_numeric(host):
+                self.name = host.lower().rstrip(".")
+            else:
+                raise TargetError("bad scope entry %r" % text)
 
     def contains(self, host: str, port: Optional[int]) -> bool:
         if self.port is not None and port != self.port:
@@ -188,24 +262,76 @@ class ScopeEntry:
         addr = parse_ip(host)
         if addr is None:
             return self.name is not None and self.name == host.lower().rstrip(".")
-        if self.network is not None:
-            return addr.version == self.network.version and addr in self.network
-        if self.first is not None and self.last is not None:
-            return addr.version == self.first.version and self.first <= addr <= self.last  # type: ignore[operator]
-        return False
+        if self.span is None:
+            return False
+        version, first, last = self.span
+        return addr.version == version and first <= int(addr) <= last
+
+
+def _looks_numeric(text: str) -> bool:
+    """A name a resolver would read as an address: a last label without a letter (``127.1``,
+    ``10.0.0.256``), or up to four parts each decimal, octal or hex (``0x7f000001``, ``127.0.0.0x1``).
+
+    The same rule as the master's ``normalize_hostname``, so both sides read an entry alike.
+    """
+    labels = text.rstrip(".").lower().split(".")
+    if not any(ch.isalpha() for ch in labels[-1]):
+        return True
+    return len(labels) <= 4 and all(_NUMBER_PART.match(label) for label in labels)
 
 
 class Scope:
-    """A list of scope entries; a host (and port) is in scope when any entry contains it."""
+    """Parsed wire-form entries; a host (and port) is in scope when any entry contains it.
+
+    Address entries are kept as merged integer spans searched by bisection, so a scope of
+    many thousand entries costs a logarithmic lookup per address.
+    """
 
     def __init__(self, entries: Sequence[str]) -> None:
         self.entries: List[ScopeEntry] = []
+        spans: List[Tuple[int, int, int]] = []
+        names = set()
         for entry in entries:
             for part in entry.split(","):
-                if part.strip():
-                    self.entries.append(ScopeEntry(part.strip()))
+                part = part.strip()
+                if not part:
+                    continue
+                span = parse_span(part)
+                if span is not None:
+                    spans.append(span)
+                elif is_hostname(part) and not _looks_numeric(part):
+                    names.add(part.lower().rstrip("."))
+                else:
+                    self.entries.append(ScopeEntry(part))
+        self.names = frozenset(names)
+        self._starts: Dict[int, List[int]] = {4: [], 6: []}
+        self._ends: Dict[int, List[int]] = {4: [], 6: []}
+        for version, first, last in sorted(spans):
+            starts, ends = self._starts[version], self._ends[version]
+            if ends and first <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], last)
+            else:
+                starts.append(first)
+                ends.append(last)
+
+    @property
+    def has_addresses(self) -> bool:
+        """Whether any entry bounds addresses (a scope of names only bounds nothing by address)."""
+        return bool(self._starts[4] or self._starts[6]) or any(e.span is not None for e in self.entries)
+
+    def contains_address(self, addr: IPAddress, port: Optional[int] = None) -> bool:
+        starts, ends = self._starts[addr.version], self._ends[addr.version]
+        index = bisect.bisect_right(starts, int(addr)) - 1
+        if index >= 0 and int(addr) <= ends[index]:
+            return True
+        return any(entry.contains(str(addr), port) for entry in self.entries)
 
     def contains(self, host: str, port: Optional[int] = None) -> bool:
+        addr = parse_ip(host)
+        if addr is not None:
+            return self.contains_address(addr, port)
+        if host.lower().rstrip(".") in self.names:
+            return True
         return any(entry.contains(host, port) for entry in self.entries)
 
 

@@ -34,8 +34,11 @@ class Task:
     targets: List[str]
     #: seconds the task may run before the agent cancels it itself
     timeout: float = 600.0
-    #: the stage's scope as a target SPEC list (http_probe follows redirects only inside it)
+    #: the run's scope in the wire form of :mod:`agentkit.targets` (redirects are followed only inside
+    #: it; every resolved address is held against it before a tool connects)
     scope: List[str] = field(default_factory=list)
+    #: the run's exclusions, same form: never contacted, whatever name led to them
+    exclude: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +117,17 @@ class Done:
 
 
 @dataclass
+class Blocked:
+    """A tool did not contact ``address`` (what ``host`` resolved to): excluded or out of scope."""
+
+    op: Literal["blocked"]
+    id: str
+    host: str
+    address: str
+    reason: str
+
+
+@dataclass
 class Pong:
     op: Literal["pong"]
     seq: int
@@ -129,4 +143,4 @@ class Error:
 
 
 MASTER_MESSAGES = (Task, Cancel, Ping, Shutdown)
-AGENT_MESSAGES = (Hello, Results, Progress, Done, Pong, Error)
+AGENT_MESSAGES = (Hello, Results, Progress, Done, Blocked, Pong, Error)

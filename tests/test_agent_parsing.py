@@ -74,7 +74,10 @@ def test_exec_values_are_typed_and_never_options() -> None:
         "{target}": "192.0.2.1:8080",
         "{host}": "192.0.2.1",
         "{port}": "8080",
+        "{ports}": "8080",
     }
+    host_ports = target_values("192.0.2.1:22,80,443")
+    assert (host_ports["{host}"], host_ports["{ports}"]) == ("192.0.2.1", "22,80,443") and "{port}" not in host_ports
     assert target_values("https://example.test/a")["{port}"] == "443"
     assert target_values("example.test") == {"{target}": "example.test", "{host}": "example.test"}
     for bad in ("-iL/etc/passwd", "a\tb", "x\x00", "", "http://-evil/", "ex ample"):

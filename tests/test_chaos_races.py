@@ -37,7 +37,8 @@ async def test_a_task_ending_while_its_straggler_copy_is_counted_keeps_one_attem
     monkeypatch.setattr(SQLiteQueue, "bump_attempt", slow_bump)
     store = open_store(tmp_path / "s.db")
     stage = {"id": "a", "tool": "noop", "params": {"sleep": STRAGGLER_AFTER_S + 0.3},
-             "targets": {"from": "input", "type": "host"}, "chunk": 1, "retries": 0, "timeout": 60.0}
+             "targets": {"from": "input", "type": "host"}, "chunk": 1, "retries": 0, "timeout": 60.0,
+             "speculate": True}
     run_id = store.runs.create("race", {"stages": [stage]}, "127.0.0.1", None, "local:2", 0, None)
     state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
     assert state == RunState.COMPLETED

@@ -81,7 +81,8 @@ def test_encode_master_messages() -> None:
     data = encode(task)
     assert data.endswith(b"\n") and data.count(b"\n") == 1
     assert json.loads(data) == {"op": "task", "id": "3.1", "tool": "tcp_connect", "params": {"ports": "1-1024"},
-                                "targets": ["127.0.0.1"], "timeout": 60.0, "scope": ["127.0.0.0/8"]}
+                                "targets": ["127.0.0.1"], "timeout": 60.0, "scope": ["127.0.0.0/8"],
+                                "exclude": []}
     assert decode_master_line(data) == task
     for msg in (wire.Cancel(op="cancel", id="3.1"), wire.Ping(op="ping", seq=9), wire.Shutdown(op="shutdown")):
         assert decode_master_line(encode(msg)) == msg

@@ -33,7 +33,7 @@ def stage(sid: str, source: str = "input", **extra: Any) -> dict[str, Any]:
         "id": sid, "tool": extra.pop("tool", "noop"), "params": extra.pop("params", {}),
         "targets": {"from": source, "type": "host", "where": extra.pop("where", None)},
         "chunk": extra.pop("chunk", 1), "retries": extra.pop("retries", 0), "timeout": extra.pop("timeout", 60.0),
-        "stream": extra.pop("stream", False),
+        "stream": extra.pop("stream", False), "speculate": extra.pop("speculate", False),
     }
 
 
@@ -269,7 +269,7 @@ async def test_a_silent_agent_loses_its_task_to_another(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_straggler_is_copied_to_an_idle_agent_and_records_stay_unique(tmp_path: Path) -> None:
     store = open_store(tmp_path / "s.db")
-    run_id = submit(store, [stage("a", tool="exec", params=exec_params(4.0))], "127.0.0.1")
+    run_id = submit(store, [stage("a", tool="exec", params=exec_params(4.0), speculate=True)], "127.0.0.1")
     state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
     assert state == RunState.COMPLETED
     (task,) = store.db.query("SELECT state, attempts FROM tasks")

@@ -28,7 +28,7 @@ def grab(ctx: TaskContext, host: str, port: int, timeout: float, max_bytes: int)
     """The first bytes the service sends within the timeout (b"" when silent or unreachable)."""
     ends = time.monotonic() + timeout
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = ctx.guard.create_connection((host, port), timeout=timeout)
     except OSError:
         return b""
     data = b""

@@ -50,6 +50,8 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
         addresses = resolve_all(name, min(timeout, max(ctx.remaining(), 0.01)))
         rtt = round((time.monotonic() - started) * 1000.0, 3)
         for address in addresses:
+            if not ctx.guard.allowed(name, address):
+                continue  # excluded or out of scope: reported to the master, never a result
             ctx.emit("host_up", name, {"host": address, "name": name, "via": "dns", "rtt_ms": rtt})
 
     for_each(ctx, targets, work, concurrency)

@@ -33,16 +33,28 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from agentkit.context import TaskContext, ToolError
+from agentkit.guard import Blocked
 from agentkit.params import get_float, get_str
-from agentkit.targets import TargetError, host_port, parse_ip, split_host_port, url_host_port, valid_host
+from agentkit.targets import (
+    TargetError,
+    host_port,
+    is_host_ports,
+    parse_ip,
+    split_host_port,
+    split_host_ports,
+    url_host_port,
+    valid_host,
+)
 from agentkit.tools import parsers
 from agentkit.tools.text import collapse
 
 #: an error text is kept whole up to this many characters (the master keeps as much)
 ERROR_TEXT = 4096
 
-PLACEHOLDERS = ("{target}", "{host}", "{port}", "{targets_file}")
-PER_TARGET = ("{target}", "{host}", "{port}")
+PLACEHOLDERS = ("{target}", "{host}", "{port}", "{ports}", "{targets_file}")
+PER_TARGET = ("{target}", "{host}", "{port}", "{ports}")
+#: not a placeholder: the target a parser's records fall back to (a host_ports target's host)
+RECORD_TARGET = "record-target"
 
 
 def safe_value(value: str, what: str) -> str:
@@ -59,16 +71,25 @@ def safe_value(value: str, what: str) -> str:
 
 
 def target_values(target: str) -> Dict[str, str]:
-    """{target}, {host}, {port} for one task target (``{port}`` only when it has one)."""
+    """{target}, {host}, {port}, {ports} for one task target (``{port}`` and ``{ports}`` only when it has ports).
+
+    A ``host_ports`` target (``host:22,80``) gives ``{ports}`` = ``22,80`` and no ``{port}``; a port
+    target gives both. Records its program reports fall back to the host as their target.
+    """
     safe_value(target, "target")
     try:
+        if is_host_ports(target):
+            host, ports = split_host_ports(target)
+            joined = ",".join(str(port) for port in ports)
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{ports}": joined, RECORD_TARGET: host}
+
         if "://" in target:
             host, port = url_host_port(target)
-            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port)}
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port), "{ports}": str(port)}
         host, maybe_port = split_host_port(target)
         if maybe_port is not None:
             host, port = host_port(target)
-            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port)}
+            return {"{target}": target, "{host}": safe_value(host, "host"), "{port}": str(port), "{ports}": str(port)}
     except TargetError as err:
         raise ToolError("target %s" % err) from None
     if not valid_host(host):
@@ -102,10 +123,27 @@ def fill(template: List[str], values: Dict[str, str]) -> List[str]:
     return argv
 
 
-def is_ipv6_target(target: str) -> bool:
-    """Whether a task target's host is an IPv6 address (``::1``, ``[::1]:80``, a URL)."""
+def _contactable(ctx: TaskContext, values: Dict[str, str]) -> bool:
+    """The program resolves the host itself: every address it could reach must be allowed."""
+    port = int(values["{port}"]) if "{port}" in values else None
     try:
-        host = url_host_port(target)[0] if "://" in target else split_host_port(target)[0]
+        ctx.guard.check_host(values["{host}"], port)
+    except Blocked:
+        return False  # reported by the guard
+    except OSError:
+        return True  # does not resolve here: the program finds that out and says so
+    return True
+
+
+def is_ipv6_target(target: str) -> bool:
+    """Whether a task target's host is an IPv6 address (``::1``, ``[::1]:80``, ``[::1]:22,80``, a URL)."""
+    try:
+        if "://" in target:
+            host = url_host_port(target)[0]
+        elif is_host_ports(target):
+            host = split_host_ports(target)[0]
+        else:
+            host = split_host_port(target)[0]
     except TargetError:
         return False
     return ":" in host and parse_ip(host) is not None
@@ -144,7 +182,9 @@ def run_family(ctx: TaskContext, targets: List[str], params: Dict[str, Any], tem
     if program is None:
         raise ToolError("program not found: %s" % collapse(template[0], ERROR_TEXT - 100))
     per_target = any(item in PER_TARGET for item in template)
-    checked = [target_values(target) for target in targets]
+    checked = [values for values in (target_values(target) for target in targets) if _contactable(ctx, values)]
+    if targets and not checked:
+        return  # every target was refused by the guard (each reported to the master)
     targets_file: Optional[str] = None
     try:
         if "{targets_file}" in template:
@@ -158,7 +198,7 @@ def run_family(ctx: TaskContext, targets: List[str], params: Dict[str, Any], tem
                 values = dict(values, **{"{targets_file}": targets_file})
             argv = [program] + fill(template, values)[1:]
             code, out, err = ctx.run_program(argv, timeout=run_timeout)
-            default_target = values.get("{target}", targets[0] if len(targets) == 1 else "")
+            default_target = values.get(RECORD_TARGET) or values.get("{target}", targets[0] if len(targets) == 1 else "")
             try:
                 records = parser(out, record_type, default_target)
             except parsers.Unrecognised as problem:

@@ -27,11 +27,13 @@ import codecs
 import html
 import http.client
 import re
+import socket
 import ssl
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
 from agentkit.context import TaskContext, ToolError
+from agentkit.guard import Blocked
 from agentkit.params import get_bool, get_float, get_int
 from agentkit.targets import Scope, TargetError, host_port, url_host_port
 from agentkit.tools.fanout import for_each, parse_each
@@ -106,7 +108,9 @@ def extract_title(body: bytes, content_type: str) -> str:
     return collapse(html.unescape(text), 256)
 
 
-def fetch(url: str, timeout: float, context: ssl.SSLContext) -> Tuple[int, Dict[str, str], bytes]:
+def fetch(
+    url: str, timeout: float, context: ssl.SSLContext, connect: Optional[Callable[..., socket.socket]] = None
+) -> Tuple[int, Dict[str, str], bytes]:
     """One GET; (status, lower-cased headers, at most MAX_BODY bytes of body)."""
     parts = urlsplit(url)
     host, port = url_host_port(url)
@@ -115,6 +119,8 @@ def fetch(url: str, timeout: float, context: ssl.SSLContext) -> Tuple[int, Dict[
         connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    if connect is not None:
+        connection._create_connection = connect  # type: ignore[attr-defined]  # the task's guard
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -144,17 +150,28 @@ def as_https(url: str) -> str:
 
 
 def probe_url(
-    url: str, scope: Scope, timeout: float, context: ssl.SSLContext, max_redirects: int
+    url: str,
+    scope: Scope,
+    timeout: float,
+    context: ssl.SSLContext,
+    max_redirects: int,
+    connect: Optional[Callable[..., socket.socket]] = None,
 ) -> Optional[Dict[str, Any]]:
     current = url
+    data: Dict[str, Any] = {}  # the last answer (a refused redirect is recorded on it)
     followed: List[str] = []
     for hop in range(max_redirects + 1):
         try:
             try:
-                status, headers, body = fetch(current, timeout, context)
+                status, headers, body = fetch(current, timeout, context, connect)
             except NeedsTls:
                 current = as_https(current)
-                status, headers, body = fetch(current, timeout, context)
+                status, headers, body = fetch(current, timeout, context, connect)
+        except Blocked as err:  # the guard refused every address (reported to the master)
+            if hop == 0:
+                return None
+            data["redirect_blocked"] = err.reason
+            return data
         except (OSError, http.client.HTTPException, ssl.SSLError, ValueError, NeedsTls):
             return (
                 None
@@ -169,7 +186,7 @@ def probe_url(
                     "error": "redirect target did not answer",
                 }
             )
-        data: Dict[str, Any] = {
+        data = {
             "url": url,
             "status": status,
             "title": extract_title(body, headers.get("content-type", "")),
@@ -212,7 +229,8 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
 
     def work(target: str) -> None:
         data = probe_url(
-            urls[target], scope, min(timeout, max(ctx.remaining(), 0.01)), context, max_redirects
+            urls[target], scope, min(timeout, max(ctx.remaining(), 0.01)), context, max_redirects,
+            ctx.guard.create_connection,
         )
         if data is not None:
             ctx.emit("http", target, data)

@@ -72,7 +72,16 @@ def _read(sock: socket.socket, wait: float, settle: float = 0.3) -> bytes:
 class Prober:
     """One target's probes; ``connect`` gives a fresh connection (plain or TLS) or None."""
 
-    def __init__(self, host: str, port: int, timeout: float, deadline: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        deadline: float,
+        connect: Callable[..., socket.socket] = socket.create_connection,
+    ) -> None:
+        #: the task's guard (``ctx.guard.create_connection``): every connection goes through it
+        self.connect = connect
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -86,7 +95,7 @@ class Prober:
         if time.monotonic() >= self.deadline:
             return None
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self._wait(self.timeout))
+            sock = self.connect((self.host, self.port), timeout=self._wait(self.timeout))
         except OSError:
             return None
         self.accepted = True
@@ -154,9 +163,16 @@ class Prober:
         return None
 
 
-def identify(host: str, port: int, timeout: float, intensity: int, deadline: float) -> Optional[Dict[str, Any]]:
+def identify(
+    host: str,
+    port: int,
+    timeout: float,
+    intensity: int,
+    deadline: float,
+    connect: Callable[..., socket.socket] = socket.create_connection,
+) -> Optional[Dict[str, Any]]:
     """The service record's data for one port, or None when the port does not accept."""
-    prober = Prober(host, port, timeout, deadline)
+    prober = Prober(host, port, timeout, deadline, connect)
     tls = False
     greeting, ident = prober.greeting(prober.plain)
     if not prober.accepted:
@@ -199,7 +215,7 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     def work(target: str) -> None:
         host, port = parsed[target]
         budget = min(max(ctx.remaining(), 0.01), GREETING_WAIT + PORT_BUDGET * timeout)
-        data = identify(host, port, timeout, intensity, time.monotonic() + budget)
+        data = identify(host, port, timeout, intensity, time.monotonic() + budget, ctx.guard.create_connection)
         if data is not None:
             ctx.emit("service", target, data)
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 from agentkit.context import TaskContext, ToolError
 from agentkit.params import get_float, get_int, parse_ports
 from agentkit.targets import TargetError, iter_hosts
-from agentkit.tools.connect_engine import OPEN, probe, resolve
+from agentkit.tools.connect_engine import OPEN, probe
 
 
 def resolve_hosts(ctx: TaskContext, targets: List[str]) -> List[Tuple[str, int, str]]:
@@ -31,7 +31,7 @@ def resolve_hosts(ctx: TaskContext, targets: List[str]) -> List[Tuple[str, int, 
         for label in labels:
             ctx.check()
             try:
-                family, address = resolve(label)
+                family, address = ctx.guard.first_address(label)  # Blocked (an OSError): skipped
             except (OSError, UnicodeError):
                 continue
             hosts.append((label, family, address))

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import ssl
 import tempfile
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from agentkit.context import TaskContext, ToolError
 from agentkit.params import get_float, get_int, get_str
@@ -40,10 +41,16 @@ class Handshake(NamedTuple):
     cipher: str
 
 
-def fetch_der(host: str, port: int, timeout: float, starttls: Optional[str] = None) -> Optional[Handshake]:
+def fetch_der(
+    host: str,
+    port: int,
+    timeout: float,
+    starttls: Optional[str] = None,
+    connect: Callable[..., socket.socket] = socket.create_connection,
+) -> Optional[Handshake]:
     """The peer's certificate (DER), protocol and cipher; None when no handshake completed."""
     try:
-        with open_tls(host, port, timeout, starttls) as tls:
+        with open_tls(host, port, timeout, starttls, connect=connect) as tls:
             der = tls.getpeercert(binary_form=True)
             cipher = tls.cipher()
             if not der:
@@ -137,9 +144,10 @@ def run(ctx: TaskContext, targets: List[str], params: Dict[str, Any]) -> None:
     def work(target: str) -> None:
         host, port = parsed[target]
         upgrade = starttls_for(setting, port)
-        found = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)), upgrade)
+        connect = ctx.guard.create_connection
+        found = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)), upgrade, connect)
         if found is None and upgrade is not None and setting == "auto":
-            found = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)))  # TLS at once there
+            found = fetch_der(host, port, min(timeout, max(ctx.remaining(), 0.01)), None, connect)  # TLS at once
             upgrade = None
         if found is not None:
             data = describe(host, port, found.der, found.protocol, found.cipher)

@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 import warnings
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from agentkit.targets import parse_ip
 
@@ -192,11 +192,19 @@ def upgrade(sock: socket.socket, protocol: str, host: str, deadline: float) -> N
 
 
 def open_tls(
-    host: str, port: int, timeout: float, starttls: Optional[str] = None, context: Optional[ssl.SSLContext] = None
+    host: str,
+    port: int,
+    timeout: float,
+    starttls: Optional[str] = None,
+    context: Optional[ssl.SSLContext] = None,
+    connect: Callable[..., socket.socket] = socket.create_connection,
 ) -> ssl.SSLSocket:
-    """A connected TLS socket (after ``starttls``'s upgrade when given); OSError/SSLError/StartTlsError."""
+    """A connected TLS socket (after ``starttls``'s upgrade when given); OSError/SSLError/StartTlsError.
+
+    ``connect``: the task's guard (``ctx.guard.create_connection``) in a tool.
+    """
     deadline = time.monotonic() + timeout
-    raw = socket.create_connection((host, port), timeout=timeout)
+    raw = connect((host, port), timeout=timeout)
     try:
         if starttls:
             upgrade(raw, starttls, host, deadline)

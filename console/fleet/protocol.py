@@ -20,7 +20,9 @@ from agentkit import wire
 from console.errors import AgentError
 from console.sanitize import safe_line
 
-AgentMessage: TypeAlias = wire.Hello | wire.Results | wire.Progress | wire.Done | wire.Pong | wire.Error
+AgentMessage: TypeAlias = (
+    wire.Hello | wire.Results | wire.Progress | wire.Done | wire.Blocked | wire.Pong | wire.Error
+)
 MasterMessage: TypeAlias = wire.Task | wire.Cancel | wire.Ping | wire.Shutdown
 
 _AGENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Annotated[AgentMessage, Field(discriminator="op")])
@@ -50,6 +52,9 @@ def _check_bounds(msg: AgentMessage) -> None:
     elif isinstance(msg, wire.Hello):
         if len(msg.tools) > 256 or len(msg.programs) > 256 or len(msg.hash) > 128:
             raise AgentError("invalid hello message: oversized fields")
+    elif isinstance(msg, wire.Blocked):
+        if len(msg.host) > 260 or len(msg.address) > 64 or len(msg.reason) > 200:
+            raise AgentError("invalid blocked message: oversized fields")
     elif isinstance(msg, wire.Progress):
         if msg.done < 0 or msg.total < 0:
             raise AgentError("invalid progress message: negative counts")
@@ -165,11 +170,16 @@ class TaskEncoder:
     validation per task; the line carries the same message in the same JSON form as ``encode``'s.
     """
 
-    def __init__(self, tool: str, params: dict[str, Any], timeout: float, scope: list[str]) -> None:
-        encode(wire.Task(op="task", id="0.0", tool=tool, params=params, targets=[], timeout=timeout, scope=scope))
+    def __init__(
+        self, tool: str, params: dict[str, Any], timeout: float, scope: list[str], exclude: list[str] | None = None
+    ) -> None:
+        exclude = exclude or []
+        encode(wire.Task(
+            op="task", id="0.0", tool=tool, params=params, targets=[], timeout=timeout, scope=scope, exclude=exclude,
+        ))
         self._middle = (
             f',"tool":{_dumps(tool)},"params":{_dumps(params)},"timeout":{_dumps(float(timeout))},'
-            f'"scope":{_dumps(scope)},"targets":'
+            f'"scope":{_dumps(scope)},"exclude":{_dumps(exclude)},"targets":'
         )
 
     def line(self, exec_id: str, targets_json: str) -> bytes:

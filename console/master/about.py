@@ -18,7 +18,14 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from agentkit.targets import Scope, TargetError, split_host_port, url_host_port
+from agentkit.targets import (
+    Scope,
+    TargetError,
+    is_host_ports,
+    split_host_port,
+    split_host_ports,
+    url_host_port,
+)
 from console.targets.values import host_of, normalize_hostname
 from console.workflow.tools import Tool
 
@@ -29,6 +36,8 @@ def _host_part(target: str) -> str:
         return url_host_port(target)[0]
     if "/" in target:
         return target
+    if is_host_ports(target):  # a host_ports target: host:p1,p2,...
+        return split_host_ports(target)[0]
     host, _ = split_host_port(target)
     return host
 

@@ -74,6 +74,8 @@ class RunContext:
     stages: dict[str, StageBase]
     planner: RunPlanner
     scope: list[str]
+    #: the run's exclusions in the agent's wire form (empty: none)
+    exclude: list[str] = field(default_factory=list)
     stopping: bool = False
     stop_since: float = 0.0
     dispatched: int = 0
@@ -109,7 +111,9 @@ class RunContext:
         encoder = self.encoders.get(stage_id)
         if encoder is None:
             stage = self.stages[stage_id]
-            encoder = self.encoders[stage_id] = TaskEncoder(stage.tool, stage.agent_params, stage.timeout, self.scope)
+            encoder = self.encoders[stage_id] = TaskEncoder(
+                stage.tool, stage.agent_params, stage.timeout, self.scope, self.exclude
+            )
         return encoder.line(exec_id, targets)
 
 
@@ -124,6 +128,13 @@ def task_params(stage: StageBase, task: TaskRun) -> dict[str, Any]:
         own = float(params.get("rate") or 0.0)
         params["rate"] = task.rate if own <= 0 else min(own, task.rate)
     return params
+
+def may_copy(ex: Execution, runs: dict[str, RunContext]) -> bool:
+    """May this slow execution get a straggler copy? Only in a stage that asked for it (``speculate: true``):
+    a copy probes every target of the task again, from another box, so by default none is ever made."""
+    ctx = runs.get(ex.task.run_id)
+    stage = ctx.stages.get(ex.task.stage_id) if ctx is not None else None
+    return stage is not None and stage.speculate
 
 
 def iso_now() -> str:

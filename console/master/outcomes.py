@@ -49,6 +49,8 @@ class InFlight:
         self.batch_since = 0.0
         self._dropped_lines = 0
         self._out_of_scope = 0
+        #: per run: addresses an agent refused to contact (a name resolved to an excluded or out-of-scope one)
+        self.blocked: dict[str, int] = {}
         #: tasks of paused runs whose executions ended: to go back to the queue, attempt given back
         self.given_back: list[int] = []
 
@@ -109,6 +111,8 @@ class InFlight:
             ex = self.execs.get(message.id)
             if ex is not None:
                 ex.progress = (message.done, message.total)
+        elif isinstance(message, wire.Blocked):
+            self._on_blocked(handle, message)
         elif isinstance(message, wire.Error):
             self.event(None, "warning", "agent", f"agent {handle.name} reports: {message.error}")  # made printable by the protocol reader
         else:
@@ -177,6 +181,23 @@ class InFlight:
         count = self.refused[handle.name] = self.refused.get(handle.name, 0) + 1
         if count <= 20 or count % 1000 == 0:
             self.event(run_id, "warning", "protocol", f"agent {handle.name}: {text} ({count} refused so far)")
+
+    def _on_blocked(self, handle: AgentHandle, message: wire.Blocked) -> None:
+        """An agent's guard refused an address: count it for the run and log it (the first 100, then every 1000th)."""
+        from console.targets.records import escape_text
+
+        ex = self.execs.get(message.id)
+        if ex is None or ex.agent is not handle:
+            return
+        run_id = ex.task.run_id
+        count = self.blocked[run_id] = self.blocked.get(run_id, 0) + 1
+        if count <= 100 or count % 1000 == 0:
+            self.event(
+                run_id, "warning", "scope",
+                f"stage {ex.task.stage_id}: agent {handle.name} did not contact {escape_text(message.address, 64)}"
+                f" ({escape_text(message.host, 100)} resolved to it): {escape_text(message.reason, 40)}"
+                f" [{count} so far in this run]",
+            )
 
     def _on_done(self, handle: AgentHandle, message: wire.Done) -> None:
         ex = self.execs.get(message.id)

@@ -45,6 +45,8 @@ class RunPlanner:
         self.definition_json = run.definition_json
         self.targets_spec: str = run.targets or ""
         self.scope_spec: str | None = run.scope
+        self.exclude_spec: str | None = run.exclude
+        self._exclusions: Any = None
         self.boxes = boxes
         self.window = max(1, window)
         self._targets: Any = None
@@ -73,6 +75,19 @@ class RunPlanner:
             else:
                 self._scope = Scope([], [])
         return self._scope
+
+    @property
+    def exclusions(self) -> Any:
+        """The run's ``--exclude`` as a Scope (empty when none): what is never planned nor contacted."""
+        if self._exclusions is None:
+            from console.targets.sets import Scope, parse_scope
+
+            self._exclusions = parse_scope(self.exclude_spec, field="--exclude") if self.exclude_spec else Scope([], [])
+        return self._exclusions
+
+    def excluded(self, value: str) -> bool:
+        """Is this target (ip, host, host:port or url) excluded by the run's ``--exclude``?"""
+        return bool(self.exclude_spec) and self.exclusions.contains(value)
 
     def _plan(self, spec: StageBase) -> TaskPlan:
         return TaskPlan(self.run_id, spec.id, self.priority, spec.retries + 1)
@@ -120,12 +135,16 @@ class RunPlanner:
         take = room * spec.chunk if parts is None else max(1, room // len(parts))
         chunks: list[list[str]] = []
         dropped: list[str] = []
+        excluded: list[str] = []
         taken = 0
         current: list[str] = []
         for value in islice(self._input_values(targets, row.cursor, spec.targets.type), take):
             taken += 1
             if not value or (explicit_scope and not self.scope.contains(value)):
                 dropped.append(value or "(unconvertible)")
+                continue
+            if self.excluded(value):
+                excluded.append(value)
                 continue
             current.append(value)
             if parts is not None or len(current) == spec.chunk:
@@ -140,7 +159,7 @@ class RunPlanner:
         new_cursor = row.cursor + taken
         self.store.plans.add_input_tasks(
             self._plan(spec), chunks, cursor=row.cursor, new_cursor=new_cursor, finished=new_cursor >= targets.size,
-            dropped=len(dropped), note=self._drop_note(spec.id, dropped) if dropped else None, params=overrides,
+            dropped=len(dropped) + len(excluded), note=self._drop_notes(spec.id, dropped, excluded), params=overrides,
         )
 
     @staticmethod
@@ -168,6 +187,9 @@ class RunPlanner:
     def _plan_derived(self, spec: StageBase, row: StageRow, sources_done: bool) -> None:
         from console.targets.records import derive_target, matches_where
 
+        if spec.targets.type == "host_ports":
+            self._plan_host_ports(spec, row, sources_done)
+            return
         plans = self.store.plans
         plan = self._plan(spec)
         cursor = row.cursor
@@ -184,9 +206,11 @@ class RunPlanner:
                 if value:
                     values.append(value)
             cursor = batch[-1].id
-            kept = [v for v in values if self.scope.contains(v)]
-            out = [v for v in values if not self.scope.contains(v)]
-            plans.add_targets(plan, kept, out, cursor, self._drop_note(spec.id, sorted(set(out))) if out else None)
+            kept, out, excluded = self._split_derived(values)
+            plans.add_targets(
+                plan, kept, out + excluded, cursor,
+                self._drop_notes(spec.id, sorted(set(out)), sorted(set(excluded))),
+            )
         if fresh:
             self._last_source_result[spec.id] = now
         quiet = now - self._last_source_result.get(spec.id, 0.0) >= STREAM_QUIET_S
@@ -194,6 +218,60 @@ class RunPlanner:
             plan, spec.chunk, partial_ok=sources_done or quiet, finish=sources_done, parts=stage_parts(spec)
         )
 
-    def _drop_note(self, stage_id: str, values: list[str]) -> str:
+    def _plan_host_ports(self, spec: StageBase, row: StageRow, sources_done: bool) -> None:
+        """One target per host with all its ports: read the ended source whole, group, add in one step.
+
+        Each ``host:port`` is held against scope and exclusions before grouping (drops counted per
+        port); the targets and the final cursor go in together, so a crash never half-plans the stage.
+        """
+        from console.targets.hostports import group_host_ports
+        from console.targets.records import derive_target, matches_where
+
+        if not sources_done:
+            return
+        plans = self.store.plans
+        plan = self._plan(spec)
+        cursor = row.cursor
+        kept: list[str] = []
+        out: list[str] = []
+        excluded: list[str] = []
+        while batch := plans.source_records(self.run_id, spec.depends[0], cursor, READ_BATCH):
+            for source in batch:
+                record = wire.Record(type=source.type, target=source.target, data=source.data)
+                if spec.targets.where and not matches_where(record, spec.targets.where):
+                    continue
+                value = derive_target(record, "port")
+                if value:
+                    k, o, e = self._split_derived([value])
+                    kept += k
+                    out += o
+                    excluded += e
+            cursor = batch[-1].id
+        notes = self._drop_notes(spec.id, sorted(set(out)), sorted(set(excluded)))
+        plans.add_targets(plan, group_host_ports(kept), out + excluded, cursor, notes)
+        plans.chunk_targets(plan, spec.chunk, partial_ok=True, finish=True)
+
+    def _split_derived(self, values: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Derived targets -> (kept, out of scope, excluded); the last two are dropped and counted."""
+        kept: list[str] = []
+        out: list[str] = []
+        excluded: list[str] = []
+        for value in values:
+            if not self.scope.contains(value):
+                out.append(value)
+            elif self.excluded(value):
+                excluded.append(value)
+            else:
+                kept.append(value)
+        return kept, out, excluded
+
+    def _drop_notes(self, stage_id: str, out: list[str], excluded: list[str]) -> str | None:
+        """One event text for a planning step's drops (None when nothing was dropped)."""
+        notes = [self._drop_note(stage_id, out)] if out else []
+        if excluded:
+            notes.append(self._drop_note(stage_id, excluded, "excluded"))
+        return "; ".join(notes) or None
+
+    def _drop_note(self, stage_id: str, values: list[str], why: str = "out-of-scope") -> str:
         shown = ", ".join(values[:5]) + (f" (+{len(values) - 5} more)" if len(values) > 5 else "")
-        return f"stage {stage_id}: dropped {len(values)} out-of-scope target(s): {shown}"
+        return f"stage {stage_id}: dropped {len(values)} {why} target(s): {shown}"

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from console.errors import TransportError
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.master.budget import budget_slots
-from console.master.executions import RunContext, TaskRun
+from console.master.executions import RunContext, TaskRun, may_copy
 from console.master.outcomes import FLUSH_RECORDS, InFlight
 from console.master.pausing import Pausing
 from console.master.planner import WINDOW_TASKS, RunPlanner
@@ -250,7 +250,7 @@ class Master:
         planner = RunPlanner(self.db, row, sorted(self.fleet.handles))
         return RunContext(
             run_id=row.id, priority=row.priority, state=row.state, stages=planner.stages, planner=planner,
-            scope=[p for p in planner.scope.format().split(",") if p],
+            scope=planner.scope.wire(), exclude=planner.exclusions.wire(),
         )
 
     async def _plan(self) -> bool:
@@ -417,6 +417,7 @@ class Master:
         slow = sorted(
             (ex for ex in execs.values()
              if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0 and ex.task.rate is None
+             and may_copy(ex, self.runs)
              and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
             key=lambda ex: ex.started,
         )

@@ -176,6 +176,8 @@ class OwnedRun:
     definition_json: str
     targets: str | None
     scope: str | None
+    #: the run's canonical --exclude SPEC (None: nothing excluded)
+    exclude: str | None = None
 
     @property
     def definition(self) -> dict[str, Any]:

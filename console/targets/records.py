@@ -384,13 +384,18 @@ def matches_where(record: Any, where: Mapping[str, Any] | None) -> bool:
     return True
 
 
-#: Fields known for each type (the models' fields plus well-known tool extras),
-#: for checking ``where`` keys in workflow files.
+#: Fields known for each type, for checking ``where`` keys in workflow files: the models'
+#: fields, every data field SPEC's Results table documents, and the extras the built-in
+#: tools and parsers add (tcp_connect's addr, http_probe's location/redirect_blocked/error,
+#: nmap_xml's service/product/version/tls/cpe/extrainfo, tls_cert's serial/sha256).
 _KNOWN_EXTRAS: dict[str, set[str]] = {
-    "port_open": {"service", "product", "version", "tls", "cpe", "extrainfo"},
-    "tls_cert": {"serial", "sha256", "cipher", "starttls"},
-    "http": {"error", "location", "redirect_blocked"},
-    "baseline": {"baseline"},
+    "host_up": {"host", "via", "rtt_ms", "name"},
+    "port_open": {"host", "port", "proto", "addr", "name", "service", "product", "version", "tls", "cpe", "extrainfo"},
+    "service": {"host", "port", "banner", "name", "product", "version", "tls", "method", "cpe", "extrainfo"},
+    "http": {"url", "status", "title", "server", "redirects", "final_url", "location", "redirect_blocked", "error"},
+    "tls_cert": {"host", "port", "subject", "issuer", "not_before", "not_after", "sans", "protocol", "serial", "sha256",
+                 "cipher", "starttls"},
+    "baseline": {"rule", "title", "security", "status", "evidence", "baseline"},
 }
 FIELDS: dict[str, frozenset[str]] = {
     name: frozenset(model.model_fields) | _KNOWN_EXTRAS.get(name, set()) for name, model in MODELS.items()

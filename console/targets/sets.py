@@ -442,7 +442,13 @@ class Scope:
 
     def format(self) -> str:
         """A canonical SPEC that parses back to an equal scope."""
-        return ",".join([span.format() for span in self.spans] + self.names)
+        return ",".join(self.wire())
+
+    def wire(self) -> list[str]:
+        """The scope as the agent reads it (``Task.scope`` / ``Task.exclude``; the form is defined
+        and parsed by :mod:`agentkit.targets`): addresses, CIDRs, ``first-last`` ranges of full
+        addresses (IPv4 or IPv6), and hostnames, one entry per item."""
+        return [span.format() for span in self.spans] + list(self.names)
 
 
 def parse_scope(spec: str, *, field: str | None = "--scope") -> Scope:

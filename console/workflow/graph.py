@@ -86,6 +86,9 @@ def _check_stage(
         return (*here, "targets", "type"), f"{tool} takes {wanted} targets, not {kind}"
     if stage.stream and source in SOURCES:
         return (*here, "stream"), "stream needs a source stage (it reads results as they arrive)"
+    problem = _check_host_ports(stage, here)
+    if problem is not None:
+        return problem
     if stage.output:
         possible = stage.can_report
         for pos, rtype in enumerate(stage.output):
@@ -107,8 +110,23 @@ def _check_stage(
                 f"({stage.timeout:g} s): raise `timeout` of the stage too"
             )
         for pos, arg in enumerate(params.argv):
-            if arg == "{port}" and kind == "host":
+            if arg == "{port}" and kind in ("host", "host_ports"):
                 return (*here, "with", "argv", pos), "{port} needs `type: port` or `type: url` targets"
+            if arg == "{ports}" and kind == "host":
+                return (*here, "with", "argv", pos), "{ports} needs `type: host_ports` (or port) targets"
+    return None
+
+
+def _check_host_ports(stage: StageBase, here: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+    """``host_ports`` groups a finished source stage's records by host: only for exec (and noop)."""
+    if stage.targets.type != "host_ports":
+        return None
+    if stage.targets.from_ in SOURCES:
+        return (*here, "targets", "type"), "host_ports groups a stage's records by host: read from an earlier stage"
+    if stage.stream:
+        return (*here, "stream"), "host_ports needs each host's whole port list: it cannot stream"
+    if stage.tool not in ("exec", "noop"):
+        return (*here, "targets", "type"), f"{stage.tool} does not take host_ports targets (exec does: {{host}} {{ports}})"
     return None
 
 
@@ -140,7 +158,7 @@ def _check_where(
             )
     kind = stage.targets.type
     portless = all("port" not in records.FIELDS[t] and t != "http" for t in types)
-    if kind in ("port", "url") and types and portless:
+    if kind in ("port", "url", "host_ports") and types and portless:
         names = ", ".join(sorted(types))
         return (*here, "targets", "type"), f"{names} records have no port to make a {kind} from"
     return None

@@ -47,8 +47,10 @@ class TargetsSpec(StrictModel):
 
     from_: Annotated[str, Field(alias="from", min_length=1, max_length=64)] = "input"
     """``input`` (the run's --targets), ``boxes`` (one task per agent box), or an earlier stage's id."""
-    type: Literal["host", "port", "url"] = "host"
-    """What each kept record (or input target) becomes: ``host``, ``port`` (host:port) or ``url``."""
+    type: Literal["host", "port", "url", "host_ports"] = "host"
+    """What each kept record (or input target) becomes: ``host``, ``port`` (host:port), ``url``, or
+    ``host_ports``: one target per host with all its ports from the source records (``{host}`` and
+    ``{ports}`` in an exec argv; read once the source stage has ended)."""
     where: dict[Annotated[str, Field(max_length=64)], Scalar | list[Scalar]] | None = None
     """Filter on the source stage's records: ``type`` and data fields; a list value matches any of its items."""
 
@@ -75,6 +77,11 @@ class StageBase(StrictModel):
     split_ports: Annotated[int, Field(gt=0, le=65535)] | None = None
     """Cut each host's port list into tasks of at most this many ports (one host per such task), so
     one heavy host spreads over the whole fleet (tcp_connect)."""
+
+    speculate: bool = False
+    """Copy a slow task onto an idle agent (first result wins). Off by default: a copy probes every
+    target of the task a second time, from a second box; worth it only where doubled traffic is
+    acceptable and a slow box would otherwise hold the stage up."""
     output: list[records.RecordType] | None = None
     """Result types this stage reports (defaults from the tool; needed to filter an exec/jsonl stage by type)."""
 
@@ -256,7 +263,8 @@ def describe(wf_file: WorkflowFile) -> list[str]:
             if stage.targets.where:
                 where = " where " + ", ".join(f"{k}={v}" for k, v in stage.targets.where.items())
             stream = " (streamed)" if stage.stream else ""
-            what = "each box" if source == "boxes" else f"{stage.targets.type}s from {source}"
+            kinds = "hosts with their ports" if stage.targets.type == "host_ports" else f"{stage.targets.type}s"
+            what = "each box" if source == "boxes" else f"{kinds} from {source}"
             lines.append(f"{' ' * width}    {stage.id}: {stage.tool} on {what}{where}{stream}")
     return lines
 

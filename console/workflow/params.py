@@ -44,7 +44,7 @@ Seconds = Annotated[float, Field(gt=0, le=86400)]
 
 #: A port list expanding to more than this is refused for tcp_ping (it probes each port per host).
 MAX_PING_PORTS = 64
-PLACEHOLDERS = ("{target}", "{host}", "{port}", "{targets_file}")
+PLACEHOLDERS = ("{target}", "{host}", "{port}", "{ports}", "{targets_file}")
 EXEC_PARSERS = ("nmap_xml", "masscan_json", "masscan_ndjson", "jsonl", "lines")
 PARSER_OUTPUTS: dict[str, frozenset[str]] = {
     "nmap_xml": frozenset({"host_up", "port_open", "service"}),
@@ -240,7 +240,8 @@ class ExecParams(ToolParams):
         BeforeValidator(_argv_list),
         Field(min_length=1, max_length=256),
     ]
-    """Program and arguments (never a shell); placeholders {target} {host} {port} {targets_file}, each a whole element."""
+    """Program and arguments (never a shell); placeholders {target} {host} {port} {ports} {targets_file}, each a
+    whole element ({ports}: the comma list of a ``host_ports`` target, or a port target's port)."""
     argv6: (
         Annotated[
             list[Annotated[str, BeforeValidator(_exec_arg)]],

@@ -131,10 +131,10 @@ class SQLiteQueue(base.TaskQueue):
             OwnedRun(
                 id=r["id"], state=RunState(r["state"]), stop_requested=bool(r["stop_requested"]),
                 priority=int(r["priority"] or 0), definition_json=r["definition"], targets=r["targets"],
-                scope=r["scope"],
+                scope=r["scope"], exclude=r["exclude"],
             )
             for r in self.db.query(
-                "SELECT id, state, stop_requested, priority, definition, targets, scope FROM runs"
+                "SELECT id, state, stop_requested, priority, definition, targets, scope, exclude FROM runs"
                 " WHERE state IN (?, ?) ORDER BY created",
                 (RunState.RUNNING, RunState.PAUSED),
             )

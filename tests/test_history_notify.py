@@ -178,10 +178,12 @@ def test_bad_url_exit_2_nothing_written(tmp_path: Path, command: str, url: str) 
     assert not db.exists() or query(db, "SELECT id FROM runs") == []
 
 
-def test_submitted_and_scheduled_runs_are_notified_by_the_serving_master(tmp_path: Path, receiver: Receiver) -> None:
+def test_submitted_and_scheduled_runs_are_notified_by_the_serving_master(
+    tmp_path: Path, receiver: Receiver, store_url: str
+) -> None:
     """submit --notify and schedule add --notify: the master that serves them posts once per run; a
-    schedule's second run carries its changes against the schedule's first."""
-    db = tmp_path / "state.db"
+    schedule's second run carries its changes against the schedule's first (SQLite and PostgreSQL)."""
+    db = store_url  # a fresh SQLite file or PostgreSQL database
     service = socket.socket()
     service.bind((ADDR, 0))
     service.listen(8)

@@ -94,10 +94,14 @@ def test_baseline_counts_and_a_diff_in_key_order(store_url: str) -> None:
     with open_store(store_url) as store:
         old, new = make_run(store, OLD), make_run(store, NEW)
         assert store.results.baseline_counts(new) == {"fail": 1, "pass": 1}
-    out = fleetscan("diff", old, new, "--format", "jsonl", db=store_url)  # type: ignore[arg-type]
-    assert out.returncode == 1, out.stderr
-    changes = [json.loads(line) for line in out.stdout.splitlines()]
-    assert {(c["change"], c["stage"], c["type"], c["key"]) for c in changes} == EXPECTED
+    for argv in ((old, new), (new,)):  # one run: compared with the latest earlier comparable completed one
+        out = fleetscan("diff", *argv, "--format", "jsonl", db=store_url)  # type: ignore[arg-type]
+        assert out.returncode == 1, out.stderr
+        changes = [json.loads(line) for line in out.stdout.splitlines()]
+        assert {(c["change"], c["stage"], c["type"], c["key"]) for c in changes} == EXPECTED
+    with open_store(store_url) as store:
+        prev = store.history.previous_run(new)
+        assert prev is not None and prev.id == old and store.history.previous_run(old) is None
 
 
 def test_keyed_pages_follow_python_string_order(store_url: str) -> None:

@@ -105,6 +105,9 @@ def test_planning_happens_once_however_many_masters_plan_at_once(store_url: str,
     ("SELECT json_extract(data, '$.status'), count(*) FROM results",
      "SELECT (data::jsonb #>> '{status}'), count(*) FROM results"),
     ("SELECT json_extract(r.data, '$.a.b') FROM results r", "SELECT (r.data::jsonb #>> '{a,b}') FROM results r"),
+    ("SELECT 1 FROM results WHERE lower(CAST(json_extract(data, ?) AS TEXT)) = lower(?)",
+     "SELECT 1 FROM results WHERE lower(CAST((jsonb_path_query_first(data::jsonb, %s::jsonpath) #>> '{}') AS TEXT))"
+     " = lower(%s)"),
 ])
 def test_the_few_sqlite_spellings_are_translated(sqlite: str, postgresql: str) -> None:
     from console.store.postgres.connection import translate
@@ -127,3 +130,28 @@ def test_json_members_read_the_same_on_both_backends(store_url: str) -> None:
         " GROUP BY json_extract(data, '$.status') ORDER BY status", (run_id,),
     )
     assert [(r["status"], r["n"]) for r in rows] == [("fail", 1), ("pass", 2)]
+
+
+@pytest.mark.parametrize(("path", "value", "keys"), [
+    ("$.port", "443", ["k0"]),  # a number read as text
+    ("$.status", "PASS", ["k0", "k2"]),  # compared without regard to case
+    ("$.type", "a", ["k1"]),  # a member named like an SQL/JSON path keyword
+    ("$.n.m", "2", ["k2"]),
+    ("$.missing", "x", []),
+])
+def test_a_json_member_named_by_a_parameter_reads_the_same_on_both_backends(
+    store_url: str, path: str, value: str, keys: list[str]
+) -> None:
+    store = open_store(store_url)
+    run_id = store.runs.create("w", DEFINITION, "127.0.0.1")
+    data = [{"status": "pass", "port": 443, "n": {"m": 0}}, {"status": "fail", "type": "A", "n": {"m": 1}},
+            {"status": "Pass", "port": 80, "n": {"m": 2}}]
+    records = [(run_id, "a", "t", f"k{i}", "127.0.0.1", "box", 1, "ts", json.dumps(d)) for i, d in enumerate(data)]
+    from console.store.writes import IngestBatch
+
+    store.queue.apply_batch(IngestBatch(records=records))
+    rows = store.db.query(  # type: ignore[attr-defined]
+        "SELECT key FROM results WHERE run_id = ? AND lower(CAST(json_extract(data, ?) AS TEXT)) = lower(?)"
+        " ORDER BY key", (run_id, path, value),
+    )
+    assert [r["key"] for r in rows] == keys

@@ -3,7 +3,8 @@
 The store's portable SQL is written once with ``?`` placeholders (console/store/sqlite/*). This
 adapter translates the few spellings where the two engines differ, once per statement text
 (cached): placeholders, ``INSERT OR IGNORE`` / ``INSERT OR REPLACE``, an empty ``IN ()``,
-SQLite's case-insensitive ``LIKE`` and ``json_extract(col, '$.member')``. Anything else must be
+SQLite's case-insensitive ``LIKE`` and ``json_extract(col, '$.member')`` (or with the path a
+parameter: an SQL/JSON path then, ``jsonb_path_query_first``). Anything else must be
 written portably (``CASE`` rather than two-argument ``max``, ``RETURNING id`` rather than
 ``lastrowid``) or go through a ``Database`` hook. Statement results keep sqlite3's shape: tuples from
 ``fetchone``/``fetchall``, ``rowcount``, and ``total_changes`` summed over the connection's life.
@@ -25,6 +26,8 @@ _RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 _EMPTY_IN = re.compile(r"\bIN\s*\(\s*\)", re.IGNORECASE)
 _LIKE = re.compile(r"\bLIKE\b")
 _JSON_EXTRACT = re.compile(r"json_extract\(\s*([\w.]+)\s*,\s*'\$\.([\w.]+)'\s*\)", re.IGNORECASE)
+#: ``json_extract(col, ?)``: the path a parameter (``$.member``), after ``?`` became ``%s``
+_JSON_EXTRACT_PARAM = re.compile(r"json_extract\(\s*([\w.]+)\s*,\s*%s\s*\)", re.IGNORECASE)
 
 #: the conflict target of ``INSERT OR REPLACE`` per table (its primary key)
 PRIMARY_KEYS = {"agents": ("name",), "masters": ("id",), "runs": ("id",), "stages": ("run_id", "id")}
@@ -45,6 +48,8 @@ def translate(sql: str) -> str:
     out = _LIKE.sub("ILIKE", out)  # SQLite's LIKE ignores ASCII case; keep that meaning
     # JSON is stored as text on both engines: json_extract(col, '$.a.b') reads the same member (as text)
     out = _JSON_EXTRACT.sub(lambda m: f"({m.group(1)}::jsonb #>> '{{{m.group(2).replace('.', ',')}}}')", out)
+    # a path given as a parameter is an SQL/JSON path on PostgreSQL too ('$.a.b' means the same member)
+    out = _JSON_EXTRACT_PARAM.sub(lambda m: f"(jsonb_path_query_first({m.group(1)}::jsonb, %s::jsonpath) #>> '{{}}')", out)
     if _IGNORE.match(out):
         out = _on_conflict(_IGNORE.sub("INSERT INTO ", out, count=1), "ON CONFLICT DO NOTHING")
     else:

@@ -174,3 +174,17 @@ def test_a_notification_attempt_is_claimed_once(store_url: str) -> None:
             other.history.notify_outcome(run_id, 2, "delivered", None, "info", "delivered")
             assert store.history.notify_due(1e12) == []
             assert store.history.notify_claim(run_id, 1e12, 60.0) == 0
+
+
+def test_a_browsed_record_names_the_master_that_dispatched_it(store_url: str) -> None:
+    from console.store.rows import ResultFilter
+
+    with open_store(store_url) as store:
+        run_id = store.runs.create("w", DEFINITION, "127.0.0.1")
+        for master, key in (("m1", "k1"), (None, "k2")):
+            batch = IngestBatch(records=[(run_id, "a", "t", key, "127.0.0.1", "box", 1, "ts", "{}")])
+            batch.master = master
+            store.queue.apply_batch(batch)
+        page = store.results.first_page(ResultFilter(run_id))
+        assert [(r.key, r.master) for r in page.rows] == [("k1", "m1"), ("k2", None)]
+        assert [(r.key, r.master) for r in store.results.latest(10)] == [("k1", "m1"), ("k2", None)]  # the feed

@@ -133,6 +133,8 @@ class ResultRow:
     task_id: int | None
     ts: str
     data: str
+    #: the master that dispatched the record's task (None: stored before masters were recorded)
+    master: str | None = None
 
     def data_dict(self) -> dict[str, Any]:
         try:

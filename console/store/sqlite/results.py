@@ -16,7 +16,7 @@ _ROW_COLUMNS = "id, run_id, stage_id, type, key, target, agent, task_id, ts, dat
 def result_row(r: tuple[Any, ...]) -> ResultRow:
     return ResultRow(
         id=int(r[0]), run_id=r[1] or "", stage_id=r[2] or "", type=r[3] or "", key=r[4] or "", target=r[5] or "",
-        agent=r[6] or "", task_id=r[7], ts=r[8] or "", data=r[9] or "{}",
+        agent=r[6] or "", task_id=r[7], ts=r[8] or "", data=r[9] or "{}", master=r[10],
     )
 
 

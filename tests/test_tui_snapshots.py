@@ -20,10 +20,12 @@ from console.tui.app import FleetscanApp
 from console.tui.new_run import NewRunScreen
 from console.tui.panels import StageProgress
 from console.tui.results_browser import ResultsScreen
-from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db
+from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, add_typed_results, fill_console_db
 from tests.test_tui_new_run import WORKFLOWS
 
 SIZE = (120, 40)
+#: the smallest terminal the console supports, and a maximised one
+SIZES = [(80, 24), (160, 45)]
 
 
 async def settle(pilot: Pilot[Any], predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -72,7 +74,8 @@ def test_new_run_modal_with_an_inline_error(snap_compare: Any, snapshot_app: Fle
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
-def test_results_browser(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_results_browser(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
     app = snapshot_app
 
     async def ready(pilot: Pilot[Any]) -> None:
@@ -82,7 +85,24 @@ def test_results_browser(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
         await pilot.press("pagedown")
         await settle(pilot, lambda: app.screen.pages_loaded > 1)  # type: ignore[attr-defined]
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_results_browser_types_and_detail_pane(snap_compare: Any, snapshot_app: FleetscanApp,
+                                               size: tuple[int, int]) -> None:
+    """Per-type details in colour (baseline pass/fail, service, HTTP, TLS expiry), the pane beside the list."""
+    app = snapshot_app
+    add_typed_results(app.db_path)
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        screen = ResultsScreen(app.db_path, RUN_DONE, "baseline")
+        await app.push_screen(screen)
+        await settle(pilot, lambda: screen.pages_loaded > 0 and screen.filters_loaded)
+        await pilot.press("j", "enter")
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
 def test_agents_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:

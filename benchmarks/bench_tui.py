@@ -149,7 +149,7 @@ async def _measure(db: Path) -> dict[str, Any]:
     from console.tui.results_browser import ResultsScreen
 
     app = FleetscanApp(db, start_master=False)
-    figures: dict[str, Any] = {"select": [], "page": [], "open": [], "open_shown": [], "intent": []}
+    figures: dict[str, Any] = {"select": [], "page": [], "open": [], "open_shown": [], "intent": [], "sort": []}
     async with app.run_test(size=(160, 48)) as pilot:
         await _until(lambda: app.views_drawn > 0)
         frames = FrameClock(app)
@@ -195,6 +195,13 @@ async def _measure(db: Path) -> dict[str, Any]:
                         figures["page"].append(await frames.key_to_paint(
                             app, key, lambda s=screen, n=loaded: s.pages_loaded > n))  # type: ignore[misc]
                         await pilot.pause()
+                    # sorting 100,000 records: each s re-sorts by the next column (a store read), S reverses
+                    for key in ("s", "s", "s", "S", "s", "s", "s", "s"):
+                        before = screen.filter
+                        figures["sort"].append(await frames.key_to_paint(
+                            app, key, lambda s=screen, b=before: s.page is not None  # type: ignore[misc]
+                            and s.page.filter != b and s.page.filter == s.filter))
+                        await pilot.pause()
                 await pilot.press("escape")
                 await _until(lambda: not isinstance(app.screen, ResultsScreen))
 
@@ -232,7 +239,9 @@ def run() -> list[dict[str, str]]:
         {"figure": "console: r -> results browser on screen (fresh screen, page still loading)",
          "value": _ms(f["open_shown"]), "goal": "<= 100 ms", "command": COMMAND},
         {"figure": "console: r -> results browser with its first page drawn (fresh screen)",
-         "value": _ms(f["open"]), "goal": "<= 100 ms", "command": COMMAND},
+         "value": _ms(f["open"]), "goal": "<= 50 ms", "command": COMMAND},
+        {"figure": "console: s/S -> results browser re-sorted over 100,000 results, first page drawn",
+         "value": _ms(f["sort"]), "goal": "<= 150 ms", "command": COMMAND},
         {"figure": "console: CLI pause/resume in another connection -> shown",
          "value": _ms(f["intent"]), "goal": "<= 1 s", "command": COMMAND},
         {"figure": "console: 100,000 results streamed in (50 commits) while open",

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     for name, help_ in (("pause", "stop dispatching a run's tasks"), ("stop", "cancel a run's tasks; it ends stopped")):
         cmd(name, help_).add_argument("run")
+    sp = cmd("rerun", "submit a new run with the same inputs as a finished RUN; print its id")
+    sp.add_argument("run", help="the run to repeat (its stored workflow definition, targets, scope and options)")
     sp = cmd("status", "runs, or one run: state, per-stage progress, counts")
     sp.add_argument("run", nargs="?")
     sp.add_argument("--json", action="store_true")
@@ -263,10 +265,16 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return agents_command(args, _agents_source(args))
 
 
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    from console.cli.rerun import cmd_rerun
+
+    return cmd_rerun(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tui": cmd_tui, "run": cmd_run, "submit": cmd_submit, "master": cmd_master, "resume": cmd_resume,
     "pause": cmd_control, "stop": cmd_control, "status": cmd_status, "results": cmd_results,
-    "workflows": cmd_workflows, "agents": cmd_agents,
+    "workflows": cmd_workflows, "agents": cmd_agents, "rerun": _cmd_rerun,
 }
 
 

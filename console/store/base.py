@@ -65,6 +65,11 @@ class Runs(ABC):
         """The run (without progress sums). RunNotFound if there is none."""
 
     @abstractmethod
+    def definition(self, run_id: str) -> dict[str, Any]:
+        """The workflow definition the run was submitted with (what a re-run serves again);
+        RunNotFound for an unknown run."""
+
+    @abstractmethod
     def newest(self, limit: int = 100, states: Iterable[RunState] | None = None) -> list[RunRow]:
         """Runs newest first, with progress summed over their stages."""
 

@@ -261,6 +261,34 @@ class FleetscanApp(App[int]):
 
         self.push_screen(AgentsScreen(self.db_path, self.agents_source, clock=self.clock))
 
+    def action_rerun(self) -> None:
+        """R: a new run with the same inputs as the selected finished run."""
+        run = self._need_run()
+        if run is None:
+            return
+        if run.state not in RUN_TERMINAL:
+            self.notify(f"Run {run.id} has not ended: only a finished run is re-run.", severity="warning")
+            return
+        self._rerun(run.id)
+
+    @work(thread=True, group="intent", name="re-run", exit_on_error=False)
+    def _rerun(self, run_id: str) -> None:
+        from console.workflow.rerun import rerun_run
+
+        with intents.opened_store(self.db_path) as store:
+            new_id = rerun_run(store, run_id)
+        self.watcher.selected_run = new_id
+        self.main.cursor_to = new_id
+        self.watcher.poke()
+        self.call_from_thread(self.notify, f"Run {new_id} submitted: a re-run of {run_id}.", title="Re-run")
+
+    def action_events(self, failures: bool = False) -> None:
+        """The selected run's events (every event when none is selected); Enter opens one in full."""
+        from console.tui.events_screen import EventsScreen
+
+        run = self.selected_run()
+        self.push_screen(EventsScreen(self.db_path, run.id if run else None, failures=failures))
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -273,6 +301,8 @@ class FleetscanApp(App[int]):
         yield SystemCommand("Results", "Browse, filter and export the selected run's results (r)",
                             self.action_results)
         yield SystemCommand("Agents", "Boxes: check one, trust a host key (a)", self.action_agents)
+        yield SystemCommand("Re-run", "A new run with the selected finished run's inputs (R)", self.action_rerun)
+        yield SystemCommand("Events", "The selected run's events; Enter shows one in full (v)", self.action_events)
         yield SystemCommand("Keys", "Every key of the console (?)", self.action_help)
 
     async def action_quit(self) -> None:

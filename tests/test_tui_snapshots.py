@@ -58,7 +58,9 @@ def test_main_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
     assert snap_compare(snapshot_app, terminal_size=SIZE, run_before=ready)
 
 
-def test_new_run_modal_with_an_inline_error(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_new_run_modal_with_inline_errors(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """Every wrong field's message beside it; at 80x24 the fields scroll and Submit stays on screen."""
     app = snapshot_app
 
     async def ready(pilot: Pilot[Any]) -> None:
@@ -68,10 +70,11 @@ def test_new_run_modal_with_an_inline_error(snap_compare: Any, snapshot_app: Fle
         screen = app.screen
         assert isinstance(screen, NewRunScreen)
         screen.query_one("#in-targets").value = "127.0.0.1, not a target"  # type: ignore[attr-defined]
+        screen.query_one("#in-scope").value = "-x"  # type: ignore[attr-defined]
         await pilot.press("ctrl+s")
-        await settle(pilot, lambda: screen.query_one("#err-targets").display and not screen.submitting)
+        await settle(pilot, lambda: screen.query_one("#err-scope").display and not screen.submitting)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -68,6 +68,8 @@ class FleetscanApp(App[int]):
         self.master: Any = None
         #: how many views were drawn (tests and the benchmark wait on it)
         self.views_drawn = 0
+        #: the new-run modal's last values, kept for the session
+        self.new_run_values: dict[str, str] = {}
         #: worker failures that came before the main screen could show them (written once it can)
         self._early_lines: list[Text] = []
 
@@ -201,7 +203,8 @@ class FleetscanApp(App[int]):
                 self.watcher.poke()
                 self.notify(f"Run {run_id} submitted.", title="New run")
 
-        self.push_screen(NewRunScreen(self.db_path, self.workflows_file, self.agents_source), submitted)
+        self.push_screen(NewRunScreen(self.db_path, self.workflows_file, self.agents_source, self.new_run_values),
+                         submitted)
 
     def action_pause_resume(self) -> None:
         run = self._need_run()

@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.errors import FleetscanError
-from console.status import RUN_TERMINAL
+from console.status import RUN_TERMINAL, AgentState
 from console.store.rows import ConsoleView, RunRow
 from console.tui import intents
 from console.tui.dialogs import ConfirmScreen, HelpScreen
@@ -161,7 +161,29 @@ class FleetscanApp(App[int]):
             for line in self._early_lines:
                 self.main.log_line(line)
             self._early_lines.clear()
+        self._show_fleet(view)
         self.views_drawn += 1
+
+    def _show_fleet(self, view: ConsoleView) -> None:
+        """The header says when none of our master's boxes is up: "master on" alone hid a master
+        with nothing to run on."""
+        master = self.master
+        if master is None or self.sub_title.endswith("(see events)"):
+            return
+        ours = [a for a in view.agents if a.master == master.master_id]  # not the stale rows of other masters
+        up = sum(1 for a in ours if a.state == AgentState.UP)
+        if not ours:  # nothing reported yet: the fleet is still starting
+            agents = "agents starting"
+        else:
+            agents = "no agents up" if not up else f"{up} agent{'s' if up != 1 else ''} up"
+        self.sub_title = f"{self.db_path.name} · master on · {agents}"
+
+    def reconnect_boxes(self, names: list[str]) -> None:
+        """The operator fixed these boxes (trusted a key, a check passed): our master retries them now."""
+        master = self.master
+        started = master.reconnect(names) if master is not None else []
+        if started:
+            self.notify(f"Reconnecting {', '.join(started)}.", title="Agents")
 
     def _tick(self) -> None:
         """Durations, ETAs and heartbeat ages move with the clock, not with the store."""

@@ -265,20 +265,44 @@ class FleetscanApp(App[int]):
         self.call_from_thread(self.notify, f"Stop requested for run {run_id} ({state}).")
 
     def action_results(self) -> None:
-        from console.tui.results_browser import ResultsScreen
-
         run = self._need_run()
         if run is None:
             return
         # The last run's browser stays installed: reopening it is instant and keeps its page.
         name = f"results-{run.id}"
-        if not self.is_screen_installed(name):
-            for old in [n for n in self._installed_screens if n.startswith("results-")]:
-                previous = self._installed_screens[old]
-                self.uninstall_screen(old)
-                if isinstance(previous, Screen) and previous.is_mounted:
-                    previous.remove()  # closes its reader connection
-            self.install_screen(ResultsScreen(self.db_path, run.id, run.workflow), name)
+        if self.is_screen_installed(name):
+            self.push_screen(name)
+        else:
+            self._open_results(run.id, run.workflow)
+
+    @work(thread=True, exclusive=True, group="results-open", name="results browser", exit_on_error=False)
+    def _open_results(self, run_id: str, workflow: str) -> None:
+        """Read the first page before the browser is built, so it is drawn once, with its rows
+        (a screen drawn empty and then again filled took twice as long to show a page)."""
+        from console.store import open_store
+        from console.store.rows import ResultFilter
+
+        store = open_store(self.db_path)
+        try:
+            page = store.results.first_page(ResultFilter(run_id))
+        except BaseException:
+            store.close()
+            raise
+        self.call_from_thread(self._show_results, run_id, workflow, store, page)
+
+    def _show_results(self, run_id: str, workflow: str, store: Any, page: Any) -> None:
+        from console.tui.results_browser import ResultsScreen
+
+        name = f"results-{run_id}"
+        if self.is_screen_installed(name) or self._leaving:
+            store.close()
+            return
+        for old in [n for n in self._installed_screens if n.startswith("results-")]:
+            previous = self._installed_screens[old]
+            self.uninstall_screen(old)
+            if isinstance(previous, Screen) and previous.is_mounted:
+                previous.remove()  # closes its reader connection
+        self.install_screen(ResultsScreen(self.db_path, run_id, workflow, store=store, first_page=page), name)
         self.push_screen(name)
 
     def action_agents(self) -> None:

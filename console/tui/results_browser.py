@@ -92,7 +92,10 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         Binding("e", "export", "Export"),
     ]
 
-    def __init__(self, db_path: str | Path, run_id: str, workflow: str = "", **kwargs: Any) -> None:
+    def __init__(self, db_path: str | Path, run_id: str, workflow: str = "", *, store: Store | None = None,
+                 first_page: ResultPage | None = None, **kwargs: Any) -> None:
+        """``store`` and ``first_page``: read by the app before the screen was built (the screen
+        then owns the store), so the first frame already has its rows."""
         super().__init__(**kwargs)
         self.db_path = db_path
         self.run_id = run_id
@@ -101,7 +104,9 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         self.filter = ResultFilter(run_id)
         self.pages_loaded = 0
         self.filters_loaded = False
-        self._store: Store | None = None
+        self._store: Store | None = store
+        self._first_page = first_page
+        self._fresh = True
         self._lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
@@ -123,12 +128,20 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         table.add_column(header(self.filter.sort, self.filter.descending), key="row", width=LINE_WIDTH)
         self.query_one("#results-detail").display = False
         table.focus()
-        self.load("first")
+        if self._first_page is not None and self._first_page.filter == self.filter:
+            self.show_page(PageLoaded(self._first_page, 0))
+            self._first_page = None
+            self.filters_loaded = True
+            self.load_filters()
+        else:
+            self.load("first")
 
     def on_screen_resume(self) -> None:
         """Shown again (the app keeps the last run's browser): re-read the page it was on."""
         self.query_one("#results-table", DataTable).focus()
-        if self.page is not None:
+        if self._fresh:  # the first showing: the page was just read
+            self._fresh = False
+        elif self.page is not None:
             self.load("refresh")
 
     # -- reading -------------------------------------------------------------------

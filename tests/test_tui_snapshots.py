@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from console.store import open_store
 from console.tui.agents_screen import AgentsScreen
 from console.tui.app import FleetscanApp
+from console.tui.events_screen import EventsScreen, TextScreen
 from console.tui.new_run import NewRunScreen
 from console.tui.panels import StageProgress
 from console.tui.results_browser import ResultsScreen
-from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, add_typed_results, fill_console_db
+from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, RUN_RECON, add_typed_results, fill_console_db
 from tests.test_tui_new_run import WORKFLOWS
 
 SIZE = (120, 40)
@@ -56,6 +58,34 @@ def test_main_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
         await settle(pilot, main_ready(snapshot_app))
 
     assert snap_compare(snapshot_app, terminal_size=SIZE, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen_sizes(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """The run header ("targets ... scope ... agents ... priority") and "waiting for a master" at both sizes."""
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(snapshot_app))
+
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_an_event_in_full(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """v lists the run's events; Enter shows one whole, wrapped, however long."""
+    app = snapshot_app
+    with open_store(app.db_path) as store, store.db.transaction() as conn:
+        conn.execute("INSERT INTO events (id, ts, run_id, level, kind, message) VALUES (6, ?, ?, 'error', 'task', ?)",
+                     (FROZEN_NOW - 5, RUN_RECON, "task 9.1 failed on local-1: exec: program not found: "
+                      + "/opt/tools/" + "very-long-directory-name/" * 12 + "scanner\nstderr: nothing more"))
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        await pilot.press("v")
+        await settle(pilot, lambda: isinstance(app.screen, EventsScreen) and bool(app.screen.events))
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, TextScreen))
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -294,6 +294,8 @@ async def test_export_writes_exactly_the_view_into_the_data_dir(big_db: Path, tm
         assert path.parent == tmp_path / "data" / "fleetscan" and path.name.startswith(f"fleetscan-{RUN_RECON}")
         await pilot.click("#export-ok")
         await wait_for(pilot, lambda: path.exists() and all(w.name != "export" for w in app.workers))
+        # and the console says where it wrote
+        await wait_for(pilot, lambda: any(str(path) in n.message for n in app._notifications))
     records = [json.loads(line) for line in path.read_text().splitlines()]
     # field truth: the fixture's ports on 127.0.0.5 are 20+i for i = 16, 28, ... ; ":2" keeps those whose key has ":2"
     expected = sorted((20 + i for i in range(12, 250) if i % 12 == 4 and ":2" in f"127.0.0.5:{20 + i}/tcp"),

@@ -69,21 +69,25 @@ async def test_filters_by_type_stage_and_text(big_db: Path) -> None:
     app = make_app(big_db)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_browser(app, pilot)
-        await wait_for(pilot, lambda: len(screen.query_one("#filter-type", Select)._options) > 1)
+        box = screen.query_one("#filter-text", Input)
+        # the placeholder names what stage= and type= take, from the run's definition
+        await wait_for(pilot, lambda: "stage=alive|ports|web" in box.placeholder)
         loaded = screen.pages_loaded
-        screen.query_one("#filter-type", Select).value = "host_up"
+        box.value = "type=host_up"
         await wait_for(pilot, lambda: screen.pages_loaded > loaded and screen.filter.type == "host_up")
         assert table_ids(screen) == list(range(1, 13))
         assert "of 12" in status(screen)
         loaded = screen.pages_loaded
-        screen.query_one("#filter-type", Select).clear()
-        screen.query_one("#filter-stage", Select).value = "ports"
-        await wait_for(pilot, lambda: screen.pages_loaded > loaded and screen.filter.stage == "ports")
+        box.value = "stage=ports"
+        await wait_for(pilot, lambda: screen.pages_loaded > loaded and screen.filter.stage == "ports"
+                       and screen.filter.type is None)
         assert "of 238" in status(screen)
+        box.value = ""
         await pilot.press("f")
         assert isinstance(app.focused, Input)
-        await pilot.press(*"127.0.0.5:")
+        await pilot.press(*"stage=ports 127.0.0.5:")
         await wait_for(pilot, lambda: screen.filter.text == "127.0.0.5:" and "of 20" in status(screen))
+        assert screen.filter.stage == "ports"
         table = screen.query_one("#results-table", DataTable)
         keys = [str(table.get_row(k)[0]).split()[3] for k in table.rows]  # id stage type KEY ...
         assert len(keys) == 20 and all(k.startswith("127.0.0.5:") for k in keys)
@@ -98,9 +102,8 @@ async def test_e_exports_what_the_filters_select(big_db: Path, tmp_path: Path, f
     app = make_app(big_db)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_browser(app, pilot)
-        await wait_for(pilot, lambda: len(screen.query_one("#filter-stage", Select)._options) > 1)
         loaded = screen.pages_loaded
-        screen.query_one("#filter-stage", Select).value = "alive"
+        screen.query_one("#filter-text", Input).value = "stage=alive"
         await wait_for(pilot, lambda: screen.pages_loaded > loaded)
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, ExportScreen))
@@ -358,3 +361,33 @@ def test_field_filters_match_columns_and_data_fields(big_db: Path) -> None:
         assert ids(RUN_DONE, "name=ssh") == ["127.0.0.7:22"]
         assert ids(RUN_DONE, "name=ssh openssh") == ["127.0.0.7:22"]
         assert ids(RUN_DONE, "name=ssh nginx") == []
+
+
+async def test_one_browser_is_re_pointed_at_another_run(big_db: Path) -> None:
+    """The app keeps one browser: r on another run shows that run's records, with its filters
+    and row numbers afresh; back on the first run, its records again."""
+    add_typed_results(big_db)
+    app = make_app(big_db)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_browser(app, pilot)
+        screen.query_one("#filter-text", Input).value = "port=100"
+        await wait_for(pilot, lambda: "of 1 " in status(screen))
+        await pilot.press("escape", "escape", "escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ResultsScreen))
+        app.select_run(RUN_DONE)
+        await wait_for(pilot, lambda: app.selected_run() is not None and app.selected_run().id == RUN_DONE)  # type: ignore[union-attr]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.run_id == RUN_DONE
+                       and app.screen.page is not None and app.screen.page.filter.run_id == RUN_DONE)
+        assert app.screen is screen and screen.filter == ResultFilter(RUN_DONE)
+        assert "of 5 " in status(screen) and first_cells(screen) == ["1", "2", "3", "4", "5"]
+        assert screen.query_one("#filter-text", Input).value == ""
+        await wait_for(pilot, lambda: "type=baseline|" in screen.query_one("#filter-text", Input).placeholder
+                       or "type=" in screen.query_one("#filter-text", Input).placeholder)
+        await pilot.press("escape")
+        app.select_run(RUN_RECON)
+        await wait_for(pilot, lambda: app.selected_run() is not None and app.selected_run().id == RUN_RECON)  # type: ignore[union-attr]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and screen.run_id == RUN_RECON
+                       and screen.page is not None and screen.page.filter.run_id == RUN_RECON)
+        assert "of 250" in status(screen) and table_ids(screen)[:2] == [1, 2]

@@ -83,7 +83,9 @@ class FleetscanApp(App[int]):
 
     def _main_ready(self) -> bool:
         stack = self.screen_stack
-        return bool(stack) and isinstance(stack[0], MainScreen) and stack[0].ready
+        # not while the app tears the screen down (a view that arrives then finds no tables)
+        return (bool(stack) and isinstance(stack[0], MainScreen) and stack[0].ready and stack[0].is_attached
+                and not getattr(stack[0], "_pruning", False))
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.db_path.name} · master {'on' if self.start_master else 'off'}"
@@ -264,21 +266,26 @@ class FleetscanApp(App[int]):
         self.watcher.poke()
         self.call_from_thread(self.notify, f"Stop requested for run {run_id} ({state}).")
 
+    #: the one results browser, kept installed: reopening it (for the same run or another) builds nothing
+    RESULTS_SCREEN = "results"
+
     def action_results(self) -> None:
+        from console.tui.results_browser import ResultsScreen
+
         run = self._need_run()
-        if run is None:
+        if run is None or isinstance(self.screen, ResultsScreen):
             return
-        # The last run's browser stays installed: reopening it is instant and keeps its page.
-        name = f"results-{run.id}"
-        if self.is_screen_installed(name):
-            self.push_screen(name)
-        else:
-            self._open_results(run.id, run.workflow)
+        if self.is_screen_installed(self.RESULTS_SCREEN):
+            screen = self.get_screen(self.RESULTS_SCREEN)
+            if isinstance(screen, ResultsScreen) and screen.run_id == run.id:
+                self.push_screen(self.RESULTS_SCREEN)  # keeps its page, filters and order
+                return
+        self._open_results(run.id, run.workflow)
 
     @work(thread=True, exclusive=True, group="results-open", name="results browser", exit_on_error=False)
     def _open_results(self, run_id: str, workflow: str) -> None:
-        """Read the first page before the browser is built, so it is drawn once, with its rows
-        (a screen drawn empty and then again filled took twice as long to show a page)."""
+        """Read the first page before the browser shows, so it is drawn once, with its rows (a
+        screen drawn empty and then again filled took twice as long to show a page)."""
         from console.store import open_store
         from console.store.rows import ResultFilter
 
@@ -291,19 +298,20 @@ class FleetscanApp(App[int]):
         self.call_from_thread(self._show_results, run_id, workflow, store, page)
 
     def _show_results(self, run_id: str, workflow: str, store: Any, page: Any) -> None:
+        """Point the browser at the run (built the first time, re-pointed after) and show it."""
         from console.tui.results_browser import ResultsScreen
 
-        name = f"results-{run_id}"
-        if self.is_screen_installed(name) or self._leaving:
+        if self._leaving or isinstance(self.screen, ResultsScreen):
             store.close()
             return
-        for old in [n for n in self._installed_screens if n.startswith("results-")]:
-            previous = self._installed_screens[old]
-            self.uninstall_screen(old)
-            if isinstance(previous, Screen) and previous.is_mounted:
-                previous.remove()  # closes its reader connection
-        self.install_screen(ResultsScreen(self.db_path, run_id, workflow, store=store, first_page=page), name)
-        self.push_screen(name)
+        if self.is_screen_installed(self.RESULTS_SCREEN):
+            screen = self.get_screen(self.RESULTS_SCREEN)
+            assert isinstance(screen, ResultsScreen)
+            screen.switch_run(run_id, workflow, store, page)
+        else:
+            self.install_screen(ResultsScreen(self.db_path, run_id, workflow, store=store, first_page=page),
+                                self.RESULTS_SCREEN)
+        self.push_screen(self.RESULTS_SCREEN)
 
     def action_agents(self) -> None:
         from console.tui.agents_screen import AgentsScreen

@@ -32,7 +32,7 @@ HELP_KEYS = [
     ("j / k, g / G", "next / previous record (across pages), first / last record"),
     ("enter", "detail pane beside the list (follows the cursor)"),
     ("y", "copy the record as JSON to the clipboard (OSC 52)"),
-    ("/ or f", "filter: port=443 status=fail name=ssh, or any text; escape clears"),
+    ("/ or f", "filter: stage=ID type=T port=443 status=fail name=ssh, or any text; escape clears"),
     ("s / S", "sort by the next column / reverse the order"),
     ("e", "export exactly what is listed (jsonl, csv, json), to the data dir by default"),
     ("Agents screen", ""),

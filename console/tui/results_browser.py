@@ -28,7 +28,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Select, Static
+from textual.widgets import DataTable, Input, Static
 
 from console.errors import FleetscanError
 from console.store.base import PAGE_SIZE, Store
@@ -48,6 +48,11 @@ from console.tui.results_export import ExportScreen, default_export_path
 from console.tui.worker_errors import ForwardWorkerErrors
 
 __all__ = ["ExportScreen", "ResultsScreen"]
+
+FILTER_HINT = "/ filter: stage=ID type=T port=443 status=fail name=ssh, or any text"
+#: the keys in one line: a Footer is a widget per key, and every widget is restyled whenever the screen shows
+KEYS = ("[b]esc[/b] back  [b]/[/b] filter  [b]s[/b]/[b]S[/b] sort  [b]enter[/b] detail  [b]y[/b] copy  "
+        "[b]e[/b] export  [b]j[/b]/[b]k[/b] [b]g[/b]/[b]G[/b] move  [b]pgup[/b]/[b]pgdn[/b] page")
 
 
 @dataclass
@@ -111,17 +116,16 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(f"[b]Results[/b] · run {self.run_id} {self.workflow}", id="results-title")
-        with Horizontal(id="filters"):
-            yield Select[str]([], prompt="all stages", id="filter-stage")
-            yield Select[str]([], prompt="all types", id="filter-type")
-            yield Input(placeholder="/ filter: port=443 status=fail name=ssh, or any text", id="filter-text")
+        # one box for every filter (stage=, type= and data fields, and text): a screen of few widgets
+        # is built and styled fast, and what was typed is exactly what export takes
+        yield Input(placeholder=FILTER_HINT, id="filter-text")
         with Horizontal(id="results-body"):
             table: DataTable[Any] = DataTable(id="results-table", cursor_type="row", zebra_stripes=True)
             yield table
             with VerticalScroll(id="results-detail"):
                 yield Static("", id="detail-text")
         yield Static("", id="results-status")
-        yield Footer()
+        yield Static(KEYS, id="results-keys")
 
     def on_mount(self) -> None:
         table = self.query_one("#results-table", DataTable)
@@ -135,6 +139,25 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
             self.load_filters()
         else:
             self.load("first")
+
+    def switch_run(self, run_id: str, workflow: str, store: Store, page: ResultPage) -> None:
+        """Show another run (the app keeps one browser): its first page, read by the app with
+        ``store``, which this screen now owns; filters, order and cursor start afresh."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+            self._store = store
+        self.run_id, self.workflow = run_id, workflow
+        self.filter = ResultFilter(run_id)
+        self.page = None
+        self.query_one("#results-title", Static).update(f"[b]Results[/b] · run {run_id} {workflow}")
+        box = self.query_one("#filter-text", Input)
+        box.value = ""
+        box.placeholder = FILTER_HINT
+        self._fresh = True
+        self.show_page(PageLoaded(page, 0))
+        self.filters_loaded = True
+        self.load_filters()
 
     def on_screen_resume(self) -> None:
         """Shown again (the app keeps the last run's browser): re-read the page it was on."""
@@ -191,8 +214,11 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
 
     @on(FiltersLoaded)
     def show_filters(self, message: FiltersLoaded) -> None:
-        self.query_one("#filter-stage", Select).set_options((s, s) for s in message.stages)
-        self.query_one("#filter-type", Select).set_options((t, t) for t in message.types)
+        """The run's stages and types, named in the filter's placeholder: what stage= and type= take."""
+        parts = [f"stage={'|'.join(message.stages)}" if message.stages else "",
+                 f"type={'|'.join(message.types)}" if message.types else ""]
+        self.query_one("#filter-text", Input).placeholder = f"/ filter: {' '.join(p for p in parts if p)} port=443" \
+            " status=fail name=ssh, or any text"
 
     @on(PageLoaded)
     def show_page(self, message: PageLoaded) -> None:
@@ -267,7 +293,7 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
 
     def action_detail(self) -> None:
         """Enter: show or hide the detail pane beside the list (it follows the cursor)."""
-        if isinstance(self.focused, Input | Select):
+        if isinstance(self.focused, Input):
             raise SkipAction()
         pane = self.query_one("#results-detail")
         pane.display = not pane.display
@@ -284,25 +310,21 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
     # -- filters and order -------------------------------------------------------------
 
     def _refilter(self, sort: str | None = None, descending: bool | None = None) -> None:
-        stage = self.query_one("#filter-stage", Select).value
-        type_ = self.query_one("#filter-type", Select).value
         fields, text = parse_query(self.query_one("#filter-text", Input).value)
+        # stage= and type= match exactly (the store's indexes serve them); the last one given wins
+        exact = {name: value for name, value in fields if name in ("stage", "type")}
         new = ResultFilter(
             self.run_id,
-            stage=stage if isinstance(stage, str) else None,
-            type=type_ if isinstance(type_, str) else None,
+            stage=exact.get("stage"),
+            type=exact.get("type"),
             text=text,
-            fields=fields,
+            fields=tuple((name, value) for name, value in fields if name not in exact),
             sort=self.filter.sort if sort is None else sort,
             descending=self.filter.descending if descending is None else descending,
         )
         if new != self.filter:
             self.filter = new
             self.load("first")
-
-    @on(Select.Changed)
-    def select_changed(self) -> None:
-        self._refilter()
 
     @on(Input.Submitted, "#filter-text")
     def text_submitted(self) -> None:
@@ -381,8 +403,6 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
             else:
                 self.query_one("#results-table", DataTable).focus()
             return
-        if isinstance(self.focused, Select) and self.focused.expanded:
-            raise SkipAction()
         self.dismiss(None)
 
     def action_close(self) -> None:

@@ -19,35 +19,21 @@ import signal
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from agentkit import wire
+from agentkit.identity import archive_hash, find_programs, hello
 from agentkit.outbound import ProtocolWriter, as_payload, encode_line
 
-__all__ = ["Agent", "ProtocolWriter", "as_payload", "encode_line", "hello", "main"]
+__all__ = ["Agent", "ProtocolWriter", "archive_hash", "as_payload", "encode_line", "find_programs", "hello", "main"]
 
 if TYPE_CHECKING:
     from agentkit.context import TaskContext
 
 # Start-up cost matters (every box, every run, before its hello): what only tasks need
 # (agentkit.context and its subprocess, the tools, traceback) is imported when a task
-# first needs it, and ``hello`` below does without shutil and socket.
+# first needs it, and ``hello`` (agentkit.identity) does without shutil and socket.
 
-#: External programs worth telling the master about (exec templates, icmp ping, baseline commands).
-PROGRAMS = (
-    "nmap",
-    "masscan",
-    "zmap",
-    "naabu",
-    "ping",
-    "curl",
-    "openssl",
-    "dig",
-    "sh",
-    "systemctl",
-    "sysctl",
-    "dpkg",
-)
 FLUSH_INTERVAL = 0.1
 #: the reader holds its own answers at most this long while it works through a chunk of input
 HOLD_MAX_S = 0.002
@@ -76,56 +62,6 @@ def take_stdout() -> IO[bytes]:
     os.close(devnull)
     sys.stdout = sys.stderr
     return os.fdopen(private, "wb")
-
-
-def archive_hash() -> str:
-    """The sha256 of the archive this code runs from, or of ``build_archive()`` in a source tree."""
-    import agentkit
-
-    if not getattr(agentkit, "__file__", None):
-        return "unknown"  # imported from memory without a hash handed over (stage 0 always hands one)
-    container = os.path.dirname(os.path.dirname(os.path.abspath(agentkit.__file__ or "")))
-    if os.path.isfile(container):
-        import hashlib
-
-        with open(container, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-    from agentkit.archive import build_archive
-
-    return build_archive()[1]
-
-
-def find_programs(names: Sequence[str], search_path: Optional[str] = None) -> Dict[str, str]:
-    """name -> first executable file of that name on PATH (``shutil.which`` without importing
-    shutil, and one pass over PATH for all names: ``hello`` runs it before anything else)."""
-    if search_path is None:
-        search_path = os.environ.get("PATH", os.defpath)
-    found: Dict[str, str] = {}
-    for folder in search_path.split(os.pathsep):
-        if not folder:
-            continue
-        for name in names:
-            if name in found:
-                continue
-            path = os.path.join(folder, name)
-            if os.access(path, os.X_OK) and os.path.isfile(path):
-                found[name] = path
-    return {name: found[name] for name in names if name in found}
-
-
-def hello(archive_sha: str) -> wire.Hello:
-    from agentkit.tools import REGISTRY  # names only: no tool module is imported here
-
-    return wire.Hello(
-        op="hello",
-        protocol=wire.PROTOCOL_VERSION,
-        hash=archive_sha,
-        python="%d.%d.%d" % sys.version_info[:3],
-        pid=os.getpid(),
-        tools=sorted(REGISTRY),
-        programs=find_programs(PROGRAMS),
-        hostname=os.uname().nodename,  # what socket.gethostname() returns, without importing socket
-    )
 
 
 class RunningTask:

@@ -1,7 +1,8 @@
 """Main's store additions on both backends: run-id prefixes, failures, unserved runs, retrying a failed
 run, the event feed, baseline counts, diffs in Python's key order, amending by compare-and-set (with its
-NOTIFY on PostgreSQL) and notification claims. Each test runs once on SQLite and once on PostgreSQL
-(``store_url``); expected values come from what the test wrote, never from a first read."""
+NOTIFY on PostgreSQL), notification claims, and the results browser's sorted pages and export. Each
+test runs once on SQLite and once on PostgreSQL (``store_url``); expected values come from what the
+test wrote, never from a first read."""
 
 from __future__ import annotations
 
@@ -188,3 +189,48 @@ def test_a_browsed_record_names_the_master_that_dispatched_it(store_url: str) ->
         page = store.results.first_page(ResultFilter(run_id))
         assert [(r.key, r.master) for r in page.rows] == [("k1", "m1"), ("k2", None)]
         assert [(r.key, r.master) for r in store.results.latest(10)] == [("k1", "m1"), ("k2", None)]  # the feed
+
+
+def _icu_results(store: Store) -> None:
+    """PostgreSQL: give the results' text columns a linguistic collation (where the server has one), so
+    an order in code points has to come from the SQL itself."""
+    if "://" not in store.address:
+        return
+    if store.db.query("SELECT collname FROM pg_collation WHERE collname = 'und-x-icu'"):  # type: ignore[attr-defined]
+        for column in ("stage_id", "type", "key", "target", "agent", "ts"):
+            store.db.conn.execute(  # type: ignore[attr-defined]
+                f'ALTER TABLE results ALTER COLUMN {column} TYPE TEXT COLLATE "und-x-icu"'
+            )
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_the_browser_sorts_text_in_code_points_and_exports_the_view(store_url: str, descending: bool) -> None:
+    import io
+
+    from console.store.export import export_matching
+    from console.store.rows import ResultFilter
+
+    keys = ["b", "B", "a-1", "a1", "A", "é", "Z", "a", "_x", "10", "9"]
+    with open_store(store_url) as store:
+        _icu_results(store)
+        run_id = store.runs.create("w", DEFINITION, "127.0.0.1")
+        batch = IngestBatch(records=[(run_id, "a", "t", key, "127.0.0.1", "box", 1, "ts", json.dumps({"port": i}))
+                                     for i, key in enumerate(keys)])
+        batch.master = "m1"
+        store.queue.apply_batch(batch)
+        flt = ResultFilter(run_id, sort="key", descending=descending)
+        walked, page = [], store.results.first_page(flt, limit=3)
+        while True:
+            walked += [r.key for r in page.rows]
+            following = store.results.next_page(page, limit=3)
+            if following is page:
+                break
+            page = following
+        assert walked == sorted(keys, reverse=descending)
+        back = store.results.prev_page(page, limit=3)
+        assert [r.key for r in back.rows] == walked[-len(page.rows) - 3:-len(page.rows)]
+        out = io.StringIO()
+        assert export_matching(store, ResultFilter(run_id, fields=(("port", "4"),)), "csv", out) == 1
+    header, row = out.getvalue().splitlines()
+    assert header.split(",")[:7] == ["run", "stage", "type", "key", "target", "agent", "master"]
+    assert row.split(",")[3] == "A" and row.split(",")[6] == "m1"

@@ -113,3 +113,56 @@ async def test_t_shows_the_fingerprint_then_trusts_and_c_passes(
         await pilot.press("c")
         await wait_for(pilot, lambda: box.name in screen.checks, timeout=60)
         assert screen.checks[box.name].ok, screen.checks[box.name].summary
+
+
+async def test_the_consoles_master_takes_a_box_back_once_its_key_is_trusted(
+    console_db: Path, sshd_boxes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """An untrusted box: the master stays on with "no agents up"; trusting it (t, y) reconnects it at
+    once (well before the heartbeat's backoff would), and the header counts it."""
+    known_hosts = tmp_path / "known_hosts"
+    monkeypatch.setenv("FLEETSCAN_KNOWN_HOSTS", str(known_hosts))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    box = sshd_boxes.boxes[0]
+    inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", boxes=[box])
+    app = FleetscanApp(console_db, None, str(inventory), clock=lambda: FROZEN_NOW, poll_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "no agents up" in app.sub_title, timeout=60, why=lambda: app.sub_title)
+        assert app.master is not None and app.master.fleet is not None  # on, not failed
+        handle = app.master.fleet.handles[box.name]
+        screen = await open_agents(app, pilot)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+        # between the heartbeat's retries (each fails on the unknown key): from now on it will not
+        # retry the box by itself, so only the operator's intent can bring it back
+        await wait_for(pilot, lambda: str(handle.state) == "down", timeout=60)
+        handle.retry_at = float("inf")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: known_hosts.exists())
+        await wait_for(pilot, lambda: "1 agent up" in app.sub_title, timeout=30, why=lambda: app.sub_title)
+        assert str(handle.state) == "up" and screen is not None
+
+
+async def test_a_passing_check_reconnects_a_down_box_at_once(
+    console_db: Path, sshd_boxes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """The key was trusted elsewhere (`fleetscan agents --trust` in another terminal): c proves the box
+    reachable and the console's master takes it back without waiting for its backoff."""
+    known_hosts = tmp_path / "known_hosts"
+    monkeypatch.setenv("FLEETSCAN_KNOWN_HOSTS", str(known_hosts))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    box = sshd_boxes.boxes[0]
+    inventory = sshd_boxes.write_inventory(tmp_path / "agents.yaml", boxes=[box])
+    app = FleetscanApp(console_db, None, str(inventory), clock=lambda: FROZEN_NOW, poll_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "no agents up" in app.sub_title, timeout=60, why=lambda: app.sub_title)
+        assert app.master is not None and app.master.fleet is not None
+        handle = app.master.fleet.handles[box.name]
+        screen = await open_agents(app, pilot)
+        await wait_for(pilot, lambda: str(handle.state) == "down", timeout=60)
+        handle.retry_at = float("inf")  # no retry of its own from now on
+        known_hosts.write_text(box.known_hosts_line())
+        await pilot.press("c")
+        await wait_for(pilot, lambda: box.name in screen.checks, timeout=60)
+        assert screen.checks[box.name].ok, screen.checks[box.name].summary
+        await wait_for(pilot, lambda: "1 agent up" in app.sub_title, timeout=30, why=lambda: app.sub_title)

@@ -62,7 +62,7 @@ async def test_main_screen_shows_runs_stages_agents_and_feeds(console_db: Path) 
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.views_drawn > 0 and len(app.query(StageProgress)) == 3)
         assert app.query_one(RunsTable).row_keys == [RUN_RECON, RUN_WEB, RUN_DONE]
-        assert cell_text(app, RUN_RECON, "state") == "running"
+        assert cell_text(app, RUN_RECON, "state") == "waiting for a master"  # running, but no master holds it
         assert cell_text(app, RUN_RECON, "results") == "40"
         assert [w.stage.id for w in app.query(StageProgress)] == ["alive", "ports", "web"]
         assert app.query_one("#agents").row_keys == ["local-1", "local-2"]  # type: ignore[attr-defined]

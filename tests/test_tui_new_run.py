@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Static
+from textual.widgets import Input, Select, Static
 
 from console.store import open_store
+from console.tui import intents
 from console.tui.app import FleetscanApp
 from console.tui.new_run import NewRunScreen
 from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db
@@ -29,6 +30,12 @@ workflows:
       - id: work
         tool: noop
         targets: {from: input, type: host}
+  sweep:
+    description: one noop task per box, no targets
+    stages:
+      - id: checks
+        tool: noop
+        targets: {from: boxes}
 """
 
 
@@ -44,8 +51,8 @@ def console_db(tmp_path: Path) -> Path:
     return fill_console_db(tmp_path / "console.db")
 
 
-def make_app(db: Path, workflows: Path) -> FleetscanApp:
-    return FleetscanApp(db, workflows, "local", start_master=False, clock=lambda: FROZEN_NOW, poll_interval=0.05)
+def make_app(db: Path, workflows: Path, agents: str = "local") -> FleetscanApp:
+    return FleetscanApp(db, workflows, agents, start_master=False, clock=lambda: FROZEN_NOW, poll_interval=0.05)
 
 
 def run_ids(db: Path) -> set[str]:
@@ -66,7 +73,10 @@ async def open_modal(app: FleetscanApp, pilot) -> NewRunScreen:  # type: ignore[
 
 def fill(screen: NewRunScreen, **values: str) -> None:
     for name, value in values.items():
-        screen.query_one(f"#in-{name}", Input).value = value
+        if name == "workflow":
+            screen.query_one("#in-workflow", Select).value = value
+        else:
+            screen.query_one(f"#in-{name}", Input).value = value
 
 
 def error_of(screen: NewRunScreen, field: str) -> str:
@@ -74,13 +84,17 @@ def error_of(screen: NewRunScreen, field: str) -> str:
     return str(widget.render()) if widget.display else ""
 
 
-async def test_modal_lists_the_workflows_of_the_file(console_db: Path, workflows_file: Path) -> None:
+async def test_modal_picks_a_workflow_and_shows_its_stages(console_db: Path, workflows_file: Path) -> None:
     app = make_app(console_db, workflows_file)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_modal(app, pilot)
-        assert screen.workflows == ["slow", "quick"]
-        assert screen.query_one("#in-workflow", Input).value == "slow"
-        assert screen.query_one("#in-agents", Input).value == "local"
+        assert screen.workflows == ["slow", "quick", "sweep"]
+        assert screen.query_one("#in-workflow", Select).value == "slow"
+        assert "work noop ← input" in str(screen.query_one("#workflow-stages").render())
+        fill(screen, workflow="sweep")
+        await wait_for(pilot, lambda: "checks noop ← boxes" in str(screen.query_one("#workflow-stages").render()))
+        assert "optional" in screen.query_one("#in-targets", Input).placeholder
+        assert not screen.query("#in-agents")  # no field the master would ignore
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen))
 
@@ -89,16 +103,15 @@ async def test_modal_lists_the_workflows_of_the_file(console_db: Path, workflows
     ("values", "field", "expect"),
     [
         ({"targets": "not a target!"}, "targets", "bad target"),
-        ({"targets": ""}, "targets", "target"),  # empty targets
-        ({"targets": "   "}, "targets", "target"),
-        ({"workflow": "nosuch", "targets": "127.0.0.1"}, "workflow", "nosuch"),  # unknown workflow
-        ({"workflow": "", "targets": "127.0.0.1"}, "workflow", "workflow"),
-        ({"targets": "127.0.0.1", "scope": "-x"}, "scope", ""),
+        ({"targets": ""}, "targets", "required: stage 'work'"),  # a stage reads targets
+        ({"targets": "   "}, "targets", "required"),
+        ({"targets": "127.0.0.1", "scope": "-x"}, "scope", "not a scope entry '-x'"),
+        ({"targets": "127.0.0.1", "exclude": "-y"}, "exclude", "not an exclusion '-y'"),
         ({"targets": "127.0.0.1", "priority": "high"}, "priority", "high"),
-        ({"targets": "127.0.0.1", "priority": "99999999"}, "priority", ""),
-        ({"targets": "127.0.0.1", "agents": "local:0"}, "agents", "local:N"),
+        ({"targets": "127.0.0.1", "priority": "99999999"}, "priority", "1,000,000"),
+        ({"targets": "127.0.0.1", "max_rate": "0"}, "max_rate", "from 1"),
+        ({"targets": "127.0.0.1", "host_rate": "fast"}, "host_rate", "fast"),
         ({"targets": "127.0.0.1,300.1.2.3"}, "targets", "300.1.2.3"),
-        ({"targets": "127.0.0.1", "agents": "/no/such/inventory.yaml"}, "agents", "inventory"),
     ],
 )
 async def test_bad_input_is_shown_inline_and_writes_nothing(
@@ -115,6 +128,66 @@ async def test_bad_input_is_shown_inline_and_writes_nothing(
         assert screen.query_one(f"#in-{field}", Input).has_class("invalid")
         assert isinstance(app.screen, NewRunScreen)  # still open, for the operator to fix
     assert run_ids(console_db) == before
+
+
+async def test_every_error_shows_at_once_beside_its_field(console_db: Path, workflows_file: Path) -> None:
+    before = run_ids(console_db)
+    app = make_app(console_db, workflows_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_modal(app, pilot)
+        fill(screen, targets="bad!", scope="-x", priority="hi", host_rate="0")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: bool(error_of(screen, "host_rate")) and not screen.submitting)
+        shown = {f: error_of(screen, f) for f in ("workflow", "targets", "scope", "exclude", "priority",
+                                                  "max_rate", "host_rate")}
+        assert {f for f, text in shown.items() if text} == {"targets", "scope", "priority", "host_rate"}
+        assert "bad target" not in shown["scope"] and "scope" in shown["scope"]
+        assert app.focused is screen.query_one("#in-targets")  # the first wrong field
+    assert run_ids(console_db) == before
+
+
+async def test_targets_are_optional_when_no_stage_reads_them(console_db: Path, workflows_file: Path) -> None:
+    before = run_ids(console_db)
+    app = make_app(console_db, workflows_file, agents="local:2")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_modal(app, pilot)
+        fill(screen, workflow="sweep", exclude="127.0.0.9", max_rate="300", host_rate="20")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen))
+    (new_id,) = run_ids(console_db) - before
+    with open_store(console_db) as store:
+        run = store.runs.get(new_id)
+    assert (run.workflow, run.targets, run.exclude, run.max_rate, run.host_rate) == ("sweep", None, "127.0.0.9",
+                                                                                     300, 20)
+    assert run.agents == "local:2"  # the source the console's master serves it with
+
+
+async def test_the_last_values_come_back_next_time(console_db: Path, workflows_file: Path) -> None:
+    app = make_app(console_db, workflows_file)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_modal(app, pilot)
+        fill(screen, workflow="quick", targets="127.0.0.4", scope="127.0.0.0/28", priority="3")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen))
+        screen = await open_modal(app, pilot)
+        await wait_for(pilot, lambda: screen.query_one("#in-workflow", Select).value == "quick")
+        assert screen.form() == intents.NewRunForm("quick", "127.0.0.4", "127.0.0.0/28", "", "3", "", "")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)])
+async def test_the_form_fits_and_submits_at_any_size(console_db: Path, workflows_file: Path,
+                                                     size: tuple[int, int]) -> None:
+    before = run_ids(console_db)
+    app = make_app(console_db, workflows_file)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_modal(app, pilot)
+        button = screen.query_one("#submit")
+        region = button.region
+        assert region.bottom <= size[1] and region.right <= size[0] and region.height > 0
+        fill(screen, targets="127.0.0.7")
+        await pilot.click("#submit")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NewRunScreen))
+    assert len(run_ids(console_db) - before) == 1
 
 
 async def test_fixing_the_input_submits_and_selects_the_new_run(console_db: Path, workflows_file: Path) -> None:

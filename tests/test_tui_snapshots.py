@@ -15,15 +15,19 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from console.store import open_store
 from console.tui.agents_screen import AgentsScreen
 from console.tui.app import FleetscanApp
+from console.tui.events_screen import EventsScreen, TextScreen
 from console.tui.new_run import NewRunScreen
 from console.tui.panels import StageProgress
 from console.tui.results_browser import ResultsScreen
-from tests.fixtures.tui_data import FROZEN_NOW, fill_console_db
+from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, RUN_RECON, add_typed_results, fill_console_db
 from tests.test_tui_new_run import WORKFLOWS
 
 SIZE = (120, 40)
+#: the smallest terminal the console supports, and a maximised one
+SIZES = [(80, 24), (160, 45)]
 
 
 async def settle(pilot: Pilot[Any], predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -56,7 +60,37 @@ def test_main_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
     assert snap_compare(snapshot_app, terminal_size=SIZE, run_before=ready)
 
 
-def test_new_run_modal_with_an_inline_error(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen_sizes(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """The run header ("targets ... scope ... agents ... priority") and "waiting for a master" at both sizes."""
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(snapshot_app))
+
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_an_event_in_full(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """v lists the run's events; Enter shows one whole, wrapped, however long."""
+    app = snapshot_app
+    with open_store(app.db_path) as store, store.db.transaction() as conn:
+        conn.execute("INSERT INTO events (id, ts, run_id, level, kind, message) VALUES (6, ?, ?, 'error', 'task', ?)",
+                     (FROZEN_NOW - 5, RUN_RECON, "task 9.1 failed on local-1: exec: program not found: "
+                      + "/opt/tools/" + "very-long-directory-name/" * 12 + "scanner\nstderr: nothing more"))
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        await pilot.press("v")
+        await settle(pilot, lambda: isinstance(app.screen, EventsScreen) and bool(app.screen.events))
+        await pilot.press("enter")
+        await settle(pilot, lambda: isinstance(app.screen, TextScreen))
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_new_run_modal_with_inline_errors(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """Every wrong field's message beside it; at 80x24 the fields scroll and Submit stays on screen."""
     app = snapshot_app
 
     async def ready(pilot: Pilot[Any]) -> None:
@@ -66,13 +100,15 @@ def test_new_run_modal_with_an_inline_error(snap_compare: Any, snapshot_app: Fle
         screen = app.screen
         assert isinstance(screen, NewRunScreen)
         screen.query_one("#in-targets").value = "127.0.0.1, not a target"  # type: ignore[attr-defined]
+        screen.query_one("#in-scope").value = "-x"  # type: ignore[attr-defined]
         await pilot.press("ctrl+s")
-        await settle(pilot, lambda: screen.query_one("#err-targets").display and not screen.submitting)
+        await settle(pilot, lambda: screen.query_one("#err-scope").display and not screen.submitting)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
-def test_results_browser(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_results_browser(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
     app = snapshot_app
 
     async def ready(pilot: Pilot[Any]) -> None:
@@ -82,7 +118,24 @@ def test_results_browser(snap_compare: Any, snapshot_app: FleetscanApp) -> None:
         await pilot.press("pagedown")
         await settle(pilot, lambda: app.screen.pages_loaded > 1)  # type: ignore[attr-defined]
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_results_browser_types_and_detail_pane(snap_compare: Any, snapshot_app: FleetscanApp,
+                                               size: tuple[int, int]) -> None:
+    """Per-type details in colour (baseline pass/fail, service, HTTP, TLS expiry), the pane beside the list."""
+    app = snapshot_app
+    add_typed_results(app.db_path)
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        screen = ResultsScreen(app.db_path, RUN_DONE, "baseline")
+        await app.push_screen(screen)
+        await settle(pilot, lambda: screen.pages_loaded > 0 and screen.filters_loaded)
+        await pilot.press("j", "enter")
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
 def test_agents_screen(snap_compare: Any, snapshot_app: FleetscanApp) -> None:

@@ -8,6 +8,7 @@ socket (a server of its own, with this test's environment) and is killed at the 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,14 +83,27 @@ def progress_of(line: str) -> tuple[int, int]:
     return 0, 0
 
 
-def test_console_shows_a_cli_run_progress_and_pauses_it(tmux: Tmux, tmp_path: Path) -> None:
+def start_console(tmux: Tmux, tmp_path: Path, command: str, size: tuple[int, int]) -> None:
+    """A detached session of exactly ``size``: no user config (``-f /dev/null``), and the window size
+    pinned (``window-size manual``), so tmux's ``default-size`` (80x24) never applies behind our back."""
+    width, height = str(size[0]), str(size[1])
+    tmux.run("-f", "/dev/null", "new-session", "-d", "-s", "console", "-x", width, "-y", height,
+             "-c", str(tmp_path), command)
+    tmux.run("set-option", "-t", "console", "window-size", "manual")
+    tmux.run("resize-window", "-t", "console", "-x", width, "-y", height)
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_console_shows_a_cli_run_progress_and_pauses_it(tmux: Tmux, tmp_path: Path, size: tuple[int, int]) -> None:
     db = tmp_path / "console.db"
     workflows = tmp_path / "workflows.yaml"
     workflows.write_text(WORKFLOWS)
     common = ["--db", str(db), "--workflows", str(workflows), "--agents", "local:2"]
     command = " ".join([FLEETSCAN, *common])
-    tmux.run("new-session", "-d", "-s", "console", "-x", "160", "-y", "48", "-c", str(tmp_path), command)
-    wait_until(lambda: "master on" in tmux.screen() and "Runs" in tmux.screen(), "the console", tmux.screen)
+    start_console(tmux, tmp_path, command, size)
+    # the header says the master is on and how many of its boxes are up (not just "master on")
+    wait_until(lambda: re.search(r"master on \W+ [1-9]\d* agents? up", tmux.screen()) is not None
+               and "Runs" in tmux.screen(), "the console and its boxes", tmux.screen)
 
     submitted = subprocess.run(
         [FLEETSCAN, "submit", "slow", "--targets", "127.0.0.1-127.0.0.200", *common],

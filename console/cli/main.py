@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("stop", "cancel a run's tasks; it ends stopped"),
     ):
         cmd(name, help_).add_argument("run", metavar="RUN", help=RUN_HELP)
+    sp = cmd("rerun", "submit a new run with the same inputs as a finished RUN; print its id")
+    sp.add_argument("run", metavar="RUN",
+                    help="the run to repeat (its stored workflow definition, targets, scope and options)")
     sp = cmd("status", "runs, or one run: its request, state, per-stage progress, counts, failures")
     sp.add_argument("run", metavar="RUN", nargs="?", help=f"{RUN_HELP}; without it, the newest runs")
     sp.add_argument("--json", action="store_true", help="one JSON object (without RUN: {\"runs\": [...]})")
@@ -371,11 +374,17 @@ def cmd_history(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    from console.cli.rerun import cmd_rerun
+
+    return cmd_rerun(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tui": cmd_tui, "run": cmd_run, "submit": cmd_submit, "master": cmd_master, "resume": cmd_resume,
     "pause": cmd_control, "stop": cmd_control, "status": cmd_status, "results": cmd_results,
     "workflows": cmd_workflows, "agents": cmd_agents, "events": cmd_events, "masters": cmd_masters,
-    "diff": cmd_history, "amend": cmd_history, "assets": cmd_history, "schedule": cmd_history,
+    "diff": cmd_history, "amend": cmd_history, "assets": cmd_history, "schedule": cmd_history, "rerun": _cmd_rerun,
 }
 
 

@@ -313,6 +313,24 @@ class Fleet:
         )
         self.changed = True
 
+    def retry_now(self, names: Iterable[str]) -> list[str]:
+        """The operator fixed a box (trusted its host key, or a check passed): a down one is
+        reconnected at once, its backoff and give-up count reset. Returns the boxes reconnecting.
+        Runs on the master's loop (the console's master shares the app's)."""
+        started = []
+        for name in names:
+            handle = self.handles.get(name)
+            if handle is None or handle.state != AgentState.DOWN or self.closing or self._archive is None:
+                continue
+            handle.reconnects = 0
+            handle.retry_at = 0.0
+            handle.state = AgentState.STARTING
+            self._event("info", "agent", f"agent {name}: reconnecting now (operator)")
+            self._spawn(self._connect(handle))
+            started.append(name)
+        self.changed = self.changed or bool(started)
+        return started
+
     def task_failed(self, handle: AgentHandle) -> None:
         handle.failures += 1
         handle.consecutive += 1

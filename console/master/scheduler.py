@@ -104,6 +104,10 @@ class Master:
 
     # -- public ------------------------------------------------------------------------
 
+    def reconnect(self, names: list[str]) -> list[str]:
+        """Intent from the operator (the console's agents screen): reconnect these down boxes now."""
+        return self.fleet.retry_now(names) if self.fleet is not None else []
+
     def shutdown(self) -> None:
         """Graceful stop: leases go back to the queue, so a restart continues at once."""
         self._stopping = True
@@ -140,6 +144,11 @@ class Master:
             self.fleet.stall.listeners.append(self.flight.shift_deadlines)
             try:
                 await self.fleet.start(archive, sha)
+            except TransportError as err:
+                if run_ids is not None:  # `run`/`resume`: the run ends failed with the reason
+                    raise
+                # serving (console, `master`): wait for boxes; the heartbeat retries them with backoff
+                self.fleet.events.append(("error", "agent", f"{err}; retrying (trust or check a box: at once)"))
             finally:
                 await self._flush(force=True)
             watcher = StoreWatcher(open_store(self.location))

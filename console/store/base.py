@@ -68,6 +68,11 @@ class Runs(ABC):
         """The run (without progress sums). RunNotFound if there is none."""
 
     @abstractmethod
+    def definition(self, run_id: str) -> dict[str, Any]:
+        """The workflow definition the run was submitted with (what a re-run serves again);
+        RunNotFound for an unknown run."""
+
+    @abstractmethod
     def newest(self, limit: int = 100, states: Iterable[RunState] | None = None) -> list[RunRow]:
         """Runs newest first, with progress summed over their stages."""
 
@@ -211,49 +216,81 @@ class Results(ABC):
     def baseline_counts(self, run_id: str) -> dict[str, int]:
         """The run's baseline records counted by their status (pass, fail, error); empty when it has none."""
 
-    # -- the results browser: keyset pages over a filter ----------------------------------
+    # -- the results browser: keyset pages over a filter, in the filter's order ------------
 
     @abstractmethod
     def _count_matching(self, flt: ResultFilter) -> int:
-        """How many records match ``flt``."""
+        """How many records match ``flt`` (stage, type, ``fields`` and text; the order does not matter)."""
 
     @abstractmethod
     def _read_page(
-        self, flt: ResultFilter, bound: tuple[Literal[">", "<", ">="], int] | None, descending: bool, limit: int
+        self, flt: ResultFilter, bound: tuple[Literal[">", "<", ">=", "<="], ResultRow] | None, descending: bool,
+        limit: int,
     ) -> list[ResultRow]:
-        """Up to ``limit`` matching records with ``id <op> value`` (when ``bound``), in id order
-        ascending or descending as asked."""
+        """Up to ``limit`` records matching ``flt`` in the order (``flt.sort``, id), ascending, or
+        descending when ``descending``; with ``bound = (op, row)`` only those whose pair
+        (sort value, id) compares ``op`` to ``row``'s pair (a row-value comparison, standard SQL).
+
+        ``flt.fields`` name a column (``COLUMN_FIELDS``: stage, type, key, target, agent) or a key
+        of the record's JSON data; a field matches when its value, as text, equals the given
+        value without regard to case (so ``port=443`` matches the number). Names are identifiers
+        (checked by ``ResultFilter``); values only ever travel as parameters."""
+
+    def _ordered(self, flt: ResultFilter, backwards: bool) -> bool:
+        """Whether to read descending: the filter's own direction, flipped to read backwards."""
+        return flt.descending != backwards
 
     def first_page(self, flt: ResultFilter, limit: int = PAGE_SIZE) -> ResultPage:
-        return ResultPage(tuple(self._read_page(flt, None, False, limit)), 0, self._count_matching(flt), flt)
+        rows = self._read_page(flt, None, self._ordered(flt, False), limit)
+        return ResultPage(tuple(rows), 0, self._count_matching(flt), flt)
 
     def last_page(self, flt: ResultFilter, limit: int = PAGE_SIZE) -> ResultPage:
         total = self._count_matching(flt)
-        rows = list(reversed(self._read_page(flt, None, True, limit)))
+        rows = list(reversed(self._read_page(flt, None, self._ordered(flt, True), limit)))
         return ResultPage(tuple(rows), max(0, total - len(rows)), total, flt)
+
+    def _after(self, flt: ResultFilter) -> Literal[">", "<"]:
+        return "<" if flt.descending else ">"
 
     def next_page(self, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
         """The page after ``page`` (the total is carried over: counting is the costly part of a text filter)."""
-        if page.last_id is None:
+        last = page.last_row
+        if last is None:
             return self.first_page(page.filter, limit)
-        rows = self._read_page(page.filter, (">", page.last_id), False, limit)
+        flt = page.filter
+        rows = self._read_page(flt, (self._after(flt), last), self._ordered(flt, False), limit)
         if not rows:
             return page
         offset = page.offset + len(page.rows)
-        return ResultPage(tuple(rows), offset, max(page.total, offset + len(rows)), page.filter)
+        return ResultPage(tuple(rows), offset, max(page.total, offset + len(rows)), flt)
 
     def prev_page(self, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
-        if page.first_id is None or page.offset == 0:
+        first = page.first_row
+        if first is None or page.offset == 0:
             return self.first_page(page.filter, limit)
-        rows = list(reversed(self._read_page(page.filter, ("<", page.first_id), True, limit)))
-        return ResultPage(tuple(rows), max(0, page.offset - len(rows)), page.total, page.filter)
+        flt = page.filter
+        before: Literal[">", "<"] = ">" if flt.descending else "<"
+        rows = list(reversed(self._read_page(flt, (before, first), self._ordered(flt, True), limit)))
+        return ResultPage(tuple(rows), max(0, page.offset - len(rows)), page.total, flt)
 
     def same_page(self, page: ResultPage, limit: int = PAGE_SIZE) -> ResultPage:
         """The page starting where ``page`` starts, read again (new records may have filled it)."""
-        if page.first_id is None:
+        first = page.first_row
+        if first is None:
             return self.first_page(page.filter, limit)
-        rows = self._read_page(page.filter, (">=", page.first_id), False, limit)
-        return ResultPage(tuple(rows), page.offset, self._count_matching(page.filter), page.filter)
+        flt = page.filter
+        rows = self._read_page(flt, ("<=" if flt.descending else ">=", first), flt.descending, limit)
+        return ResultPage(tuple(rows), page.offset, self._count_matching(flt), flt)
+
+    def matching(self, flt: ResultFilter, batch: int = 5000) -> Iterator[list[ResultRow]]:
+        """Every record matching ``flt`` in its order, a batch at a time (keyset: constant memory).
+        The browser's export writes exactly what the browser lists, in the same order."""
+        rows = self._read_page(flt, None, flt.descending, batch)
+        while rows:
+            yield rows
+            if len(rows) < batch:
+                return
+            rows = self._read_page(flt, (self._after(flt), rows[-1]), flt.descending, batch)
 
 
 class Events(ABC):

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from console.errors import BadInput
 from console.sanitize import json_for_terminal, safe_line
 from console.store.base import Store
+from console.store.rows import ResultFilter
 
 FORMATS = ("jsonl", "csv", "json")
 COLUMNS = ("run", "stage", "type", "key", "target", "agent", "master", "task", "ts")
@@ -83,3 +84,11 @@ def export_results(
     if fmt not in _WRITERS:
         raise BadInput(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})", field="--format")
     return _WRITERS[fmt](store.results.pages(run_id, stage=stage, type=type_), out)
+
+
+def export_matching(store: Store, flt: ResultFilter, fmt: str, out: TextIO) -> int:
+    """Write exactly what the results browser lists for ``flt`` (its filters, its order); return how many."""
+    if fmt not in _WRITERS:
+        raise BadInput(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})", field="--format")
+    pages = ([row.as_raw() for row in rows] for rows in store.results.matching(flt))
+    return _WRITERS[fmt](pages, out)

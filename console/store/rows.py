@@ -7,6 +7,7 @@ answered. Rows are frozen dataclasses (``slots``: a results page or a claim batc
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,15 @@ class ResultRow:
             return {}
         return value if isinstance(value, dict) else {}
 
+    def sort_value(self, sort: str) -> str | int:
+        """This row's value of a ``SORT_KEYS`` column (the keyset bound of a sorted page)."""
+        return self.id if sort == "id" else str(getattr(self, "stage_id" if sort == "stage" else sort))
+
+    def as_raw(self) -> tuple[Any, ...]:
+        """The export's raw row: (id, run, stage, type, key, target, agent, task_id, ts, data_json, master)."""
+        return (self.id, self.run_id, self.stage_id, self.type, self.key, self.target, self.agent, self.task_id,
+                self.ts, self.data, self.master)
+
 
 @dataclass(frozen=True, slots=True)
 class MasterRow:
@@ -241,20 +251,66 @@ class ConsoleView:
     total_results: int = 0
 
 
+#: what the results browser can sort by: a record's own columns (``id`` is arrival order)
+SORT_KEYS = ("id", "stage", "type", "key", "target", "agent", "ts")
+#: field names a filter reads from the record's columns; any other name is a ``data`` field
+COLUMN_FIELDS = ("stage", "type", "key", "target", "agent")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def parse_query(query: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    """Split what the operator typed into field filters (``port=443 status=fail``) and free text.
+
+    A word ``NAME=VALUE`` whose NAME is an identifier is a field filter; every other word is
+    free text (kept in order, joined by single spaces). Names are checked here so that a
+    backend can use them as a JSON path safely; values are only ever SQL parameters.
+    """
+    fields: list[tuple[str, str]] = []
+    words: list[str] = []
+    for word in query.split():
+        name, eq, value = word.partition("=")
+        if eq and value and _FIELD_NAME.fullmatch(name):
+            fields.append((name.lower(), value))
+        else:
+            words.append(word)
+    return tuple(fields), " ".join(words)
+
+
 @dataclass(frozen=True, slots=True)
 class ResultFilter:
-    """Which records of a run the results browser shows: stage and type exactly, text anywhere."""
+    """Which records of a run the results browser shows, and in which order.
+
+    Stage and type match exactly; ``fields`` match one field each (a record column named in
+    ``COLUMN_FIELDS``, else that key of the record's data), exactly but without regard to case
+    (``port=443`` matches the number 443); ``text`` is found anywhere in key, target or data.
+    Sorting is by ``sort`` (one of ``SORT_KEYS``), ties broken by id, so keyset paging stays exact.
+    """
 
     run_id: str
     stage: str | None = None
     type: str | None = None
     #: matched (case-insensitively, literally) against key, target and the record's data
     text: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
+    sort: str = "id"
+    descending: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORT_KEYS:
+            raise ValueError(f"cannot sort results by {self.sort!r}")
+        for name, _ in self.fields:
+            if not _FIELD_NAME.fullmatch(name):
+                raise ValueError(f"not a field name: {name!r}")
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether anything is filtered out (the sort order alone narrows nothing)."""
+        return bool(self.stage or self.type or self.fields or self.text.strip())
 
 
 @dataclass(frozen=True, slots=True)
 class ResultPage:
-    """A page of records in id order, found by keyset (page 900 costs what page 1 costs)."""
+    """A page of records in the filter's order, found by keyset (page 900 costs what page 1 costs)."""
 
     rows: tuple[ResultRow, ...]
     #: how many matching records come before this page
@@ -265,6 +321,14 @@ class ResultPage:
     @property
     def first_id(self) -> int | None:
         return self.rows[0].id if self.rows else None
+
+    @property
+    def first_row(self) -> ResultRow | None:
+        return self.rows[0] if self.rows else None
+
+    @property
+    def last_row(self) -> ResultRow | None:
+        return self.rows[-1] if self.rows else None
 
     @property
     def last_id(self) -> int | None:

@@ -192,6 +192,14 @@ class AgentsScreen(ForwardWorkerErrors, Screen[None]):
         style = "#5fd75f" if outcome.ok else "bold #ff5f5f"
         self._detail(Text.assemble((f"{outcome.name}: ", "bold"), (fmt.safe(outcome.summary), style)))
         self.refresh_rows()
+        if outcome.ok:
+            self._reconnect(outcome.name)
+
+    def _reconnect(self, name: str) -> None:
+        """A box just proved reachable: the console's master takes it back now, not at its next backoff."""
+        reconnect = getattr(self.app, "reconnect_boxes", None)
+        if reconnect is not None:
+            reconnect([name])
 
     # -- trust -------------------------------------------------------------------------
 
@@ -256,6 +264,7 @@ class AgentsScreen(ForwardWorkerErrors, Screen[None]):
         if message.ok:
             self.notify(f"{message.box}: host key trusted.")
             self.load_entries()
+            self._reconnect(message.box)
 
     def action_close(self) -> None:
         self.dismiss(None)

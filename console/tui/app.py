@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.errors import FleetscanError
-from console.status import RUN_TERMINAL
+from console.status import RUN_TERMINAL, AgentState
 from console.store import store_label
 from console.store.rows import ConsoleView, RunRow
 from console.tui import intents
@@ -72,6 +72,8 @@ class FleetscanApp(App[int]):
         self.master: Any = None
         #: how many views were drawn (tests and the benchmark wait on it)
         self.views_drawn = 0
+        #: the new-run modal's last values, kept for the session
+        self.new_run_values: dict[str, str] = {}
         #: worker failures that came before the main screen could show them (written once it can)
         self._early_lines: list[Text] = []
 
@@ -85,7 +87,9 @@ class FleetscanApp(App[int]):
 
     def _main_ready(self) -> bool:
         stack = self.screen_stack
-        return bool(stack) and isinstance(stack[0], MainScreen) and stack[0].ready
+        # not while the app tears the screen down (a view that arrives then finds no tables)
+        return (bool(stack) and isinstance(stack[0], MainScreen) and stack[0].ready and stack[0].is_attached
+                and not getattr(stack[0], "_pruning", False))
 
     def on_mount(self) -> None:
         self.sub_title = f"{store_label(self.db_path)} · master {'on' if self.start_master else 'off'}"
@@ -163,7 +167,29 @@ class FleetscanApp(App[int]):
             for line in self._early_lines:
                 self.main.log_line(line)
             self._early_lines.clear()
+        self._show_fleet(view)
         self.views_drawn += 1
+
+    def _show_fleet(self, view: ConsoleView) -> None:
+        """The header says when none of our master's boxes is up: "master on" alone hid a master
+        with nothing to run on."""
+        master = self.master
+        if master is None or self.sub_title.endswith("(see events)"):
+            return
+        ours = [a for a in view.agents if a.master == master.master_id]  # not the stale rows of other masters
+        up = sum(1 for a in ours if a.state == AgentState.UP)
+        if not ours:  # nothing reported yet: the fleet is still starting
+            agents = "agents starting"
+        else:
+            agents = "no agents up" if not up else f"{up} agent{'s' if up != 1 else ''} up"
+        self.sub_title = f"{store_label(self.db_path)} · master on · {agents}"
+
+    def reconnect_boxes(self, names: list[str]) -> None:
+        """The operator fixed these boxes (trusted a key, a check passed): our master retries them now."""
+        master = self.master
+        started = master.reconnect(names) if master is not None else []
+        if started:
+            self.notify(f"Reconnecting {', '.join(started)}.", title="Agents")
 
     def _tick(self) -> None:
         """Durations, ETAs and heartbeat ages move with the clock, not with the store."""
@@ -205,7 +231,8 @@ class FleetscanApp(App[int]):
                 self.watcher.poke()
                 self.notify(f"Run {run_id} submitted.", title="New run")
 
-        self.push_screen(NewRunScreen(self.db_path, self.workflows_file, self.agents_source), submitted)
+        self.push_screen(NewRunScreen(self.db_path, self.workflows_file, self.agents_source, self.new_run_values),
+                         submitted)
 
     def action_pause_resume(self) -> None:
         run = self._need_run()
@@ -243,22 +270,52 @@ class FleetscanApp(App[int]):
         self.watcher.poke()
         self.call_from_thread(self.notify, f"Stop requested for run {run_id} ({state}).")
 
+    #: the one results browser, kept installed: reopening it (for the same run or another) builds nothing
+    RESULTS_SCREEN = "results"
+
     def action_results(self) -> None:
         from console.tui.results_browser import ResultsScreen
 
         run = self._need_run()
-        if run is None:
+        if run is None or isinstance(self.screen, ResultsScreen):
             return
-        # The last run's browser stays installed: reopening it is instant and keeps its page.
-        name = f"results-{run.id}"
-        if not self.is_screen_installed(name):
-            for old in [n for n in self._installed_screens if n.startswith("results-")]:
-                previous = self._installed_screens[old]
-                self.uninstall_screen(old)
-                if isinstance(previous, Screen) and previous.is_mounted:
-                    previous.remove()  # closes its reader connection
-            self.install_screen(ResultsScreen(self.db_path, run.id, run.workflow), name)
-        self.push_screen(name)
+        if self.is_screen_installed(self.RESULTS_SCREEN):
+            screen = self.get_screen(self.RESULTS_SCREEN)
+            if isinstance(screen, ResultsScreen) and screen.run_id == run.id:
+                self.push_screen(self.RESULTS_SCREEN)  # keeps its page, filters and order
+                return
+        self._open_results(run.id, run.workflow)
+
+    @work(thread=True, exclusive=True, group="results-open", name="results browser", exit_on_error=False)
+    def _open_results(self, run_id: str, workflow: str) -> None:
+        """Read the first page before the browser shows, so it is drawn once, with its rows (a
+        screen drawn empty and then again filled took twice as long to show a page)."""
+        from console.store import open_store
+        from console.store.rows import ResultFilter
+
+        store = open_store(self.db_path)
+        try:
+            page = store.results.first_page(ResultFilter(run_id))
+        except BaseException:
+            store.close()
+            raise
+        self.call_from_thread(self._show_results, run_id, workflow, store, page)
+
+    def _show_results(self, run_id: str, workflow: str, store: Any, page: Any) -> None:
+        """Point the browser at the run (built the first time, re-pointed after) and show it."""
+        from console.tui.results_browser import ResultsScreen
+
+        if self._leaving or isinstance(self.screen, ResultsScreen):
+            store.close()
+            return
+        if self.is_screen_installed(self.RESULTS_SCREEN):
+            screen = self.get_screen(self.RESULTS_SCREEN)
+            assert isinstance(screen, ResultsScreen)
+            screen.switch_run(run_id, workflow, store, page)
+        else:
+            self.install_screen(ResultsScreen(self.db_path, run_id, workflow, store=store, first_page=page),
+                                self.RESULTS_SCREEN)
+        self.push_screen(self.RESULTS_SCREEN)
 
     def action_agents(self) -> None:
         from console.tui.agents_screen import AgentsScreen
@@ -270,6 +327,34 @@ class FleetscanApp(App[int]):
         from console.tui.history_screens import open_history
 
         open_history(self, what, self.db_path, self.selected_run(), self.workflows_file)
+
+    def action_rerun(self) -> None:
+        """R: a new run with the same inputs as the selected finished run."""
+        run = self._need_run()
+        if run is None:
+            return
+        if run.state not in RUN_TERMINAL:
+            self.notify(f"Run {run.id} has not ended: only a finished run is re-run.", severity="warning")
+            return
+        self._rerun(run.id)
+
+    @work(thread=True, group="intent", name="re-run", exit_on_error=False)
+    def _rerun(self, run_id: str) -> None:
+        from console.workflow.rerun import rerun_run
+
+        with intents.opened_store(self.db_path) as store:
+            new_id = rerun_run(store, run_id)
+        self.watcher.selected_run = new_id
+        self.main.cursor_to = new_id
+        self.watcher.poke()
+        self.call_from_thread(self.notify, f"Run {new_id} submitted: a re-run of {run_id}.", title="Re-run")
+
+    def action_events(self, failures: bool = False) -> None:
+        """The selected run's events (every event when none is selected); Enter opens one in full."""
+        from console.tui.events_screen import EventsScreen
+
+        run = self.selected_run()
+        self.push_screen(EventsScreen(self.db_path, run.id if run else None, failures=failures))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -283,6 +368,8 @@ class FleetscanApp(App[int]):
         yield SystemCommand("Results", "Browse, filter and export the selected run's results (r)",
                             self.action_results)
         yield SystemCommand("Agents", "Boxes: check one, trust a host key (a)", self.action_agents)
+        yield SystemCommand("Re-run", "A new run with the selected finished run's inputs (R)", self.action_rerun)
+        yield SystemCommand("Events", "The selected run's events; Enter shows one in full (v)", self.action_events)
         yield SystemCommand("Keys", "Every key of the console (?)", self.action_help)
 
     async def action_quit(self) -> None:

@@ -20,6 +20,7 @@ STATE_STYLES: dict[str, str] = {
     "failed": "bold #ff5f5f",
     "stopped": "bold #d75fd7",
     "stopping": "bold #d75fd7",
+    "waiting for a master": "bold #ffaf00",
     "queued": "#a0a0a0",
     "leased": "#5fafff",
     "done": "#5fd75f",
@@ -143,3 +144,12 @@ def latency(ms: float | None) -> str:
     if ms < 10:
         return f"{ms:.1f} ms"
     return f"{ms:.0f} ms"
+
+
+def served_state(state: str, owner: str | None, owner_seen: float | None, now: float, dead_after_s: float) -> str:
+    """A pending or running run that no live master holds says so: "waiting for a master"."""
+    if state not in ("pending", "running"):
+        return state
+    if owner is None or owner_seen is None or now - owner_seen > dead_after_s:
+        return "waiting for a master"
+    return state

@@ -29,6 +29,10 @@ class MainScreen(Screen[None]):
         Binding("t", "app.history('schedules')", "Schedules", show=False),
         Binding("i", "app.history('assets')", "Assets", show=False),
         Binding("m", "app.history('amend')", "Amend", show=False),
+
+        Binding("v", "app.events", "Events"),
+        Binding("R", "app.rerun", "Re-run", show=False),
+        Binding("enter", "open_detail", "Full text", show=False),
         Binding("question_mark", "app.help", "Help", key_display="?"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -75,6 +79,15 @@ class MainScreen(Screen[None]):
         stages = self.query_one(StagesPanel)
         stages.show(selected_id, view.stages_by_run.get(selected_id or "", ()), now)
         stages.border_title = f"Stages · {selected.workflow} {selected.id}" if selected else "Stages"
+        stages.show_header(selected)
+
+    def action_open_detail(self) -> None:
+        """Enter on the events log: the events in full; on the stages: the run's failures in full."""
+        focused = self.focused
+        if focused is self.query_one("#events"):
+            self.app.action_events()  # type: ignore[attr-defined]
+        elif focused is self.query_one(StagesPanel):
+            self.app.action_events(failures=True)  # type: ignore[attr-defined]
 
     def tick(self, view: ConsoleView, now: float) -> None:
         self.query_one(RunsTable).show(view.runs, now)

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, RichLog, Static
 
-from console.status import STAGE_TERMINAL, StageState
+from console.status import MASTER_DEAD_AFTER_S, STAGE_TERMINAL, StageState
 from console.store.rows import AgentRow, EventRow, ResultRow, RunRow, StageRow
 from console.tui import formatting as fmt
 from console.tui.keyed_table import KeyedTable
@@ -47,8 +47,42 @@ AGENT_COLUMNS = [
 ]
 
 
+def run_state(run: RunRow, now: float) -> str:
+    """What the runs table says of a run's state: "stopping", "waiting for a master" (none holds it)."""
+    if run.stop_requested:
+        return "stopping"
+    return fmt.served_state(str(run.state), run.owner, run.owner_seen, now, MASTER_DEAD_AFTER_S)
+
+
+def run_header(run: RunRow) -> Text:
+    """The selected run's request: what it scans, within what, with what, and who asked."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+
+    def part(label: str, value: object, style: str = "") -> None:
+        if value in (None, ""):
+            return
+        if text.plain:
+            text.append("  ")
+        text.append(f"{label} ", style="dim")
+        text.append(str(value), style=style)
+
+    part("targets", run.targets or "(none: boxes)", "bold")
+    part("scope", run.scope or "= targets")
+    part("exclude", run.exclude, "#ffaf00")
+    part("agents", run.agents)
+    part("priority", run.priority)
+    part("max-rate", f"{run.max_rate}/s" if run.max_rate else None)
+    part("host-rate", f"{run.host_rate}/s" if run.host_rate else None)
+    part("by", run.submitted_by, "dim")
+    if run.error:
+        text.append("\n")
+        text.append("error ", style="bold #ff5f5f")
+        text.append(run.error.splitlines()[0] if run.error else "")
+    return text
+
+
 def run_cells(run: RunRow, now: float) -> tuple[Any, ...]:
-    state = fmt.state_text("stopping" if run.stop_requested else run.state)
+    state = fmt.state_text(run_state(run, now))
     return (
         fmt.short_id(run.id),
         run.workflow,
@@ -166,7 +200,14 @@ class StagesPanel(VerticalScroll):
         self._bars: list[StageProgress] = []
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="run-header")
         yield Static("No run selected.", id="stages-empty")
+
+    def show_header(self, run: RunRow | None) -> None:
+        header = self.query_one("#run-header", Static)
+        header.display = run is not None
+        if run is not None:
+            header.update(run_header(run))
 
     @property
     def stage_ids(self) -> list[str]:

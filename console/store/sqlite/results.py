@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from console.store import base
-from console.store.rows import ResultFilter, ResultRow
+from console.store.rows import COLUMN_FIELDS, ResultFilter, ResultRow
 from console.store.sqlite.database import Database, maps_errors
 
 _ROW_COLUMNS = "id, run_id, stage_id, type, key, target, agent, task_id, ts, data, master"
@@ -31,8 +31,21 @@ def _exact(run_id: str, stage: str | None, type: str | None) -> tuple[list[str],
     return clauses, params
 
 
+#: a filter field or sort key -> its column (anything else in a filter is a key of ``data``)
+_COLUMNS = {"id": "id", "stage": "stage_id", "type": "type", "key": "key", "target": "target", "agent": "agent",
+            "ts": "ts"}
+
+
 def _matching(flt: ResultFilter) -> tuple[str, list[Any]]:
     clauses, params = _exact(flt.run_id, flt.stage or None, flt.type or None)
+    for name, value in flt.fields:
+        column = _COLUMNS.get(name) if name in COLUMN_FIELDS else None
+        if column is not None:
+            clauses.append(f"lower({column}) = lower(?)")
+            params.append(value)
+        else:  # the name is an identifier (ResultFilter checks it); the path is a parameter all the same
+            clauses.append("lower(CAST(json_extract(data, ?) AS TEXT)) = lower(?)")
+            params.extend([f"$.{name}", value])
     text = flt.text.strip()
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -93,16 +106,27 @@ class SQLiteResults(base.Results):
         return int(self.db.conn.execute(f"SELECT count(*) FROM results WHERE {where}", params).fetchone()[0])
 
     def _read_page(
-        self, flt: ResultFilter, bound: tuple[Literal[">", "<", ">="], int] | None, descending: bool, limit: int
+        self, flt: ResultFilter, bound: tuple[Literal[">", "<", ">=", "<="], ResultRow] | None, descending: bool,
+        limit: int,
     ) -> list[ResultRow]:
         where, params = _matching(flt)
+        column = _COLUMNS[flt.sort]
+        if column != "id":
+            # text in code-point order on both backends (PostgreSQL's own collation may differ), and a
+            # missing value as "" (what the row shows, so the keyset bound matches it)
+            column = f"coalesce({column}, ''){self.db.collate_binary}"
         if bound is not None:
-            op, value = bound
-            assert op in (">", "<", ">=")
-            where += f" AND id {op} ?"
-            params.append(value)
+            op, row = bound
+            assert op in (">", "<", ">=", "<=")
+            if column == "id":
+                where += f" AND id {op} ?"
+                params.append(row.id)
+            else:  # a row-value comparison: ties on the sort column are broken by id
+                where += f" AND ({column}, id) {op} (?, ?)"
+                params.extend([row.sort_value(flt.sort), row.id])
         order = "DESC" if descending else "ASC"
+        by = "id" if column == "id" else f"{column} {order}, id"
         rows = self.db.conn.execute(
-            f"SELECT {_ROW_COLUMNS} FROM results WHERE {where} ORDER BY id {order} LIMIT ?", [*params, limit]
+            f"SELECT {_ROW_COLUMNS} FROM results WHERE {where} ORDER BY {by} {order} LIMIT ?", [*params, limit]
         ).fetchall()
         return [result_row(r) for r in rows]

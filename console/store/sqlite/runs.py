@@ -118,6 +118,13 @@ class SQLiteRuns(base.Runs):
             found.update(r["id"] for r in rows if r["owner"] is None or r["owner"] in dead)
         return found
 
+    def definition(self, run_id: str) -> dict[str, Any]:
+        rows = self.db.query("SELECT definition FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run {run_id!r}", field="RUN")
+        value = json.loads(rows[0]["definition"] or "{}")
+        return value if isinstance(value, dict) else {}
+
     def newest(self, limit: int = 100, states: Iterable[RunState] | None = None) -> list[RunRow]:
         wanted = [str(s) for s in states or ()]
         where = f"WHERE r.state IN ({marks(wanted)})" if wanted else ""

@@ -18,7 +18,6 @@ reads it back with ``model_validate``.
 from __future__ import annotations
 
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -209,6 +208,8 @@ def default_workflows_path() -> Path:
     local = Path(DEFAULT_FILE)
     if local.is_file():
         return local
+    from importlib import resources  # only for the packaged copy (with tempfile, zipfile: a few ms)
+
     return Path(str(resources.files("console").joinpath(f"data/{DEFAULT_FILE}")))
 
 

@@ -144,7 +144,7 @@ def _workflows_path(args: argparse.Namespace) -> Path:
 
 
 def _agents_source(args: argparse.Namespace) -> str:
-    from console.fleet.inventory import parse_agents_source
+    from console.fleet.agentsource import parse_agents_source
 
     src = args.agents or os.environ.get("FLEETSCAN_AGENTS") or "local"
     parse_agents_source(src)  # validates (and loads an inventory file) before anything is written

@@ -84,7 +84,7 @@ LostHandler = Callable[[AgentHandle, str], None]
 
 def handles_for(source: str) -> list[AgentHandle]:
     """``local`` / ``local:N`` / an inventory file -> one handle per box (links built lazily)."""
-    from console.fleet.inventory import load_inventory, local_agent_names, parse_agents_source
+    from console.fleet.agentsource import local_agent_names, parse_agents_source
 
     kind, value = parse_agents_source(source)
     if kind == "local":
@@ -92,6 +92,8 @@ def handles_for(source: str) -> list[AgentHandle]:
             AgentHandle(name=n, kind="local", slots=LOCAL_SLOTS, factory=lambda n=n: LocalLink(n))  # type: ignore[misc]
             for n in local_agent_names(int(value))
         ]
+    from console.fleet.inventory import load_inventory  # pydantic and the inventory's models: only for a file
+
     handles = []
     for spec in load_inventory(value):
         handles.append(AgentHandle(name=spec.name, kind="ssh", slots=int(spec.slots), factory=_ssh_factory(spec)))

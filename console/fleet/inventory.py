@@ -20,7 +20,6 @@ narrow character sets and never start with ``-``; errors are one line with
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,11 +27,13 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from console import yamlsrc
 from console.errors import BadInput
+
+# the source syntax lives apart (no pydantic) and is re-exported here, where callers have always found it
+from console.fleet.agentsource import MAX_LOCAL_AGENTS as MAX_LOCAL_AGENTS
+from console.fleet.agentsource import local_agent_names as local_agent_names
+from console.fleet.agentsource import parse_agents_source as parse_agents_source
 from console.targets import sets as targets
 from console.workflow.params import StrictModel
-
-#: Most local agents `local:N` may ask for.
-MAX_LOCAL_AGENTS = 256
 
 
 def _host(value: Any) -> Any:
@@ -117,28 +118,3 @@ def load_inventory(path: str | Path) -> list[BoxSpec]:
     file = Path(path)
     data, smap = yamlsrc.load_file(file)
     return parse_inventory(data, smap, file.resolve().parent)
-
-
-def local_agent_names(count: int) -> list[str]:
-    """The names ``local:N`` agents get: ``local`` alone, else ``local-1`` .. ``local-N``."""
-    return ["local"] if count == 1 else [f"local-{i + 1}" for i in range(count)]
-
-
-def parse_agents_source(src: str | None) -> tuple[str, Any]:
-    """``--agents``: ``local`` -> ("local", 1), ``local:N`` -> ("local", N), FILE -> ("inventory", path)."""
-    if src is None or src == "" or src == "local":
-        return ("local", 1)
-    match = re.fullmatch(r"local:(.*)", src)
-    if match:
-        count = match.group(1)
-        if not re.fullmatch(r"[0-9]{1,6}", count) or not 1 <= int(count) <= MAX_LOCAL_AGENTS:
-            raise BadInput(
-                f"local:N needs N between 1 and {MAX_LOCAL_AGENTS}, not {count[:20]!r}", field="--agents"
-            )
-        return ("local", int(count))
-    if not src.isprintable() or src.startswith("-"):
-        raise BadInput(f"{src[:60]!r} is not local, local:N or an inventory file", field="--agents")
-    path = Path(src).expanduser()
-    if not path.is_file():
-        raise BadInput(f"{src!r} is not local, local:N or an existing inventory file", field="--agents")
-    return ("inventory", str(path))

@@ -9,16 +9,17 @@ attempt), the answer is read to at most 64 KiB, and every step has a deadline.
 
 from __future__ import annotations
 
-import http.client
 import json
-import ssl
 import time
 from itertools import islice
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from console.errors import BadInput
 from console.store.base import Store
+
+if TYPE_CHECKING:
+    import http.client
 
 TIMEOUT_S = 10.0
 MAX_ANSWER = 64 * 1024
@@ -55,6 +56,9 @@ def post_json(url: str, body: dict[str, Any], timeout: float = TIMEOUT_S) -> tup
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False, "not an http(s) URL"
+    import http.client  # only when a run has a --notify URL: not on every master's start
+    import ssl
+
     data = json.dumps(body).encode()
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn: http.client.HTTPConnection

@@ -18,11 +18,10 @@ reads it back with ``model_validate``.
 from __future__ import annotations
 
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, create_model, model_validator
 
 from console import yamlsrc
 from console.errors import BadInput
@@ -62,9 +61,9 @@ class StageBase(StrictModel):
     """Unique stage id within the workflow ([A-Za-z0-9_-], not ``input`` or ``boxes``)."""
     tool: str
     """The built-in tool the stage runs."""
-    with_: ToolParams = Field(alias="with")
+    with_: Annotated[ToolParams, Field(alias="with")]
     """The tool's parameters (see SPEC's table of built-in tools)."""
-    targets: TargetsSpec = Field(default_factory=TargetsSpec)
+    targets: Annotated[TargetsSpec, Field(default_factory=TargetsSpec)]
     """Source and type of the stage's targets."""
     chunk: Annotated[int, Field(gt=0, le=1_000_000)] = 64
     """At most this many targets per task."""
@@ -129,10 +128,7 @@ class StageBase(StrictModel):
 
 class _GeneratedStage(StageBase):
     """The base of the per-tool stage classes, which have no source to read docstrings from: their two
-    fields carry a ``description`` and the rest inherit theirs. Without this, pydantic walks every
-    stack frame and re-parses source per class looking for one, a fifth of a run's start-up."""
-
-    model_config = ConfigDict(use_attribute_docstrings=False)
+    fields carry a ``description`` and the rest inherit theirs."""
 
 
 def _stage_model(tool: Tool) -> type[StageBase]:
@@ -219,6 +215,8 @@ def default_workflows_path() -> Path:
     local = Path(DEFAULT_FILE)
     if local.is_file():
         return local
+    from importlib import resources  # only for the packaged copy (with tempfile, zipfile: a few ms)
+
     return Path(str(resources.files("console").joinpath(f"data/{DEFAULT_FILE}")))
 
 

@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -26,6 +25,7 @@ from pydantic import (
 from console import yamlsrc
 from console.errors import BadInput
 from console.targets import records
+from console.workflow.fielddocs import DocumentedModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
@@ -54,15 +54,14 @@ PARSER_OUTPUTS: dict[str, frozenset[str]] = {
 }
 
 
-class StrictModel(BaseModel):
-    """File-format models: unknown keys are errors; field docstrings become descriptions."""
+class StrictModel(DocumentedModel):
+    """File-format models: unknown keys are errors; field docstrings become descriptions (fielddocs.py)."""
 
     model_config = ConfigDict(
         extra="forbid",
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
-        use_attribute_docstrings=True,
     )
 
 
@@ -296,10 +295,10 @@ def _check_id(value: Any) -> Any:
     raise ValueError("check_id must be a number or a short name ([A-Za-z0-9._-])")
 
 
-class BaselineRule(BaseModel):
+class BaselineRule(DocumentedModel):
     """One Elkeid rule: a typed test with parameters, optional filter and expected result."""
 
-    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow")
 
     type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     """Rule type: file_line_check, file_permission, command_check, if_file_exist, ..."""
@@ -322,8 +321,8 @@ class BaselineRule(BaseModel):
         return self
 
 
-class BaselineCheckBody(BaseModel):
-    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+class BaselineCheckBody(DocumentedModel):
+    model_config = ConfigDict(extra="allow")
 
     condition: Literal["all", "any", "none"] = "all"
     """How the rules combine."""
@@ -331,10 +330,10 @@ class BaselineCheckBody(BaseModel):
     """The rules of the check."""
 
 
-class BaselineCheck(BaseModel):
+class BaselineCheck(DocumentedModel):
     """One check of a rule file: its id, title, severity and rules (other keys are kept as is)."""
 
-    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow")
 
     check_id: Annotated[int | str, BeforeValidator(_check_id)]
     """The check's id (a record's ``rule``)."""
@@ -346,10 +345,10 @@ class BaselineCheck(BaseModel):
     """Condition and rules; a check without rules reports ``error`` (unsupported)."""
 
 
-class RulesDocument(BaseModel):
+class RulesDocument(DocumentedModel):
     """An Elkeid baseline rule file."""
 
-    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow")
 
     baseline_id: int | str | None = None
     """The baseline's id."""

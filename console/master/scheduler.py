@@ -32,11 +32,12 @@ from typing import Any, TypeVar
 from console.errors import TransportError
 from console.fleet.fleet import AgentHandle, Fleet, cancel_quietly, handles_for
 from console.master.budget import budget_slots
-from console.master.executions import RunContext, TaskRun, may_copy
+from console.master.executions import RunContext, TaskRun
 from console.master.outcomes import FLUSH_RECORDS, InFlight
 from console.master.pausing import Pausing
 from console.master.planner import WINDOW_TASKS, RunPlanner
 from console.master.schedules import Notifier, pick_up_amendment, tick_schedules
+from console.master.speculation import copy_slow_tasks
 from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
 from console.store import open_store
 from console.store.base import Store
@@ -415,43 +416,7 @@ class Master:
         await self._db(self._require_db().queue.release_tasks, self.master_id, [t.task_id for t in released])
 
     async def _stragglers(self) -> None:
-        """Nothing queued, agents idle: run a copy of the slowest tasks there; first done wins."""
-        execs = self.flight.execs
-        if self.fleet is None or self.ready or not self._queue_empty or not execs:
-            return
-        idle = [h for h in self.fleet.up() if not h.busy]
-        if not idle:
-            return
-        now = time.monotonic()
-        slow = sorted(
-            (ex for ex in execs.values()
-             if ex.cancelled is None and ex.task.pinned is None and ex.task.copies == 0 and ex.task.rate is None
-             and may_copy(ex, self.runs)
-             and len(ex.task.execs) == 1 and now - ex.started >= STRAGGLER_AFTER_S),
-            key=lambda ex: ex.started,
-        )
-        for ex in slow[: len(idle)]:
-            handle = self.fleet.pick(avoid=[ex.agent.name])
-            if handle is None or handle is ex.agent or handle.busy:
-                break
-            ctx = self.runs.get(ex.task.run_id)
-            if ctx is None or ctx.stopping or ctx.state != RunState.RUNNING:
-                continue
-            attempt = await self._db(self._require_db().queue.bump_attempt, ex.task.task_id)
-            if ex.task.finished or not attempt or handle.state != AgentState.UP or handle.busy:
-                # while the copy was being counted the task ended, or the idle box was lost or given
-                # work: no copy, and no attempt (an exec on a lost box would hold the run until its timeout)
-                if attempt:
-                    await self._db(self._require_db().queue.unbump_attempt, ex.task.task_id, attempt)
-                continue
-            task = ex.task
-            task.copies += 1
-            task.max_attempts += 1
-            exec_id = f"{task.task_id}.{attempt}"
-            spec = ctx.stages[task.stage_id]
-            self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
-            self.flight.event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
-            await self.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets, task))
+        await copy_slow_tasks(self, STRAGGLER_AFTER_S, TIMEOUT_GRACE_S)
 
     # -- housekeeping -------------------------------------------------------------------------
 

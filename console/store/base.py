@@ -92,8 +92,9 @@ class Runs(ABC):
         are plain characters)."""
 
     @abstractmethod
-    def failures(self, run_id: str, limit: int = 5) -> list[TaskFailure]:
-        """The run's tasks that failed for good, first failed first, with their reasons."""
+    def failures(self, run_id: str, limit: int = 5, stage: str | None = None) -> list[TaskFailure]:
+        """The run's tasks that failed for good, first failed first, with their reasons; ``stage``: only
+        that stage's (what the console lists for a failed stage)."""
 
     @abstractmethod
     def unserved(self, run_ids: list[str]) -> set[str]:

@@ -352,6 +352,12 @@ class FleetscanApp(App[int]):
         run = self.selected_run()
         self.push_screen(EventsScreen(self.db_path, run.id if run else None, failures=failures))
 
+    def action_stage_failures(self, run_id: str, stage_id: str) -> None:
+        """A stage's failed tasks (Enter on a failed stage); Enter on one opens its reason whole."""
+        from console.tui.failures_screen import FailuresScreen
+
+        self.push_screen(FailuresScreen(self.db_path, run_id, stage_id))
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 

@@ -82,12 +82,17 @@ class MainScreen(Screen[None]):
         stages.show_header(selected)
 
     def action_open_detail(self) -> None:
-        """Enter on the events log: the events in full; on the stages: the run's failures in full."""
+        """Enter on the events log: the events in full; on the stages: the failed tasks of the stage under
+        the cursor (a stage with none: the run's warnings and errors)."""
         focused = self.focused
         if focused is self.query_one("#events"):
             self.app.action_events()  # type: ignore[attr-defined]
         elif focused is self.query_one(StagesPanel):
-            self.app.action_events(failures=True)  # type: ignore[attr-defined]
+            stage = self.query_one(StagesPanel).current_stage
+            if stage is not None and stage.tasks_failed > 0:
+                self.app.action_stage_failures(stage.run_id, stage.id)  # type: ignore[attr-defined]
+            else:
+                self.app.action_events(failures=True)  # type: ignore[attr-defined]
 
     def tick(self, view: ConsoleView, now: float) -> None:
         self.query_one(RunsTable).show(view.runs, now)

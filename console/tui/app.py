@@ -291,7 +291,8 @@ class FleetscanApp(App[int]):
 
         store = open_store(self.db_path)
         try:
-            page = store.results.first_page(ResultFilter(run_id))
+            # the page first, counted once it is on screen (the browser asks): the count is the costly read
+            page = store.results.first_page(ResultFilter(run_id), count=False)
         except BaseException:
             store.close()
             raise

@@ -6,6 +6,8 @@ keys call the app's actions, which own the workers and the store.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -16,6 +18,17 @@ from textual.widgets import DataTable, Footer, Header
 
 from console.store.rows import FEED_EVENTS, FEED_RESULTS, ConsoleView, RunRow
 from console.tui.panels import AgentsTable, FeedLog, RunsTable, StagesPanel, event_line, result_line
+
+
+class MainFooter(Footer):
+    """The Footer, idle while another screen covers the main screen: Textual re-lists a screen's keys
+    when it is suspended (a widget per key, each styled again) just as the next screen wants its
+    first frame; the keys are listed again when the main screen is back on top."""
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        top = screen.app.screen
+        if top is screen or top.styles.background.a < 1:  # on top, or seen through a modal
+            super().bindings_changed(screen)
 
 
 class MainScreen(Screen[None]):
@@ -45,7 +58,7 @@ class MainScreen(Screen[None]):
         with Horizontal(id="bottom"):
             yield FeedLog(result_line, FEED_RESULTS, id="feed")
             yield FeedLog(event_line, FEED_EVENTS, id="events")
-        yield Footer()
+        yield MainFooter()
 
     def on_mount(self) -> None:
         titles = {"#runs": "Runs", "#agents": "Agents", "#stages": "Stages", "#feed": "Results (latest)",

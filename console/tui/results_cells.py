@@ -166,10 +166,11 @@ def record_json(row: ResultRow) -> str:
                        "data": row.data_dict()}, ensure_ascii=False)
 
 
-def record_text(number: int, total: int, row: ResultRow, now: float) -> Text:
-    """The detail pane: every field of one record, data pretty-printed, plain text throughout."""
+def record_text(number: int, total: int | None, row: ResultRow, now: float) -> Text:
+    """The detail pane: every field of one record, data pretty-printed, plain text throughout
+    (``total`` None: not counted yet)."""
     text = Text()
-    text.append(f"Record {number:,} of {total:,}\n", style="bold")
+    text.append(f"Record {number:,}" + ("" if total is None else f" of {total:,}") + "\n", style="bold")
     for label, value in (("stage", row.stage_id), ("type", row.type), ("key", row.key), ("target", row.target),
                          ("agent", row.agent), ("time", row.ts)):
         text.append(f"{label:>7} ", style="bold #87afd7")

@@ -146,12 +146,14 @@ def page_line(number: int, row: ResultRow, now: float | None = None) -> Text:
 
 
 def _join(cells: list[Text]) -> Text:
+    """The cells side by side, each padded to its column and two spaces; the padding takes the cell's
+    own style, so a cell is one stretch of one style (every style change is one more segment for the
+    table to draw: a page of lines of few segments draws in half the time)."""
     line = Text(no_wrap=True)
     for (_, _, width), cell in zip(COLUMNS, cells, strict=True):
         cell.truncate(width, overflow="ellipsis")
-        cell.pad_right(width - cell.cell_len)
+        cell.pad_right(width - cell.cell_len + 2)
         line.append_text(cell)
-        line.append("  ")
     return line
 
 

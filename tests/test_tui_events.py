@@ -70,7 +70,7 @@ async def test_enter_on_the_stages_lists_the_runs_failures(db: Path) -> None:
         assert [e.id for e in app.screen.events] == [3, 4, 6]  # type: ignore[attr-defined]
 
 
-def _fail_tasks(db: Path) -> None:
+def fail_tasks(db: Path) -> None:
     """Failed tasks as the master records them: two in "ports" (one with a long reason), one in "alive"."""
     with open_store(db) as store, store.db.transaction() as conn:
         tasks = [(101, "alive", "failed", "local-1", "alive: connect refused", FROZEN_NOW - 50),
@@ -81,12 +81,12 @@ def _fail_tasks(db: Path) -> None:
                          " VALUES (?, ?, ?, 0, '[]', ?, ?, ?, ?, ?)",
                          [(tid, RUN_RECON, stage, state, agent, error, ended - 5, ended)
                           for tid, stage, state, agent, error, ended in tasks])
-        conn.execute("UPDATE stages SET tasks_failed = CASE id WHEN 'alive' THEN 1 WHEN 'ports' THEN 2 ELSE 0 END"
-                     " WHERE run_id = ?", (RUN_RECON,))
+        conn.execute("UPDATE stages SET tasks_failed = CASE id WHEN 'alive' THEN 1 WHEN 'ports' THEN 2 ELSE 0 END,"
+                     " tasks_total = CASE id WHEN 'alive' THEN 2 ELSE tasks_total END WHERE run_id = ?", (RUN_RECON,))
 
 
 async def test_enter_on_a_failed_stage_lists_its_failed_tasks_and_enter_on_one_shows_its_reason(db: Path) -> None:
-    _fail_tasks(db)
+    fail_tasks(db)
     app = make_app(db)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.selected_run() is not None)
@@ -119,7 +119,7 @@ async def test_enter_on_a_failed_stage_lists_its_failed_tasks_and_enter_on_one_s
 
 
 async def test_enter_on_a_stage_without_failed_tasks_lists_the_runs_warnings_and_errors(db: Path) -> None:
-    _fail_tasks(db)
+    fail_tasks(db)
     app = make_app(db)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.selected_run() is not None)

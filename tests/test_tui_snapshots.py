@@ -19,8 +19,8 @@ from console.store import open_store
 from console.tui.agents_screen import AgentsScreen
 from console.tui.app import FleetscanApp
 from console.tui.events_screen import EventsScreen, TextScreen
-from console.tui.new_run import NewRunScreen
 from console.tui.failures_screen import FailuresScreen
+from console.tui.new_run import NewRunScreen
 from console.tui.panels import StageProgress, StagesPanel
 from console.tui.results_browser import ResultsScreen
 from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, RUN_RECON, add_typed_results, fill_console_db

@@ -99,47 +99,51 @@ async def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 class FrameClock:
     """Times of the frames the app renders for its terminal: "repainted" means a frame was
     rendered (the compositor's update handed to ``App._display``, which writes it to a real
-    terminal and drops it headless) after the state the key asked for was reached."""
+    terminal and drops it headless) while the state the key asked for held.
+
+    The state is checked in the frame hook itself: a poller that wakes after a long render
+    would only see the state then and wait for the frame after the one that showed it.
+    ``polled`` keeps that older measure (the first frame after the poller saw the state) for
+    comparison."""
 
     def __init__(self, app: Any) -> None:
         self.last = 0.0
+        #: the state being waited for, checked as each frame is handed over, and when it first showed
+        self.watch: Callable[[], bool] | None = None
+        self.shown_at: float | None = None
+        self.polled: list[float] = []
         original = app._display
 
         def display(screen: Any, renderable: Any) -> None:
             original(screen, renderable)
             if renderable is not None and not app._batch_count:
                 self.last = time.perf_counter()
+                if self.watch is not None and self.shown_at is None and self.watch():
+                    self.shown_at = self.last
 
         app._display = display
 
+    async def _shown(self, t0: float, reached: Callable[[], bool]) -> float:
+        await _until(reached)
+        t_state = time.perf_counter()
+        await _until(lambda: self.last >= t_state)
+        self.polled.append(self.last - t0)
+        shown, self.watch = self.shown_at, None
+        assert shown is not None  # the frame after the state was seen shows it, if none did before
+        return shown - t0
+
     async def key_to_paint(self, app: Any, key: str, reached: Callable[[], bool]) -> float:
         """Send a key as the terminal would (no Pilot waits), return seconds until it is on screen."""
+        self.watch, self.shown_at, self.polled = reached, None, []
         t0 = time.perf_counter()
         app.simulate_key(key)
-        await _until(reached)
-        t_state = time.perf_counter()
-        await _until(lambda: self.last >= t_state)
-        return self.last - t0
-
-    async def key_to_paints(self, app: Any, key: str, steps: list[Callable[[], bool]]) -> list[float]:
-        """Like ``key_to_paint`` for a key whose answer comes in steps (a screen, then its data)."""
-        t0 = time.perf_counter()
-        app.simulate_key(key)
-        times = []
-        for reached in steps:
-            await _until(reached)
-            t_state = time.perf_counter()
-            await _until(lambda t=t_state: self.last >= t)  # type: ignore[misc]
-            times.append(self.last - t0)
-        return times
+        return await self._shown(t0, reached)
 
     async def change_to_paint(self, change: Callable[[], None], reached: Callable[[], bool]) -> float:
+        self.watch, self.shown_at, self.polled = reached, None, []
         t0 = time.perf_counter()
         change()
-        await _until(reached)
-        t_state = time.perf_counter()
-        await _until(lambda: self.last >= t_state)
-        return self.last - t0
+        return await self._shown(t0, reached)
 
 
 async def _measure(db: Path) -> dict[str, Any]:
@@ -149,7 +153,7 @@ async def _measure(db: Path) -> dict[str, Any]:
     from console.tui.results_browser import ResultsScreen
 
     app = FleetscanApp(db, start_master=False)
-    figures: dict[str, Any] = {"select": [], "page": [], "open": [], "intent": [], "sort": []}
+    figures: dict[str, Any] = {"select": [], "page": [], "open": [], "open_polled": [], "intent": [], "sort": []}
     async with app.run_test(size=(160, 48)) as pilot:
         await _until(lambda: app.views_drawn > 0)
         frames = FrameClock(app)
@@ -183,6 +187,7 @@ async def _measure(db: Path) -> dict[str, Any]:
                 figures["open"].append(await frames.key_to_paint(
                     app, "r", lambda r=run_id: isinstance(app.screen, ResultsScreen)  # type: ignore[misc]
                     and app.screen.page is not None and app.screen.page.filter.run_id == r))
+                figures["open_polled"].extend(frames.polled)
                 await pilot.pause()
                 screen = app.screen
                 assert isinstance(screen, ResultsScreen)
@@ -235,6 +240,8 @@ def run() -> list[dict[str, str]]:
          "value": _ms(f["page"]), "goal": "<= 100 ms", "command": COMMAND},
         {"figure": "console: r -> results browser with its first page drawn (another run than last time)",
          "value": _ms(f["open"]), "goal": "<= 50 ms", "command": COMMAND},
+        {"figure": "console: the same r, timed to the first frame after a 2 ms poller saw the page (the older measure)",
+         "value": _ms(f["open_polled"]), "goal": "-", "command": COMMAND},
         {"figure": "console: s/S -> results browser re-sorted over 100,000 results, first page drawn",
          "value": _ms(f["sort"]), "goal": "<= 150 ms", "command": COMMAND},
         {"figure": "console: CLI pause/resume in another connection -> shown",

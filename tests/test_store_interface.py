@@ -196,6 +196,14 @@ def test_results_browser_pages_by_key_over_a_text_filter(store_url: str) -> None
         assert results.same_page(second, limit=4).rows == second.rows
         assert results.types(run_id) == ["host_up"]
         assert results.latest(2)[-1].key == "k30"
+        # the first page without its count (what r shows first): "more than this page", then counted
+        quick = results.first_page(flt, limit=4, count=False)
+        assert quick.rows == first.rows and not quick.counted and quick.has_next and quick.total > 4
+        assert results.counted(quick) == first
+        assert results.next_page(results.counted(quick), limit=4) == second
+        # a page that is not full needs no count: its rows are all there is
+        whole = results.first_page(flt, limit=10, count=False)
+        assert whole.counted and whole.total == 10 and not whole.has_next
 
 
 def test_summaries_of_the_newest_runs_equal_each_runs_summary(store_url: str) -> None:

@@ -12,6 +12,8 @@ from textual.widgets import DataTable
 
 from console.store import open_store
 from console.tui.events_screen import EventsScreen, TextScreen
+from console.tui.failures_screen import FailuresScreen
+from console.tui.panels import StagesPanel
 from console.workflow.definition import freeze
 from console.workflow.models import default_workflows_path, load_workflows
 from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, RUN_RECON, fill_console_db
@@ -66,6 +68,69 @@ async def test_enter_on_the_stages_lists_the_runs_failures(db: Path) -> None:
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, EventsScreen) and bool(app.screen.events))
         assert [e.id for e in app.screen.events] == [3, 4, 6]  # type: ignore[attr-defined]
+
+
+def fail_tasks(db: Path) -> None:
+    """Failed tasks as the master records them: two in "ports" (one with a long reason), one in "alive"."""
+    with open_store(db) as store, store.db.transaction() as conn:
+        tasks = [(101, "alive", "failed", "local-1", "alive: connect refused", FROZEN_NOW - 50),
+                 (102, "ports", "done", "local-1", None, FROZEN_NOW - 45),
+                 (103, "ports", "failed", "local-2", LONG_REASON, FROZEN_NOW - 40),
+                 (104, "ports", "failed", "local-1", "ports: timed out", FROZEN_NOW - 30)]
+        conn.executemany("INSERT INTO tasks (id, run_id, stage_id, seq, targets, state, agent, error, created, ended)"
+                         " VALUES (?, ?, ?, 0, '[]', ?, ?, ?, ?, ?)",
+                         [(tid, RUN_RECON, stage, state, agent, error, ended - 5, ended)
+                          for tid, stage, state, agent, error, ended in tasks])
+        conn.execute("UPDATE stages SET tasks_failed = CASE id WHEN 'alive' THEN 1 WHEN 'ports' THEN 2 ELSE 0 END,"
+                     " tasks_total = CASE id WHEN 'alive' THEN 2 ELSE tasks_total END WHERE run_id = ?", (RUN_RECON,))
+
+
+async def test_enter_on_a_failed_stage_lists_its_failed_tasks_and_enter_on_one_shows_its_reason(db: Path) -> None:
+    fail_tasks(db)
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.selected_run() is not None)
+        stages = app.main.query_one(StagesPanel)
+        await wait_for(pilot, lambda: stages.stage_ids == ["alive", "ports", "web"])
+        stages.focus()
+        await pilot.press("down")  # the cursor from "alive" to "ports"
+        assert stages.current_stage is not None and stages.current_stage.id == "ports"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, FailuresScreen) and bool(app.screen.failures))
+        screen = app.screen
+        assert isinstance(screen, FailuresScreen) and (screen.run_id, screen.stage_id) == (RUN_RECON, "ports")
+        # only that stage's failed tasks, first failed first: not alive's, not the done one
+        assert [(f.task_id, f.agent) for f in screen.failures] == [(103, "local-2"), (104, "local-1")]
+        await pilot.press("enter")  # the cursor is on the first: its reason whole
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen))
+        assert app.screen.body == LONG_REASON  # type: ignore[attr-defined]
+        shown = str(app.screen.query_one("#full-text-body").render())
+        assert "second line of the reason" in shown and "x" * 3000 in shown.replace("\n", "")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, FailuresScreen))
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen))
+        assert app.screen.body == "ports: timed out"  # type: ignore[attr-defined]
+        await pilot.press("escape", "escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, FailuresScreen | TextScreen))
+        await pilot.press("up", "enter")  # back on "alive": its one failure
+        await wait_for(pilot, lambda: isinstance(app.screen, FailuresScreen) and bool(app.screen.failures))
+        assert [f.error for f in app.screen.failures] == ["alive: connect refused"]  # type: ignore[attr-defined]
+
+
+async def test_enter_on_a_stage_without_failed_tasks_lists_the_runs_warnings_and_errors(db: Path) -> None:
+    fail_tasks(db)
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.selected_run() is not None)
+        stages = app.main.query_one(StagesPanel)
+        await wait_for(pilot, lambda: stages.stage_ids == ["alive", "ports", "web"])
+        stages.focus()
+        await pilot.press("down", "down", "down")  # stops on the last stage, "web" (no failed task)
+        assert stages.current_stage is not None and stages.current_stage.id == "web"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, EventsScreen) and bool(app.screen.events))
+        assert app.screen.failures  # type: ignore[attr-defined]
 
 
 async def test_header_shows_the_runs_request_and_a_run_no_master_holds_says_so(db: Path) -> None:

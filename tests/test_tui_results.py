@@ -42,8 +42,26 @@ def status(screen: ResultsScreen) -> str:
 async def open_browser(app, pilot) -> ResultsScreen:  # type: ignore[no-untyped-def]
     await wait_for(pilot, lambda: app.selected_run() is not None)
     await pilot.press("r")
-    await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.pages_loaded > 0)
+    # the page is drawn first and counted after (r reads it without its count): wait for both
+    await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.pages_loaded > 0
+                   and app.screen.page is not None and app.screen.page.counted)
     return app.screen  # type: ignore[no-any-return]
+
+
+async def test_paging_at_once_from_the_page_shown_before_its_count(big_db: Path) -> None:
+    """r draws the first page before counting: a page key pressed before the count arrives pages right."""
+    app = make_app(big_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.selected_run() is not None)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.pages_loaded > 0)
+        screen = app.screen
+        assert isinstance(screen, ResultsScreen)
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: screen.pages_loaded == 2)
+        assert table_ids(screen) == list(range(PAGE_SIZE + 1, 2 * PAGE_SIZE + 1))
+        assert screen.page is not None and screen.page.counted and screen.page.has_next
+        assert f"rows {PAGE_SIZE + 1}-{2 * PAGE_SIZE} of 250" in status(screen)
 
 
 async def test_r_pages_forward_back_and_to_the_end(big_db: Path) -> None:

@@ -19,10 +19,12 @@ from console.store import open_store
 from console.tui.agents_screen import AgentsScreen
 from console.tui.app import FleetscanApp
 from console.tui.events_screen import EventsScreen, TextScreen
+from console.tui.failures_screen import FailuresScreen
 from console.tui.new_run import NewRunScreen
-from console.tui.panels import StageProgress
+from console.tui.panels import StageProgress, StagesPanel
 from console.tui.results_browser import ResultsScreen
 from tests.fixtures.tui_data import FROZEN_NOW, RUN_DONE, RUN_RECON, add_typed_results, fill_console_db
+from tests.test_tui_events import fail_tasks
 from tests.test_tui_new_run import WORKFLOWS
 
 SIZE = (120, 40)
@@ -84,6 +86,36 @@ def test_an_event_in_full(snap_compare: Any, snapshot_app: FleetscanApp, size: t
         await settle(pilot, lambda: isinstance(app.screen, EventsScreen) and bool(app.screen.events))
         await pilot.press("enter")
         await settle(pilot, lambda: isinstance(app.screen, TextScreen))
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_stages_cursor_on_a_failed_stage(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """The Stages panel focused: the cursor (on "ports", moved down once) shows only while it has the focus."""
+    app = snapshot_app
+    fail_tasks(app.db_path)
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        app.main.query_one(StagesPanel).focus()
+        await pilot.press("down")
+        await settle(pilot, lambda: app.main.query_one(StagesPanel).cursor == 1)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_a_failed_stages_tasks(snap_compare: Any, snapshot_app: FleetscanApp, size: tuple[int, int]) -> None:
+    """Enter on a failed stage: its failed tasks, each with its box and the first line of its reason."""
+    app = snapshot_app
+    fail_tasks(app.db_path)
+
+    async def ready(pilot: Pilot[Any]) -> None:
+        await settle(pilot, main_ready(app))
+        app.main.query_one(StagesPanel).focus()
+        await pilot.press("down", "enter")
+        await settle(pilot, lambda: isinstance(app.screen, FailuresScreen) and bool(app.screen.failures))
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
 

@@ -96,8 +96,9 @@ class Runs(ABC):
         are plain characters)."""
 
     @abstractmethod
-    def failures(self, run_id: str, limit: int = 5) -> list[TaskFailure]:
-        """The run's tasks that failed for good, first failed first, with their reasons."""
+    def failures(self, run_id: str, limit: int = 5, stage: str | None = None) -> list[TaskFailure]:
+        """The run's tasks that failed for good, first failed first, with their reasons; ``stage``: only
+        that stage's (what the console lists for a failed stage)."""
 
     @abstractmethod
     def unserved(self, run_ids: list[str]) -> set[str]:
@@ -243,9 +244,23 @@ class Results(ABC):
         """Whether to read descending: the filter's own direction, flipped to read backwards."""
         return flt.descending != backwards
 
-    def first_page(self, flt: ResultFilter, limit: int = PAGE_SIZE) -> ResultPage:
-        rows = self._read_page(flt, None, self._ordered(flt, False), limit)
-        return ResultPage(tuple(rows), 0, self._count_matching(flt), flt)
+    def first_page(self, flt: ResultFilter, limit: int = PAGE_SIZE, count: bool = True) -> ResultPage:
+        """``count=False``: the page without counting what matches (a count over a large run costs more
+        than the page; the browser shows the page first and asks for ``counted`` after). A page that
+        is not full is counted anyway: its rows are all there is."""
+        if count:
+            rows = self._read_page(flt, None, self._ordered(flt, False), limit)
+            return ResultPage(tuple(rows), 0, self._count_matching(flt), flt)
+        rows = self._read_page(flt, None, self._ordered(flt, False), limit + 1)
+        if len(rows) <= limit:
+            return ResultPage(tuple(rows), 0, len(rows), flt)
+        return ResultPage(tuple(rows[:limit]), 0, limit + 1, flt, counted=False)
+
+    def counted(self, page: ResultPage) -> ResultPage:
+        """``page`` with the count of what matches its filter (a page already counted as it is)."""
+        if page.counted:
+            return page
+        return ResultPage(page.rows, page.offset, self._count_matching(page.filter), page.filter)
 
     def last_page(self, flt: ResultFilter, limit: int = PAGE_SIZE) -> ResultPage:
         total = self._count_matching(flt)

@@ -317,6 +317,9 @@ class ResultPage:
     offset: int
     total: int
     filter: ResultFilter
+    #: False for a first page read without counting (``first_page(count=False)``): ``total`` is then
+    #: only "more than this page" (the rows read plus one) until ``Results.counted`` gives the count
+    counted: bool = True
 
     @property
     def first_id(self) -> int | None:

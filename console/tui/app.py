@@ -295,7 +295,8 @@ class FleetscanApp(App[int]):
 
         store = open_store(self.db_path)
         try:
-            page = store.results.first_page(ResultFilter(run_id))
+            # the page first, counted once it is on screen (the browser asks): the count is the costly read
+            page = store.results.first_page(ResultFilter(run_id), count=False)
         except BaseException:
             store.close()
             raise
@@ -355,6 +356,12 @@ class FleetscanApp(App[int]):
 
         run = self.selected_run()
         self.push_screen(EventsScreen(self.db_path, run.id if run else None, failures=failures))
+
+    def action_stage_failures(self, run_id: str, stage_id: str) -> None:
+        """A stage's failed tasks (Enter on a failed stage); Enter on one opens its reason whole."""
+        from console.tui.failures_screen import FailuresScreen
+
+        self.push_screen(FailuresScreen(self.db_path, run_id, stage_id))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

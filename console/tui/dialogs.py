@@ -25,7 +25,7 @@ HELP_KEYS = [
     ("m", "amend the selected run from a workflow file (stages not started)"),
 
     ("v", "the selected run's events; enter shows one in full"),
-    ("enter", "on the events log: events in full; on the stages: the run's failures in full"),
+    ("enter", "on the events log: events in full; on a failed stage (↑ ↓ on the stages): its failed tasks"),
     ("R", "re-run the selected finished run with the same inputs"),
     ("↑ ↓", "select a run (its stages show below)"),
     ("ctrl+p", "command palette"),

@@ -6,6 +6,8 @@ keys call the app's actions, which own the workers and the store.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -16,6 +18,17 @@ from textual.widgets import DataTable, Footer, Header
 
 from console.store.rows import FEED_EVENTS, FEED_RESULTS, ConsoleView, RunRow
 from console.tui.panels import AgentsTable, FeedLog, RunsTable, StagesPanel, event_line, result_line
+
+
+class MainFooter(Footer):
+    """The Footer, idle while another screen covers the main screen: Textual re-lists a screen's keys
+    when it is suspended (a widget per key, each styled again) just as the next screen wants its
+    first frame; the keys are listed again when the main screen is back on top."""
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        top = screen.app.screen
+        if top is screen or top.styles.background.a < 1:  # on top, or seen through a modal
+            super().bindings_changed(screen)
 
 
 class MainScreen(Screen[None]):
@@ -45,7 +58,7 @@ class MainScreen(Screen[None]):
         with Horizontal(id="bottom"):
             yield FeedLog(result_line, FEED_RESULTS, id="feed")
             yield FeedLog(event_line, FEED_EVENTS, id="events")
-        yield Footer()
+        yield MainFooter()
 
     def on_mount(self) -> None:
         titles = {"#runs": "Runs", "#agents": "Agents", "#stages": "Stages", "#feed": "Results (latest)",
@@ -82,12 +95,17 @@ class MainScreen(Screen[None]):
         stages.show_header(selected)
 
     def action_open_detail(self) -> None:
-        """Enter on the events log: the events in full; on the stages: the run's failures in full."""
+        """Enter on the events log: the events in full; on the stages: the failed tasks of the stage under
+        the cursor (a stage with none: the run's warnings and errors)."""
         focused = self.focused
         if focused is self.query_one("#events"):
             self.app.action_events()  # type: ignore[attr-defined]
         elif focused is self.query_one(StagesPanel):
-            self.app.action_events(failures=True)  # type: ignore[attr-defined]
+            stage = self.query_one(StagesPanel).current_stage
+            if stage is not None and stage.tasks_failed > 0:
+                self.app.action_stage_failures(stage.run_id, stage.id)  # type: ignore[attr-defined]
+            else:
+                self.app.action_events(failures=True)  # type: ignore[attr-defined]
 
     def tick(self, view: ConsoleView, now: float) -> None:
         self.query_one(RunsTable).show(view.runs, now)

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, RichLog, Static
@@ -193,11 +194,36 @@ class StagesPanel(VerticalScroll):
 
     Stage rows are reused by position: switching runs updates the bars in place and
     only mounts or removes the difference in count, so moving the cursor is instant.
+    With the focus, up/down move a cursor over the stages (shown only while focused), and
+    Enter on a stage with failed tasks lists them (the main screen's ``open_detail``).
     """
+
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Previous stage", show=False),
+        Binding("down,j", "cursor(1)", "Next stage", show=False),
+    ]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._bars: list[StageProgress] = []
+        self._run_id: str | None = None
+        #: the stage under the cursor, by position
+        self.cursor = 0
+
+    @property
+    def current_stage(self) -> StageRow | None:
+        """The stage under the cursor (None when the run has none)."""
+        return self._bars[self.cursor].stage if 0 <= self.cursor < len(self._bars) else None
+
+    def action_cursor(self, step: int) -> None:
+        if self._bars:
+            self._move_cursor(max(0, min(len(self._bars) - 1, self.cursor + step)))
+            self.scroll_to_widget(self._bars[self.cursor], animate=False)
+
+    def _move_cursor(self, index: int) -> None:
+        self.cursor = index
+        for position, bar in enumerate(self._bars):
+            bar.set_class(position == index, "-cursor")
 
     def compose(self) -> ComposeResult:
         yield Static("", id="run-header")
@@ -216,6 +242,8 @@ class StagesPanel(VerticalScroll):
     def show(self, run_id: str | None, stages: Sequence[StageRow], now: float) -> None:
         empty = self.query_one("#stages-empty", Static)
         empty.display = not stages
+        if run_id != self._run_id:  # another run: the cursor starts on its first stage
+            self._run_id, self.cursor = run_id, 0
         if run_id is None:
             empty.update("No runs yet. Press [b]n[/b] to start one.")
         elif not stages:
@@ -233,6 +261,7 @@ class StagesPanel(VerticalScroll):
             for bar in self._bars[len(stages):]:
                 bar.remove()
             del self._bars[len(stages):]
+        self._move_cursor(min(self.cursor, max(len(self._bars) - 1, 0)))
 
     def tick(self, now: float) -> None:
         """Times move even when the store does not: redraw ETAs."""

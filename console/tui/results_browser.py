@@ -63,6 +63,14 @@ class PageLoaded(Message):
 
 
 @dataclass
+class PageCounted(Message):
+    """The count for a page shown before it was counted (``ResultPage.counted``)."""
+
+    page: ResultPage
+    counted: ResultPage
+
+
+@dataclass
 class FiltersLoaded(Message):
     stages: list[str]
     types: list[str]
@@ -75,7 +83,7 @@ class Exported(Message):
     error: str | None = None
 
 
-class ResultsScreen(ForwardWorkerErrors, Screen[None]):
+class ResultsScreen(Screen[None], ForwardWorkerErrors):
     AUTO_FOCUS = "#results-table"
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -137,6 +145,7 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
             self._first_page = None
             self.filters_loaded = True
             self.load_filters()
+            self._count_later()
         else:
             self.load("first")
 
@@ -158,6 +167,12 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         self.show_page(PageLoaded(page, 0))
         self.filters_loaded = True
         self.load_filters()
+        self._count_later()
+
+    def _count_later(self) -> None:
+        """A page the app read without its count: count now that it is on screen."""
+        if self.page is not None and not self.page.counted:
+            self.load("count")
 
     def on_screen_resume(self) -> None:
         """Shown again (the app keeps the last run's browser): re-read the page it was on."""
@@ -197,6 +212,14 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         with self._reader() as store:
             results = store.results
             page, flt = self.page, self.filter
+            if page is not None and not page.counted and page.filter == flt:
+                # whatever comes next starts from the count (paging carries the total over)
+                shown, page = page, results.counted(page)
+                if where == "count":
+                    self.post_message(PageCounted(shown, page))
+                    return
+            if where == "count":
+                return
             if where == "next" and page is not None and page.filter == flt:
                 new = results.next_page(page)
             elif where == "prev" and page is not None and page.filter == flt:
@@ -219,6 +242,13 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
                  f"type={'|'.join(message.types)}" if message.types else ""]
         self.query_one("#filter-text", Input).placeholder = f"/ filter: {' '.join(p for p in parts if p)} port=443" \
             " status=fail name=ssh, or any text"
+
+    @on(PageCounted)
+    def show_count(self, message: PageCounted) -> None:
+        if self.page is message.page:  # still the page that was counted
+            self.page = message.counted
+            self._show_status()
+            self._show_detail()
 
     @on(PageLoaded)
     def show_page(self, message: PageLoaded) -> None:
@@ -249,6 +279,8 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
             return
         if page.total == 0:
             status = "no results match" if self.filter.narrowed else "no results yet"
+        elif not page.counted:
+            status = f"rows {page.offset + 1:,}-{page.offset + len(page.rows):,} of more · counting"
         else:
             first, last = page.offset + 1, page.offset + len(page.rows)
             pages = (page.total + PAGE_SIZE - 1) // PAGE_SIZE
@@ -281,7 +313,8 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
         if current is None:
             body.update("No record.")
         else:
-            body.update(record_text(current[0], self.page.total, current[1], self._now()))
+            total = self.page.total if self.page.counted else None
+            body.update(record_text(current[0], total, current[1], self._now()))
 
     @on(DataTable.RowHighlighted, "#results-table")
     def row_highlighted(self) -> None:
@@ -412,7 +445,7 @@ class ResultsScreen(ForwardWorkerErrors, Screen[None]):
 
     def action_export(self) -> None:
         flt = self.filter
-        count = self.page.total if self.page is not None else None
+        count = self.page.total if self.page is not None and self.page.counted else None
 
         def chosen(answer: tuple[str, str] | None) -> None:
             if answer is not None:

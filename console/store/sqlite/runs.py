@@ -92,11 +92,12 @@ class SQLiteRuns(base.Runs):
             raise RunNotFound(f"{text!r} is ambiguous: it starts {shown}", field="RUN")
         return ids[0]
 
-    def failures(self, run_id: str, limit: int = 5) -> list[TaskFailure]:
+    def failures(self, run_id: str, limit: int = 5, stage: str | None = None) -> list[TaskFailure]:
+        one_stage = "" if stage is None else " AND stage_id = ?"
         rows = self.db.query(
-            "SELECT id, stage_id, agent, error, ended FROM tasks WHERE run_id = ? AND state = ?"
+            f"SELECT id, stage_id, agent, error, ended FROM tasks WHERE run_id = ? AND state = ?{one_stage}"
             " ORDER BY ended, id LIMIT ?",
-            (run_id, TaskState.FAILED, limit),
+            (run_id, TaskState.FAILED, *(() if stage is None else (stage,)), limit),
         )
         return [
             TaskFailure(task_id=int(r["id"]), stage_id=str(r["stage_id"]), agent=r["agent"],

@@ -107,11 +107,15 @@ class SQLiteQueue(base.TaskQueue):
                 if state != RunState.PENDING and owner is not None and (owner == master_id or owner not in dead):
                     continue  # served already, its owner alive: no write (keeps the change token quiet)
                 new_state = RunState.RUNNING if state == RunState.PENDING else state
-                conn.execute(
+                takes = owner is None or owner in dead
+                changed = conn.execute(
                     "UPDATE runs SET owner = ?, owner_seen = ?, state = ?, started = coalesce(started, ?)"
                     " WHERE id = ? AND state = ?",
-                    (master_id if owner is None or owner in dead else owner, now, new_state, now, run_id, state),
-                )
+                    (master_id if takes else owner, now, new_state, now, run_id, state),
+                ).rowcount
+                if changed and takes and owner != master_id:
+                    gone = f" from master {owner} (gone)" if owner else ""
+                    self.db.event(conn, run_id, "info", "adopt", f"run taken by master {master_id}{gone}")
         return served
 
     def _reap_dead_masters(self, conn: Any, master_id: str) -> None:

@@ -141,3 +141,33 @@ async def test_screens_fit_an_80x24_terminal(tmp_path: Path) -> None:
             await pilot.pause(0.2)
             assert app.screen.query_one(table_id, KeyedTable).region.height >= 15, key
             await pilot.press("escape")
+
+
+def test_every_console_screen_keeps_its_screen_styles() -> None:
+    """The worker-error mixin listed first hid Screen/ModalScreen from Textual's CSS type names."""
+    from console.tui.agents_screen import AgentsScreen
+    from console.tui.events_screen import EventsScreen
+    from console.tui.new_run import NewRunScreen
+    from console.tui.results_browser import ResultsScreen
+
+    for screen in (AgentsScreen, EventsScreen, DiffScreen, SchedulesScreen, AssetsScreen, ResultsScreen):
+        assert "Screen" in screen._css_type_names, screen
+    for modal in (AmendScreen, NewRunScreen):
+        assert "ModalScreen" in modal._css_type_names, modal
+
+
+async def test_new_run_and_amend_dialogs_are_centred_at_160x45(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    with open_store(db) as store:
+        make_run(store, OLD)
+    app = make_app(db)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await wait_for(pilot, lambda: app.selected_run() is not None)
+        for key, name in (("n", "NewRunScreen"), ("m", "AmendScreen")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda n=name: type(app.screen).__name__ == n)  # type: ignore[misc]
+            await pilot.pause(0.2)
+            box = app.screen.query_one(".dialog").region
+            assert box.x > 0 and abs(box.x - (160 - box.right)) <= 1, (key, box)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda n=name: type(app.screen).__name__ != n)  # type: ignore[misc]

@@ -97,7 +97,7 @@ def agent_row_cells(
     )
 
 
-class AgentsScreen(ForwardWorkerErrors, Screen[None]):
+class AgentsScreen(Screen[None], ForwardWorkerErrors):
     BINDINGS = [
         Binding("escape", "close", "Back"),
         Binding("c", "check", "Check box"),

@@ -46,7 +46,7 @@ def matches(event: EventRow, needle: str) -> bool:
     return not needle or needle.lower() in event.message.lower() or needle.lower() == event.kind.lower()
 
 
-class EventsScreen(ForwardWorkerErrors, Screen[None]):
+class EventsScreen(Screen[None], ForwardWorkerErrors):
     """A run's events (all when ``run_id`` is None), newest last; ``needle`` narrows to those naming it."""
 
     AUTO_FOCUS = "#events-table"

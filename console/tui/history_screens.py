@@ -51,7 +51,7 @@ class DiffLoaded(Message):
     error: str | None = None
 
 
-class DiffScreen(ForwardWorkerErrors, Screen[None]):
+class DiffScreen(Screen[None], ForwardWorkerErrors):
     BINDINGS = [Binding("escape", "close", "Back"), Binding("f", "focus_filter", "Filter")]
 
     def __init__(self, db_path: str | Path, run_id: str, **kwargs: Any) -> None:
@@ -153,7 +153,7 @@ class SchedulesLoaded(Message):
     views: list[dict[str, Any]]
 
 
-class SchedulesScreen(ForwardWorkerErrors, Screen[None]):
+class SchedulesScreen(Screen[None], ForwardWorkerErrors):
     BINDINGS = [Binding("escape", "close", "Back"), Binding("p", "toggle_pause", "Pause/resume")]
 
     def __init__(self, db_path: str | Path, **kwargs: Any) -> None:
@@ -240,7 +240,7 @@ class AssetsLoaded(Message):
     assets: list[dict[str, Any]]
 
 
-class AssetsScreen(ForwardWorkerErrors, Screen[None]):
+class AssetsScreen(Screen[None], ForwardWorkerErrors):
     BINDINGS = [Binding("escape", "close", "Back")]
 
     def __init__(self, db_path: str | Path, **kwargs: Any) -> None:
@@ -295,7 +295,7 @@ class AmendDone(Message):
     ok: bool
 
 
-class AmendScreen(ForwardWorkerErrors, ModalScreen[str | None]):
+class AmendScreen(ModalScreen[str | None], ForwardWorkerErrors):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, db_path: str | Path, run_id: str, default_file: str = "", **kwargs: Any) -> None:

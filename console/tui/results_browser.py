@@ -75,7 +75,7 @@ class Exported(Message):
     error: str | None = None
 
 
-class ResultsScreen(ForwardWorkerErrors, Screen[None]):
+class ResultsScreen(Screen[None], ForwardWorkerErrors):
     AUTO_FOCUS = "#results-table"
     BINDINGS = [
         Binding("escape", "back", "Back"),

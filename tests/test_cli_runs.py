@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import socket
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,26 @@ def test_agents_json_lists_local_agents_and_inventory_boxes(tmp_path: Path) -> N
     assert boxes["alpha"]["slots"] == 3 and boxes["beta"]["slots"] == 5
     assert boxes["alpha"]["kind"] == "ssh" and "2222" in boxes["alpha"]["address"]
     assert boxes["alpha"]["host_key"] == "unknown"
+
+
+def test_agents_check_json_keeps_the_listing_keys(tmp_path: Path) -> None:
+    """docs/COMMANDS.md: --json objects carry name, kind, address, slots (host_key for SSH), and --check
+    adds ok, error, python ...: a script reads the same keys with or without --check."""
+    db = tmp_path / "s.db"
+    out = fleetscan("--agents", "local:2", "agents", "--check", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["agents"]
+    assert [(a["name"], a["kind"], a["ok"]) for a in rows] == [("local-1", "local", True), ("local-2", "local", True)]
+    assert all(a["slots"] >= 1 and a["python"] == platform.python_version() for a in rows)
+    with socket.socket() as sock:  # a loopback port nobody listens on: the check fails fast
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inventory = tmp_path / "boxes.yaml"
+    inventory.write_text(f"agents:\n  - {{name: alpha, host: 127.0.0.1, port: {port}, user: scan, slots: 3}}\n")
+    out = fleetscan("--agents", str(inventory), "agents", "--check", "--json", db=db, env={"HOME": str(tmp_path)})
+    assert out.returncode == 1, out.stderr
+    (alpha,) = json.loads(out.stdout)["agents"]
+    assert (alpha["kind"], alpha["slots"], alpha["host_key"], alpha["ok"]) == ("ssh", 3, "unknown", False)
 
 
 def test_status_shows_the_request_and_a_run_no_master_serves(tmp_path: Path) -> None:

@@ -72,8 +72,9 @@ def _pending_run(tmp_path: Path) -> tuple[Path, str]:
 def test_amend_a_pending_run_changes_every_stage(tmp_path: Path) -> None:
     db, run_id = _pending_run(tmp_path)
     new = write_workflow(tmp_path / "new.yaml", "chain", stages("new"))
-    out = fleetscan("amend", run_id, "--workflows", str(new), db=db)
+    out = fleetscan("amend", run_id[:4], "--workflows", str(new), db=db)  # RUN: a unique prefix, as everywhere
     assert out.returncode == 0, out.stderr
+    assert f"run {run_id}: amended" in out.stderr
     assert {s["id"]: s["with"]["argv"][-1] for s in definition(db, run_id)["stages"]} == {"first": "new", "second": "new"}
     again = fleetscan("amend", run_id, "--workflows", str(new), db=db)
     assert again.returncode == 0 and "nothing changed" in again.stderr

@@ -20,8 +20,10 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def make_run(store: Store, records: list[tuple[str, dict[str, Any]]], state: RunState = RunState.COMPLETED) -> str:
-    run_id = store.runs.create("fleet", {"stages": [{"id": "s", "tool": "noop"}]}, "127.0.0.0/29", None, "local")
+def make_run(store: Store, records: list[tuple[str, dict[str, Any]]], state: RunState = RunState.COMPLETED,
+             outputs: tuple[str, ...] = ()) -> str:
+    stages = [{"id": "s", "tool": "noop", "output": list(outputs)}]
+    run_id = store.runs.create("fleet", {"stages": stages}, "127.0.0.0/29", None, "local")
     rows = [
         (run_id, "s", rtype, record_key(rtype, data), str(data.get("host") or "127.0.0.1"), "box1", 1,
          "2026-12-03T00:00:00Z", json.dumps(data))
@@ -72,6 +74,29 @@ def test_assets_keep_the_latest_state_per_host_and_kind(tmp_path: Path) -> None:
     text = fleetscan("assets", db=db)
     assert text.returncode == 0
     assert "ports: 22/tcp" in text.stdout and "(12 day(s))" in text.stdout and "baseline fail: 1002 umask" in text.stdout
+
+
+def test_a_later_scan_that_found_every_port_closed_empties_the_ports(tmp_path: Path) -> None:
+    """recon on a host whose only listener closed: the host answers, its port stage finds nothing. The
+    asset view must not keep the old port (nor its service) as the latest known state."""
+    db = tmp_path / "state.db"
+    recon = ("host_up", "port_open", "service")
+    with open_store(db) as store:
+        make_run(store, [
+            ("host_up", {"host": "127.0.0.1", "via": "tcp/22", "rtt_ms": 1.0}),
+            ("port_open", {"host": "127.0.0.1", "port": 8081, "proto": "tcp"}),
+            ("service", {"host": "127.0.0.1", "port": 8081, "banner": "HTTP/1.0 200 OK", "name": "http"}),
+            ("port_open", {"host": "127.0.0.2", "port": 22, "proto": "tcp"}),
+        ], outputs=recon)
+        make_run(store, [("host_up", {"host": "127.0.0.1", "via": "tcp/22", "rtt_ms": 1.0})], outputs=recon)
+        make_run(store, [("host_up", {"host": "127.0.0.1", "via": "tcp/22", "rtt_ms": 1.0})], outputs=recon,
+                 state=RunState.FAILED)  # a failed run may not have scanned the ports: it says nothing of them
+    out = fleetscan("assets", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    assets = {a["host"]: a for a in json.loads(out.stdout)["assets"]}
+    assert assets["127.0.0.1"]["ports"] == [] and assets["127.0.0.1"]["services"] == []
+    assert assets["127.0.0.1"]["up"] is True
+    assert assets["127.0.0.2"]["ports"] == [{"port": 22, "proto": "tcp"}]  # not looked at since
 
 
 def test_no_runs_no_assets(tmp_path: Path) -> None:

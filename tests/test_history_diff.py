@@ -133,6 +133,19 @@ def test_diff_run_compares_with_the_latest_earlier_comparable_completed_run(tmp_
     assert _diff(db, third)[:2] == (0, [])
 
 
+def test_runs_given_by_unique_prefixes_like_every_other_command(tmp_path: Path, store: Store) -> None:
+    """`diff 3f2a 9c1e` and `diff 9c1e` take the same prefixes as status/results (README: RUN)."""
+    db = tmp_path / "state.db"
+    old, new = make_run(store, OLD), make_run(store, NEW)
+    code, changes, err = _diff(db, old[:4], new[:5])
+    assert code == 1, err
+    assert {(c["change"], c["stage"], c["type"], c["key"]) for c in changes} == EXPECTED
+    doc = json.loads(fleetscan("diff", new[:4], "--format", "json", db=db).stdout)
+    assert (doc["old"], doc["new"]) == (old, new)
+    short = fleetscan("diff", old[:3], new, db=db)
+    assert short.returncode == 2 and short.stdout == "" and len(short.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv", [["nope1234"], ["nope1234", "nope5678"], ["a", "b", "c"]])
 def test_bad_input_exit_2(tmp_path: Path, store: Store, argv: list[str]) -> None:
     make_run(store, OLD)

@@ -107,3 +107,67 @@ async def test_i_shows_assets_and_m_amends_from_a_file(tmp_path: Path) -> None:
     with open_store(db) as store:
         stored = json.loads(store.history.definition(run_id))
     assert stored["stages"][0]["with"]["sleep"] == 1
+
+
+async def test_screens_fit_an_80x24_terminal(tmp_path: Path) -> None:
+    """At 80x24 the help dialog stayed 96 columns wide (right border and text cut off), the d screen's
+    filter row took the whole height (table squeezed to its header at the bottom, the kind select 2
+    columns wide), and t/i left the main screen showing under a table of auto height."""
+    db = tmp_path / "state.db"
+    with open_store(db) as store:
+        make_run(store, OLD)
+        new = make_run(store, NEW)
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.selected_run() is not None)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+        await pilot.pause(0.2)
+        dialog = app.screen.query_one(".dialog")
+        assert dialog.region.x >= 0 and dialog.region.right <= 80, dialog.region
+        await pilot.press("escape")
+        app.watcher.selected_run = new
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, DiffScreen) and app.screen.loaded)
+        await pilot.pause(0.2)
+        assert app.screen.query_one("#diff-kind", Select).region.width >= 16
+        table = app.screen.query_one("#diff-table", KeyedTable)
+        assert table.region.height >= 12 and table.region.y <= 6, table.region
+        await pilot.press("escape")
+        for key, screen_type, table_id in (("t", SchedulesScreen, "#schedules-table"), ("i", AssetsScreen, "#assets-table")):
+            await wait_for(pilot, lambda: not isinstance(app.screen, (DiffScreen, SchedulesScreen, AssetsScreen)))
+            await pilot.press(key)
+            await wait_for(pilot, lambda st=screen_type: isinstance(app.screen, st))  # type: ignore[misc]
+            await pilot.pause(0.2)
+            assert app.screen.query_one(table_id, KeyedTable).region.height >= 15, key
+            await pilot.press("escape")
+
+
+def test_every_console_screen_keeps_its_screen_styles() -> None:
+    """The worker-error mixin listed first hid Screen/ModalScreen from Textual's CSS type names."""
+    from console.tui.agents_screen import AgentsScreen
+    from console.tui.events_screen import EventsScreen
+    from console.tui.new_run import NewRunScreen
+    from console.tui.results_browser import ResultsScreen
+
+    for screen in (AgentsScreen, EventsScreen, DiffScreen, SchedulesScreen, AssetsScreen, ResultsScreen):
+        assert "Screen" in screen._css_type_names, screen
+    for modal in (AmendScreen, NewRunScreen):
+        assert "ModalScreen" in modal._css_type_names, modal
+
+
+async def test_new_run_and_amend_dialogs_are_centred_at_160x45(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    with open_store(db) as store:
+        make_run(store, OLD)
+    app = make_app(db)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await wait_for(pilot, lambda: app.selected_run() is not None)
+        for key, name in (("n", "NewRunScreen"), ("m", "AmendScreen")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda n=name: type(app.screen).__name__ == n)  # type: ignore[misc]
+            await pilot.pause(0.2)
+            box = app.screen.query_one(".dialog").region
+            assert box.x > 0 and abs(box.x - (160 - box.right)) <= 1, (key, box)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda n=name: type(app.screen).__name__ != n)  # type: ignore[misc]

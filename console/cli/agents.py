@@ -96,6 +96,20 @@ def _trust(specs: list[Any], name: str, assume_yes: bool) -> int:
     return EXIT_OK
 
 
+def _listing(kind: str, specs: list[Any]) -> list[dict[str, Any]]:
+    """Every box as listed (name, kind, address, slots; host_key for SSH boxes): also the base of each
+    ``--check --json`` object, so a script reads the same keys with or without --check."""
+    if kind == "local":
+        from console.fleet.links import LOCAL_SLOTS
+
+        return [
+            {"name": n, "kind": "local", "address": "localhost", "slots": LOCAL_SLOTS} for n in local_agent_names(specs[0])
+        ]
+    from console.fleet.ssh.link import list_boxes
+
+    return [dict(row, kind="ssh") for row in list_boxes(specs)]
+
+
 def agents_command(args: argparse.Namespace, source: str) -> int:
     kind, specs = _specs(source)
     if args.trust:
@@ -110,20 +124,12 @@ def agents_command(args: argparse.Namespace, source: str) -> int:
 
             rows = [r.as_dict() for r in asyncio.run(check(specs))]
         if getattr(args, "json", False):
-            print(json.dumps({"agents": rows}))
+            listed = {box["name"]: box for box in _listing(kind, specs)}
+            print(json.dumps({"agents": [{**listed.get(r["name"], {}), **r} for r in rows]}))
         else:
             _print_check(rows)
         return EXIT_OK if all(r["ok"] for r in rows) else EXIT_SOME_FAILED
-    if kind == "local":
-        from console.fleet.links import LOCAL_SLOTS
-
-        boxes = [
-            {"name": n, "kind": "local", "address": "localhost", "slots": LOCAL_SLOTS} for n in local_agent_names(specs[0])
-        ]
-    else:
-        from console.fleet.ssh.link import list_boxes
-
-        boxes = [dict(row, kind="ssh") for row in list_boxes(specs)]
+    boxes = _listing(kind, specs)
     if getattr(args, "json", False):
         print(json.dumps({"agents": boxes}))
         return EXIT_OK

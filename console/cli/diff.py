@@ -16,7 +16,8 @@ FORMATS = ("text", "jsonl", "json")
 
 
 def configure(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("runs", nargs="+", metavar="RUN", help="OLD NEW, or one RUN (against the run before it)")
+    sp.add_argument("runs", nargs="+", metavar="RUN",
+                    help="OLD NEW, or one RUN (against the run before it); each a run id or a unique prefix of 4+")
     sp.add_argument("--format", choices=FORMATS, default="text",
                     help="text: one line a change (default); jsonl: one object a line; json: one object")
 
@@ -49,15 +50,16 @@ def write_changes(changes: Any, fmt: str, out: TextIO, old: str, new: str) -> di
 
 
 def command(args: argparse.Namespace, store: Any) -> int:
+    from console.cli.runids import resolve_run
     from console.errors import BadInput
     from console.history.diff import diff_runs, previous_comparable
 
     if len(args.runs) > 2:
         raise BadInput("give OLD NEW, or one RUN", field="diff")
     if len(args.runs) == 2:
-        old, new = args.runs
+        old, new = (resolve_run(store, run) for run in args.runs)
     else:
-        new = args.runs[0]
+        new = resolve_run(store, args.runs[0])
         old = previous_comparable(store, new).id
     counts = write_changes(diff_runs(store, old, new), args.format, sys.stdout, old, new)
     return EXIT_CHANGED if any(counts.values()) else EXIT_SAME

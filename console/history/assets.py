@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from console.status import RUN_TERMINAL
+from console.status import RUN_TERMINAL, RunState
 from console.store.base import Store
 
 ASSET_TYPES = ("host_up", "port_open", "service", "http", "tls_cert", "baseline")
@@ -53,6 +53,8 @@ def collect(store: Store, now: float | None = None, max_runs: int = MAX_RUNS) ->
     owner: dict[tuple[str, str], str] = {}
     assets: dict[str, dict[str, Any]] = {}
     for run in store.runs.newest(max_runs, states=RUN_TERMINAL):
+        looked_for = _kinds_looked_for(store, run.id) if run.state is RunState.COMPLETED else ()
+        hosts_here: set[str] = set()
         for rec in store.results.records(run.id):
             rtype = rec["type"]
             if rtype not in ASSET_TYPES:
@@ -61,6 +63,10 @@ def collect(store: Store, now: float | None = None, max_runs: int = MAX_RUNS) ->
             host = _host(rtype, rec["target"] or "", data)
             if not host:
                 continue
+            if host not in hosts_here:
+                hosts_here.add(host)
+                for kind in looked_for:  # it looked: finding nothing of a kind is news (port 80 closed)
+                    owner.setdefault((host, kind), run.id)
             slot = (host, rtype)
             if owner.setdefault(slot, run.id) != run.id:
                 continue  # a newer run already said what this host's records of this kind are
@@ -77,6 +83,15 @@ def collect(store: Store, now: float | None = None, max_runs: int = MAX_RUNS) ->
         asset["http"].sort(key=lambda h: h["url"])
         asset["failing"].sort(key=lambda f: f["rule"])
     return [assets[h] for h in sorted(assets)]
+
+
+def _kinds_looked_for(store: Store, run_id: str) -> tuple[str, ...]:
+    """The record kinds a run's stages produce (their ``output``): a completed run that reported a host
+    at all and had a stage for port_open says which of its ports are open, even when none is; without
+    this a host whose every port closed kept the old ones for ever."""
+    stages = store.runs.definition(run_id).get("stages") or []
+    kinds = {k for st in stages if isinstance(st, dict) for k in (st.get("output") or []) if k in ASSET_TYPES}
+    return tuple(sorted(kinds))
 
 
 def _add(asset: dict[str, Any], rtype: str, data: dict[str, Any], now: float) -> None:

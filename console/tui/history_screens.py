@@ -164,7 +164,7 @@ class SchedulesScreen(Screen[None], ForwardWorkerErrors):
         self.loads = 0
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("Schedules", style="bold"))
+        yield Static(Text("Schedules", style="bold"), classes="history-title")
         yield KeyedTable([("id", "Schedule"), ("workflow", "Workflow"), ("every", "Every"), ("window", "Window"),
                           ("state", "State"), ("next", "Next run"), ("last", "Last run"), ("changes", "Changes")],
                          id="schedules-table")
@@ -249,7 +249,7 @@ class AssetsScreen(Screen[None], ForwardWorkerErrors):
         self.loaded = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("Assets: the latest known state of every host", style="bold"))
+        yield Static(Text("Assets: the latest known state of every host", style="bold"), classes="history-title")
         yield KeyedTable([("host", "Host"), ("ports", "Open ports"), ("services", "Services"),
                           ("certs", "Certificates"), ("failing", "Failing checks"), ("seen", "Last seen")],
                          id="assets-table")
@@ -295,7 +295,7 @@ class AmendDone(Message):
     ok: bool
 
 
-class AmendScreen(ForwardWorkerErrors, ModalScreen[str | None]):
+class AmendScreen(ModalScreen[str | None], ForwardWorkerErrors):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, db_path: str | Path, run_id: str, default_file: str = "", **kwargs: Any) -> None:

@@ -75,7 +75,7 @@ def stages_text(info: intents.WorkflowInfo) -> Text:
     return text
 
 
-class NewRunScreen(ForwardWorkerErrors, ModalScreen[str | None]):
+class NewRunScreen(ModalScreen[str | None], ForwardWorkerErrors):
     """Returns the new run's id, or None when cancelled."""
 
     BINDINGS = [

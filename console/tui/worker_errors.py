@@ -3,6 +3,10 @@
 ``Worker.StateChanged`` does not bubble, so a screen that runs workers forwards its
 workers' state changes to the app with this mixin; the app's single handler decides
 what an error looks like (a notification and a line in the events log).
+
+List the mixin AFTER the screen class (``class X(ModalScreen[T], ForwardWorkerErrors)``): Textual's CSS
+follows each class's first DOMNode base, so listed first it hid ``Screen``/``ModalScreen`` and their
+styles (a modal not centred, a screen with no background showing the main screen through it).
 """
 
 from __future__ import annotations

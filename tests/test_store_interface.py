@@ -234,3 +234,22 @@ def test_a_malformed_postgresql_url_is_one_line_exit_2() -> None:
     with pytest.raises(StoreError) as err:
         open_store("postgresql://scan:pw@127.0.0.1:99999/fleet?nonsense=1")
     assert err.value.exit_code == 2 and ":pw@" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_gone_masters_local_agents_are_not_listed_but_its_ssh_boxes_are(tmp_path: Path) -> None:
+    """A local agent is its master's subprocess: when that master is gone, so is the agent."""
+    from console.status import AgentState
+    from console.store.rows import AgentRow
+
+    store = open_store(tmp_path / "s.db")
+    try:
+        store.queue.register_master("alive-master")  # this process: alive
+        store.agents.report([
+            AgentRow("local-1", kind="local", state=AgentState.DOWN, master="gone-master"),
+            AgentRow("box1", kind="ssh", state=AgentState.DOWN, master="gone-master"),
+            AgentRow("local-9", kind="local", state=AgentState.UP, master="alive-master"),
+        ])
+        names = [a.name for a in store.agents.all()]
+    finally:
+        store.close()
+    assert names == ["box1", "local-9"]

@@ -284,7 +284,8 @@ class Events(ABC):
 class Agents(ABC):
     @abstractmethod
     def all(self) -> list[AgentRow]:
-        """Every box any master reported, by name."""
+        """Every box any master reported, by name; a local agent only while its master lives (it is that
+        master's subprocess)."""
 
     @abstractmethod
     def report(self, rows: list[AgentRow]) -> None:

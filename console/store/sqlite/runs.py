@@ -332,6 +332,11 @@ class SQLiteAgents(base.Agents):
         self.db = db
 
     def all(self) -> list[AgentRow]:
+        rows = self.db.query(f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents ORDER BY name")
+        # a local agent is a subprocess of its master: once that master is gone, so is the agent (an SSH
+        # box outlives its master and stays listed)
+        local_masters = sorted({r["master"] for r in rows if r["kind"] == "local" and r["master"]})
+        gone = self.db.dead_masters(self.db.conn, local_masters) if local_masters else set()
         return [
             AgentRow(
                 name=r["name"], kind=r["kind"] or "", address=r["address"] or "",
@@ -341,7 +346,8 @@ class SQLiteAgents(base.Agents):
                 python=r["python"], programs=json.loads(r["programs"]) if r["programs"] else {}, hash=r["hash"],
                 error=r["error"], master=r["master"],
             )
-            for r in self.db.query(f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents ORDER BY name")
+            for r in rows
+            if not (r["kind"] == "local" and r["master"] in gone)
         ]
 
     def report(self, rows: list[AgentRow]) -> None:

@@ -102,7 +102,8 @@ async def test_the_postgresql_server_restarted_mid_run_loses_nothing(postgres_se
     before = done()
     await asyncio.to_thread(postgres_server.restart, 2.0)
     assert before < TARGETS - 10  # mid-run: most of the work is left for after the restart
-    await wait_for(lambda: done() >= before + 10, 90, "progress after the restart")
+    # a little progress, then look at once: the run (and with it its agents) ends a few seconds later
+    await wait_for(lambda: done() >= before + 2, 90, "progress after the restart")
     assert my_agents() == agents  # the master kept its agents while it reconnected
     state = await asyncio.wait_for(task, 180)
     assert state == RunState.COMPLETED

@@ -92,6 +92,10 @@ class SQLiteQueue(base.TaskQueue):
     def adopt_runs(self, master_id: str, run_ids: list[str] | None = None) -> list[str]:
         now = time.time()
         with self.db.transaction() as conn:
+            # who served each run before the dead are reaped (reaping clears their runs' owner)
+            before = dict(conn.execute(
+                f"SELECT id, owner FROM runs WHERE owner IS NOT NULL AND state IN ({marks(RUN_ACTIVE)})", [*RUN_ACTIVE]
+            ).fetchall())
             self._reap_dead_masters(conn, master_id)
             sql = f"SELECT id, state, owner FROM runs WHERE state IN ({marks(RUN_ACTIVE)})"
             params: list[Any] = [*RUN_ACTIVE]
@@ -114,7 +118,8 @@ class SQLiteQueue(base.TaskQueue):
                     (master_id if takes else owner, now, new_state, now, run_id, state),
                 ).rowcount
                 if changed and takes and owner != master_id:
-                    gone = f" from master {owner} (gone)" if owner else ""
+                    was = owner or before.get(run_id)
+                    gone = f" from master {was} (gone)" if was and was != master_id else ""
                     self.db.event(conn, run_id, "info", "adopt", f"run taken by master {master_id}{gone}")
         return served
 

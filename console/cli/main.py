@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from console.cli.runids import RUN_HELP, MergeSpecs, resolve_run
 from console.errors import BadInput, FleetscanError
@@ -23,6 +25,8 @@ from console.status import RUN_TERMINAL, RunState
 
 if TYPE_CHECKING:
     from console.store.base import Store
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -175,6 +179,35 @@ def _exit_for(state: str) -> int:
     return EXIT_OK if state == RunState.COMPLETED else EXIT_RUN_FAILED
 
 
+#: after Ctrl-C, how long a master may take to hand its leases back and close its agents before the
+#: process exits anyway (the store is the source of truth: the run stays resumable either way)
+SHUTDOWN_DEADLINE_S = 15.0
+
+
+async def _bounded_shutdown(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; once Ctrl-C cancels it, its clean-up has SHUTDOWN_DEADLINE_S before the process
+    exits with 130 regardless: a stuck agent, store or thread never keeps an interrupted master alive."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        timer = threading.Timer(SHUTDOWN_DEADLINE_S, _exit_interrupted)
+        timer.daemon = True
+        timer.start()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    return task.result()
+
+
+def _exit_interrupted() -> None:
+    with contextlib.suppress(Exception):
+        print(f"fleetscan: shutdown took over {SHUTDOWN_DEADLINE_S:g} s; exiting (runs stay resumable)",
+              file=sys.stderr, flush=True)
+    os._exit(EXIT_INTERRUPTED)
+
+
 # -- commands -----------------------------------------------------------------
 
 
@@ -229,7 +262,7 @@ def _drive(store: Store, run_id: str, agents: str, as_json: bool) -> int:
             printer.finish()
         return str(state)
 
-    state = asyncio.run(main())
+    state = asyncio.run(_bounded_shutdown(main()))
     if isinstance(state, FleetscanError):
         raise state
     _print_summary(_run_summary(store, run_id), as_json)
@@ -273,7 +306,7 @@ def cmd_master(args: argparse.Namespace) -> int:
     store = _store(args)
     master = Master(store, _agents_source(args))
     print(f"master {master.master_id} serving {store.location}; Ctrl-C to stop", file=sys.stderr)
-    asyncio.run(master.serve())
+    asyncio.run(_bounded_shutdown(master.serve()))
     return EXIT_OK
 
 

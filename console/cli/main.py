@@ -187,13 +187,29 @@ SHUTDOWN_DEADLINE_S = 15.0
 async def _bounded_shutdown(work: Coroutine[Any, Any, T]) -> T:
     """Run ``work``; once Ctrl-C cancels it, its clean-up has SHUTDOWN_DEADLINE_S before the process
     exits with 130 regardless: a stuck agent, store or thread never keeps an interrupted master alive."""
+    import signal
+
+    armed: list[threading.Timer] = []
+
+    def arm() -> None:
+        if not armed:  # a timer thread: it fires even if the loop itself is stuck
+            armed.append(threading.Timer(SHUTDOWN_DEADLINE_S, _exit_interrupted))
+            armed[0].daemon = True
+            armed[0].start()
+
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous) and threading.current_thread() is threading.main_thread():
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            arm()
+            previous(signum, frame)  # asyncio's own: cancels this task
+
+        signal.signal(signal.SIGINT, on_sigint)
     task = asyncio.ensure_future(work)
     try:
         await asyncio.wait({task})
     except asyncio.CancelledError:
-        timer = threading.Timer(SHUTDOWN_DEADLINE_S, _exit_interrupted)
-        timer.daemon = True
-        timer.start()
+        arm()
         task.cancel()
         with contextlib.suppress(BaseException):
             await task

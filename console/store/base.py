@@ -33,6 +33,9 @@ from console.runoptions import RunOptions
 from console.status import RunState, StageState
 from console.store.overtime import History, KeyedRecord, Schedules
 from console.store.rows import (
+    FEED_EVENTS,
+    FEED_RESULTS,
+    MAX_RUNS,
     AgentRow,
     ClaimedTask,
     ConsoleView,
@@ -454,6 +457,24 @@ class Store(ABC):
     @abstractmethod
     def console_view(self, version: int, selected_run: str | None) -> ConsoleView:
         """Everything the console's main screen draws, read consistently in one transaction."""
+
+    def read_console_view(self, version: int, selected_run: str | None) -> ConsoleView:
+        """The reads behind :meth:`console_view`; each backend runs them inside its one snapshot."""
+        runs = self.runs.newest(MAX_RUNS)
+        if selected_run is None or all(r.id != selected_run for r in runs):
+            selected_run = runs[0].id if runs else None
+        stages_by_run = self.runs.stages_of([r.id for r in runs])
+        return ConsoleView(
+            version=version,
+            runs=tuple(runs),
+            selected_run=selected_run,
+            stages=stages_by_run.get(selected_run, ()) if selected_run else (),
+            stages_by_run=stages_by_run,
+            agents=tuple(self.agents.all()),
+            results=tuple(self.results.latest(FEED_RESULTS)),
+            events=tuple(self.events.recent(limit=FEED_EVENTS)),
+            total_results=sum(r.results for r in runs),
+        )
 
     def __enter__(self) -> Store:
         return self

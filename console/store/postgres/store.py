@@ -15,7 +15,7 @@ import psycopg
 
 from console.store import base
 from console.store.postgres.database import CHANNEL, PGDatabase
-from console.store.rows import FEED_EVENTS, FEED_RESULTS, MAX_RUNS, ConsoleView
+from console.store.rows import ConsoleView
 from console.store.sqlite.database import maps_errors
 from console.store.sqlite.history import SQLiteHistory
 from console.store.sqlite.plans import SQLitePlans
@@ -111,18 +111,4 @@ class PostgresStore(base.Store):
     def console_view(self, version: int, selected_run: str | None) -> ConsoleView:
         with self.db.raw.transaction():  # one snapshot for everything the screen draws
             self.db.raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            runs = self.runs.newest(MAX_RUNS)
-            if selected_run is None or all(r.id != selected_run for r in runs):
-                selected_run = runs[0].id if runs else None
-            stages_by_run = self.runs.stages_of([r.id for r in runs])
-            return ConsoleView(
-                version=version,
-                runs=tuple(runs),
-                selected_run=selected_run,
-                stages=stages_by_run.get(selected_run, ()) if selected_run else (),
-                stages_by_run=stages_by_run,
-                agents=tuple(self.agents.all()),
-                results=tuple(self.results.latest(FEED_RESULTS)),
-                events=tuple(self.events.recent(limit=FEED_EVENTS)),
-                total_results=sum(r.results for r in runs),
-            )
+            return self.read_console_view(version, selected_run)

@@ -25,7 +25,6 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from console.master.pausing import Pausing
 from console.master.planner import WINDOW_TASKS, RunPlanner
 from console.master.schedules import Notifier, pick_up_amendment, tick_schedules
 from console.master.speculation import copy_slow_tasks
+from console.offloop import DaemonExecutor
 from console.status import AGENT_LINKED, RUN_TERMINAL, AgentState, CancelReason, RunState
 from console.store import open_store
 from console.store.base import Store
@@ -59,6 +59,9 @@ REPLAN_EVERY_S = 0.5
 #: a master-side deadline beyond the task's own timeout (the agent enforces the timeout itself)
 TIMEOUT_GRACE_S = 10.0
 STOP_GRACE_S = 3.0
+#: leaving the store (last flush, leases and runs given back, agents reported down) takes at most this;
+#: a store that does not answer by then is left as it is (every write is one transaction: nothing half-done)
+LEAVE_STORE_S = 10.0
 STRAGGLER_AFTER_S = 2.0
 #: reconnect attempts after which a down box's pinned tasks are failed
 GIVE_UP_AFTER = 3
@@ -91,7 +94,7 @@ class Master:
         self.flight = InFlight(self.runs, wake=self.wake.set, freed=self.dispatch_wake.set)
         self.pausing = Pausing(self.flight)
         self._stopping = False
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonExecutor | None = None
         self._claim_dirty = True
         self._plan_dirty = True
         self._claimed_since_plan = 0
@@ -131,7 +134,7 @@ class Master:
     async def serve(self, *, run_ids: list[str] | None = None, stop_when_idle: bool = False) -> None:
         from agentkit.archive import build_archive
 
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fleetscan-store")
+        self._executor = DaemonExecutor("fleetscan-store")
         background: list[asyncio.Task[Any]] = []
         watcher: StoreWatcher | None = None
         try:
@@ -165,8 +168,7 @@ class Master:
             for task in background:
                 await cancel_quietly(task)
             if watcher is not None:
-                with contextlib.suppress(Exception):  # a full disk must not skip closing the agents
-                    watcher.store.close()
+                watcher.close()
             await self._close()
 
     # -- the store-side loop ---------------------------------------------------------------
@@ -465,24 +467,31 @@ class Master:
         """Flush, give leases back, drop ownership, close agents: the runs stay resumable."""
         try:
             if self.db is not None:
-                with contextlib.suppress(Exception):
-                    await self._flush(force=True)
-                db = self.db
-                with contextlib.suppress(Exception):
-                    await self._db(db.queue.release_runs, self.master_id)
-                with contextlib.suppress(Exception):
-                    if self.fleet is not None:
-                        rows = [replace(r, state=AgentState.DOWN, busy=0) for r in self.fleet.rows(self.master_id)]
-                        await self._db(db.agents.report, rows)
-                with contextlib.suppress(Exception):
-                    await self._db(db.queue.unregister_master, self.master_id)
+                try:
+                    await asyncio.wait_for(self._leave_store(self.db), LEAVE_STORE_S)
+                except asyncio.TimeoutError:
+                    self.db.interrupt()  # the store thread gives up its call; the close queued behind it runs
             if self.fleet is not None:
                 await self.fleet.close()
         finally:
             if self.db is not None:
-                db = self.db
-                self.db = None
-                with contextlib.suppress(Exception):
-                    await self._db(db.close)
+                db, self.db = self.db, None
+                if self._executor is not None:
+                    # behind whatever the store thread still does: waited for briefly, never for long
+                    closed = asyncio.wrap_future(self._executor.submit(db.close))
+                    with contextlib.suppress(Exception, asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(closed), 2.0)
             if self._executor is not None:
                 self._executor.shutdown(wait=False)
+
+    async def _leave_store(self, db: Store) -> None:
+        with contextlib.suppress(Exception):
+            await self._flush(force=True)
+        with contextlib.suppress(Exception):
+            await self._db(db.queue.release_runs, self.master_id)
+        with contextlib.suppress(Exception):
+            if self.fleet is not None:
+                rows = [replace(r, state=AgentState.DOWN, busy=0) for r in self.fleet.rows(self.master_id)]
+                await self._db(db.agents.report, rows)
+        with contextlib.suppress(Exception):
+            await self._db(db.queue.unregister_master, self.master_id)

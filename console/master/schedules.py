@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from console.history.notify import deliver_due
 from console.history.schedules import next_due, parse_window, window_opens
+from console.offloop import DaemonExecutor
 from console.store.base import Store
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Notifier:
 
     def __init__(self, location: str) -> None:
         self.location = location
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fleetscan-notify")
+        self._executor = DaemonExecutor("fleetscan-notify")
         self._store: Store | None = None
 
     def _sweep(self) -> int:
@@ -78,6 +78,7 @@ class Notifier:
         finally:
             store, self._store = self._store, None
             if store is not None:
+                store.interrupt()  # a sweep stuck on the store gives up; the close runs after it
                 self._executor.submit(store.close)
             self._executor.shutdown(wait=False)
 

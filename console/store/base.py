@@ -450,6 +450,11 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def interrupt(self) -> None:
+        """From another thread, before closing: abort the call in flight on this store's connection
+        (a statement, a reconnect with backoff), so the closer never waits on it."""
+        self.db.interrupt()  # type: ignore[attr-defined]
+
     @abstractmethod
     def change_token(self) -> int:
         """A number that moves when another connection commits: cheap change detection for watchers."""

@@ -17,6 +17,7 @@ import threading
 import time
 
 from console.errors import StoreError
+from console.offloop import DaemonExecutor
 from console.store.base import Store
 
 POLL_S = 0.02
@@ -34,6 +35,7 @@ class StoreWatcher:
         self._last_wake = time.monotonic()
         self._poke = threading.Event()
         self._stopped = threading.Event()
+        self._executor: DaemonExecutor | None = None
 
     def changed(self) -> bool:
         """True when the store changed since the last call, a poke came, or ``fallback_s`` passed.
@@ -80,14 +82,25 @@ class StoreWatcher:
                 event.set()  # the store itself is in trouble: let the master's loop meet the error
 
     async def _changed_off_loop(self) -> bool:
-        """:meth:`changed` on a thread: a PostgreSQL token is a round trip (and a reconnect attempt when
-        the server went away), which must never hold up the master's event loop. Cancelled, it still
-        waits for the read in flight, so the caller may close the store the moment ``run`` returns."""
-        read = asyncio.get_running_loop().run_in_executor(None, self.changed)
-        try:
-            return await asyncio.shield(read)
-        except asyncio.CancelledError:
-            await asyncio.wait([read])
-            if not read.cancelled():
-                read.exception()  # retrieved: a failed last read is moot once cancelled
-            raise
+        """:meth:`changed` on the watcher's own thread: a PostgreSQL token is a round trip (and a reconnect
+        attempt when the server went away), which must never hold up the master's event loop. Cancelled,
+        the read in flight is left to finish on its thread; :meth:`close` queues the close behind it."""
+        if self._executor is None:
+            self._executor = DaemonExecutor("fleetscan-watch")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.changed)
+
+    def close(self) -> None:
+        """Stop and close the watcher's store without waiting for a read in flight (it is interrupted)."""
+        self.stop()
+        executor, self._executor = self._executor, None
+        if executor is None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+            return
+        self.store.interrupt()
+        executor.submit(self._close_quietly)
+        executor.shutdown(wait=False)
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # a full disk must not keep the master from closing its agents
+            self.store.close()

@@ -11,6 +11,7 @@ failure between masters is retried at once. Every message names the URL without 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,8 @@ class PGDatabase(Database):
         self.conn = Connection(raw)  # type: ignore[assignment]
         self.host = socket.gethostname()
         self.reconnects = 0
+        #: set by :meth:`interrupt` (another thread closing): a reconnect in progress gives up at once
+        self.closing = threading.Event()
 
     @classmethod
     def open_url(cls, url: str) -> PGDatabase:
@@ -94,7 +97,11 @@ class PGDatabase(Database):
         return self.conn.raw  # type: ignore[attr-defined, no-any-return]
 
     def close(self) -> None:
+        self.closing.set()
         self.raw.close()
+
+    def interrupt(self) -> None:
+        self.closing.set()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -107,7 +114,7 @@ class PGDatabase(Database):
     def retry_after(self, err: BaseException, attempt: int) -> bool:
         if isinstance(err, _RETRY_NOW) and attempt < 20:
             return True
-        if attempt >= RECONNECT_ATTEMPTS or (not self.raw.closed and not self.raw.broken):
+        if attempt >= RECONNECT_ATTEMPTS or self.closing.is_set() or (not self.raw.closed and not self.raw.broken):
             return False
         return self.reconnect()
 
@@ -118,9 +125,8 @@ class PGDatabase(Database):
             try:
                 raw = connect(self.url)
             except psycopg.Error:
-                if time.monotonic() + wait > give_up:
+                if time.monotonic() + wait > give_up or self.closing.wait(wait):
                     return False
-                time.sleep(wait)
                 wait = min(wait * 2, BACKOFF_MAX_S)
                 continue
             try:

@@ -156,6 +156,11 @@ class Database:
     def close(self) -> None:
         self.conn.close()
 
+    def interrupt(self) -> None:
+        """From another thread: abort the statement in flight (its transaction rolls back), so a closing
+        caller never waits on it."""
+        self.conn.interrupt()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken up front, so no upgrade deadlock."""

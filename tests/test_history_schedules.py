@@ -141,10 +141,10 @@ def test_paused_schedules_do_not_fire(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     with open_store(db) as store:
         sid = schedule(store)
-    assert fleetscan("schedule", "pause", sid, db=db).returncode == 0
+    assert fleetscan("schedule", "pause", sid[:4], db=db).returncode == 0  # a prefix names it, as for runs
     with open_store(db) as store:
         assert fire_due(store) == [] and runs_of(store, sid) == []
-    assert fleetscan("schedule", "resume", sid, db=db).returncode == 0
+    assert fleetscan("schedule", "resume", sid[:5], db=db).returncode == 0
     with open_store(db) as store:
         assert len(fire_due(store)) == 1
     listing = json.loads(fleetscan("schedule", "list", "--json", db=db).stdout)["schedules"]
@@ -186,6 +186,7 @@ def test_two_masters_on_one_database_fire_once(tmp_path: Path, store_url: str) -
     (["rm", "feedbeef"], "schedule"),
     (["pause", "feedbeef"], "schedule"),
     (["resume", "feedbeef"], "schedule"),
+    (["rm", "abc"], "schedule"),  # shorter than a prefix may be
 ])
 def test_bad_input_exit_2_nothing_written(tmp_path: Path, argv: list[str], field: str) -> None:
     db = tmp_path / "state.db"

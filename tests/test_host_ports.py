@@ -37,7 +37,8 @@ from tests.test_planner import finish_all, stage, stage_row
 
 def test_values_group_ports_per_host_sorted_and_unique() -> None:
     values = ["127.0.0.1:443", "127.0.0.2:8080", "127.0.0.1:22", "127.0.0.1:443", "[::1]:80", "[::1]:22"]
-    assert group_host_ports(values) == ["127.0.0.1:22,443", "127.0.0.2:8080", "[::1]:22,80"]
+    assert group_host_ports(values) == [["127.0.0.1:22,443"], ["127.0.0.2:8080"], ["[::1]:22,80"]]
+    assert group_host_ports(values, 1) == [["127.0.0.1:22", "127.0.0.1:443"], ["127.0.0.2:8080"], ["[::1]:22", "[::1]:80"]]
     assert format_host_ports("127.0.0.1", range(1, 5000))[1].startswith("127.0.0.1:4097,")
 
 
@@ -66,6 +67,35 @@ def test_the_planner_gives_one_target_per_host_with_its_ports(tmp_path: Path) ->
     assert stage_row(store, run.id, "svc")["dropped"] == 2
 
 
+def test_split_ports_cuts_a_heavy_hosts_ports_into_one_task_per_part(tmp_path: Path) -> None:
+    """An exec stage on host_ports with split_ports: a host with more ports than N becomes one task per part
+    (every port once, in order); hosts that fit one part are still chunked together."""
+    store = open_store(tmp_path / "p.db")
+    exec_params = {"argv": ["echo", "{host}", "{ports}"], "parser": "lines", "type": "host_up"}
+    stages = [stage("ports"), stage("svc", "ports", tool="exec", type="host_ports", chunk=8, split_ports=2,
+                                    where={"type": "port_open"}, params=exec_params)]  # fmt: skip
+    run_id = store.runs.create("t", {"stages": stages}, "127.0.0.1-4", "127.0.0.0/24", "local", 0, None)
+    store.queue.adopt_runs("m")
+    (run,) = [r for r in store.queue.owned_runs("m") if r.id == run_id]
+    planner = RunPlanner(store, run, [])
+    planner.step()
+    finish_all(store, run.id, "ports", [
+        ("port_open", {"host": "127.0.0.1", "port": port, "proto": "tcp"}) for port in (443, 22, 80, 8080, 25)
+    ] + [
+        ("port_open", {"host": "127.0.0.2", "port": 8080, "proto": "tcp"}),
+        ("port_open", {"host": "127.0.0.4", "port": 80, "proto": "tcp"}),
+        ("port_open", {"host": "127.0.0.4", "port": 22, "proto": "tcp"}),
+    ])  # fmt: skip
+    planner.step()
+    planner.step()
+    tasks = [json.loads(r["targets"]) for r in store.db.query("SELECT targets FROM tasks WHERE stage_id = 'svc' ORDER BY id")]
+    assert tasks == [
+        ["127.0.0.2:8080", "127.0.0.4:22,80"],  # whole hosts, chunked
+        ["127.0.0.1:22,25"], ["127.0.0.1:80,443"], ["127.0.0.1:8080"],  # the heavy host, one task per part
+    ]
+    assert stage_row(store, run.id, "svc")["state"] != "pending"
+
+
 # -- workflow checks ---------------------------------------------------------------------------
 
 
@@ -92,12 +122,16 @@ NMAP = {"argv": ["nmap", "-p", "{ports}", "-oX", "-", "{host}"], "parser": "nmap
          "targets.type", "http_probe takes"),
         ({"id": "s", "tool": "exec", "with": {**NMAP, "argv": ["nmap", "-p", "{port}", "{host}"]},
           "targets": {"from": "ports", "type": "host_ports"}}, "with.argv.2", "{port} needs"),
+        ({"id": "s", "tool": "exec", "with": {**NMAP, "argv": ["nmap", "{host}"]}, "split_ports": 100,
+          "targets": {"from": "ports", "type": "host_ports"}}, "", "split_ports: an exec stage splits"),
+        ({"id": "s", "tool": "http_probe", "split_ports": 100, "targets": {"from": "ports", "type": "url"}},
+         "", "split_ports: http_probe has no port list"),
     ],
 )
 def test_misused_host_ports_is_bad_input_with_the_line(tmp_path: Path, follow: dict[str, Any], field: str, why: str) -> None:
     with pytest.raises(BadInput) as info:
         load_workflows(_workflow(tmp_path, follow))
-    assert info.value.line is not None and info.value.field == f"workflows.w.stages.1.{field}"
+    assert info.value.line is not None and info.value.field == f"workflows.w.stages.1{'.' if field else ''}{field}"
     assert why in str(info.value)
 
 
@@ -223,3 +257,26 @@ async def test_the_shipped_nmap_example_scans_exactly_the_open_ports(tmp_path: P
     assert {r["data"].get("service") for r in services} == {"ssh"}  # what the listeners greet with
     (task,) = store.db.query("SELECT targets FROM tasks WHERE stage_id = 'services'")
     assert json.loads(task["targets"]) == ["127.0.0.1:" + ",".join(str(p) for p in listeners)]
+
+
+@pytest.mark.slow
+async def test_split_ports_spreads_one_hosts_program_over_the_fleet(tmp_path: Path, listeners: list[int]) -> None:
+    """split_ports: 1 on the exec stage: one program per open port, each port exactly once, over two agents."""
+    log = tmp_path / "argv.jsonl"
+    stages = [
+        {"id": "ports", "tool": "tcp_connect", "with": {"ports": [*listeners, _closed_port()], "timeout": 1.0},
+         "targets": {"from": "input", "type": "host"}, "chunk": 8, "retries": 0, "timeout": 60.0},
+        {"id": "svc", "tool": "exec", "targets": {"from": "ports", "type": "host_ports", "where": {"type": "port_open"}},
+         "with": {"argv": [sys.executable, "-c", ARGV_LOGGER, str(log), "{host}", "{ports}"], "parser": "lines",
+                  "type": "port_open"}, "chunk": 8, "split_ports": 1, "retries": 0, "timeout": 60.0},
+    ]  # fmt: skip
+    store = open_store(tmp_path / "s.db")
+    run_id = store.runs.create("hp", {"stages": stages}, "127.0.0.1", None, "local:2", 0, None)
+    state = await asyncio.wait_for(Master(store, "local:2").run_until_done(run_id), 120)
+    assert state == RunState.COMPLETED, [e.message for e in store.events.recent(run_id)]
+    calls = sorted(json.loads(line) for line in log.read_text().splitlines())
+    assert calls == sorted(["127.0.0.1", str(p)] for p in listeners)
+    tasks = store.db.query("SELECT targets FROM tasks WHERE stage_id = 'svc'")
+    assert sorted(json.loads(t["targets"]) for t in tasks) == sorted([f"127.0.0.1:{p}"] for p in listeners)
+    keys = sorted(r["key"] for r in store.results.records(run_id) if r["stage"] == "svc")
+    assert keys == sorted(f"127.0.0.1:{p}/tcp" for p in listeners)

@@ -38,7 +38,7 @@ def configure(sp: argparse.ArgumentParser, common: Any) -> None:
                         ("resume", "start runs again (a missed occurrence starts once)")):
         action = sub.add_parser(name, help=help_)
         common(action, top=False)
-        action.add_argument("id", metavar="ID", help="the schedule's id (schedule list)")
+        action.add_argument("id", metavar="ID", help="the schedule's id or its first 4+ characters (schedule list)")
 
 
 def command(args: argparse.Namespace, store_for: Any, workflows_path: Any, agents_source: Any) -> int:
@@ -49,6 +49,7 @@ def command(args: argparse.Namespace, store_for: Any, workflows_path: Any, agent
     try:
         if action == "list":
             return _list(store, args.json)
+        args.id = store.schedules.resolve(args.id)
         if action == "rm":
             store.schedules.remove(args.id)
         elif action == "pause":

@@ -224,7 +224,7 @@ class RunPlanner:
         Each ``host:port`` is held against scope and exclusions before grouping (drops counted per
         port); the targets and the final cursor go in together, so a crash never half-plans the stage.
         """
-        from console.targets.hostports import group_host_ports
+        from console.targets.hostports import MAX_PORTS_PER_TARGET, group_host_ports
         from console.targets.records import derive_target, matches_where
 
         if not sources_done:
@@ -248,7 +248,19 @@ class RunPlanner:
                     excluded += e
             cursor = batch[-1].id
         notes = self._drop_notes(spec.id, sorted(set(out)), sorted(set(excluded)))
-        plans.add_targets(plan, group_host_ports(kept), out + excluded, cursor, notes)
+        groups = group_host_ports(kept, spec.split_ports or MAX_PORTS_PER_TARGET)
+        whole = [targets[0] for targets in groups if len(targets) == 1]
+        cut = [target for targets in groups if len(targets) > 1 for target in targets]
+        if cut:
+            # split_ports: a host cut into parts gets one task per part (the fleet shares it); the hosts
+            # that fit one part are chunked as usual first. The cursor moves with the parts: a crash in
+            # between plans again from the old cursor, and targets already remembered are not added twice.
+            plans.add_targets(plan, whole, [], row.cursor)
+            plans.chunk_targets(plan, spec.chunk, partial_ok=True, finish=False)
+            plans.add_targets(plan, cut, out + excluded, cursor, notes)
+            plans.chunk_targets(plan, 1, partial_ok=True, finish=True)
+            return
+        plans.add_targets(plan, whole, out + excluded, cursor, notes)
         plans.chunk_targets(plan, spec.chunk, partial_ok=True, finish=True)
 
     def _split_derived(self, values: list[str]) -> tuple[list[str], list[str], list[str]]:

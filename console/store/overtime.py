@@ -72,6 +72,11 @@ class Schedules(ABC):
         """Every schedule, oldest first."""
 
     @abstractmethod
+    def resolve(self, prefix: str) -> str:
+        """The id of the one schedule whose id is ``prefix`` or starts with it (4 characters or more); bad
+        input (exit 2) naming the candidates otherwise, as for runs."""
+
+    @abstractmethod
     def get(self, schedule_id: str) -> ScheduleRow:
         """The schedule; BadInput (field ``schedule``) if there is none."""
 

@@ -16,21 +16,24 @@ from console.targets.values import split_hostport
 MAX_PORTS_PER_TARGET = 4096
 
 
-def format_host_ports(host: str, ports: Iterable[int]) -> list[str]:
-    """The ``host_ports`` value(s) for one host: ``host:p1,p2,...``, at most MAX_PORTS_PER_TARGET ports each."""
+def format_host_ports(host: str, ports: Iterable[int], size: int = MAX_PORTS_PER_TARGET) -> list[str]:
+    """The ``host_ports`` value(s) for one host: ``host:p1,p2,...``, at most ``size`` ports each (a
+    ``split_ports`` stage's N, else MAX_PORTS_PER_TARGET)."""
     ordered = sorted(set(ports))
     shown = f"[{host}]" if ":" in host else host
+    size = max(1, min(size, MAX_PORTS_PER_TARGET))
     return [
-        shown + ":" + ",".join(str(p) for p in ordered[start : start + MAX_PORTS_PER_TARGET])
-        for start in range(0, len(ordered), MAX_PORTS_PER_TARGET)
+        shown + ":" + ",".join(str(p) for p in ordered[start : start + size])
+        for start in range(0, len(ordered), size)
     ]
 
 
-def group_host_ports(values: Iterable[str]) -> list[str]:
-    """Validated ``host:port`` values -> one ``host_ports`` value per host (hosts in first-seen order)."""
+def group_host_ports(values: Iterable[str], size: int = MAX_PORTS_PER_TARGET) -> list[list[str]]:
+    """Validated ``host:port`` values -> per host (in first-seen order), its ``host_ports`` values: one,
+    or several when the host has more than ``size`` ports (a split host)."""
     by_host: dict[str, set[int]] = {}
     for value in values:
         split = split_hostport(value)
         if split is not None:
             by_host.setdefault(split[0], set()).add(split[1])
-    return [target for host, ports in by_host.items() for target in format_host_ports(host, ports)]
+    return [format_host_ports(host, ports, size) for host, ports in by_host.items()]

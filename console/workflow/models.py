@@ -37,7 +37,8 @@ DEFAULT_FILE = "workflows.yaml"
 SKIP_GRAPH_CHECKS: dict[str, Any] = {"graph_checks": False}
 
 
-#: tools whose ``ports`` parameter ``split_ports`` may cut into parts (one task per host and part)
+#: tools whose ``ports`` parameter ``split_ports`` may cut into parts (one task per host and part); an exec
+#: stage splits too when its targets are ``host_ports`` and its argv reads ``{ports}`` (each host's list is cut)
 SPLITTABLE_TOOLS = ("tcp_connect",)
 
 
@@ -75,7 +76,8 @@ class StageBase(StrictModel):
     """Dispatch chunks as the source stage's results arrive, without waiting for it to end."""
     split_ports: Annotated[int, Field(gt=0, le=65535)] | None = None
     """Cut each host's port list into tasks of at most this many ports (one host per such task), so
-    one heavy host spreads over the whole fleet (tcp_connect)."""
+    one heavy host spreads over the whole fleet (tcp_connect, and exec on ``host_ports`` targets whose
+    argv uses ``{ports}``)."""
 
     speculate: bool = False
     """Copy a slow task onto an idle agent (first result wins). Off by default: a copy probes every
@@ -87,11 +89,17 @@ class StageBase(StrictModel):
     @model_validator(mode="after")
     def _splittable(self) -> StageBase:
         """``split_ports`` cuts the stage's own ``ports`` parameter: only a tool that has one can split."""
-        if self.split_ports is not None and self.tool not in SPLITTABLE_TOOLS:
-            raise ValueError(
-                f"split_ports: {self.tool} has no port list to split (only {', '.join(SPLITTABLE_TOOLS)})"
-            )
-        return self
+        if self.split_ports is None or self.tool in SPLITTABLE_TOOLS:
+            return self
+        if self.tool == "exec":
+            argv = [*self.with_.argv, *(self.with_.argv6 or ())]  # type: ignore[attr-defined]
+            if self.targets.type == "host_ports" and "{ports}" in argv:
+                return self
+            raise ValueError("split_ports: an exec stage splits the {ports} of `type: host_ports` targets; "
+                             "this one has none")
+        raise ValueError(
+            f"split_ports: {self.tool} has no port list to split (tcp_connect, or exec on host_ports {{ports}})"
+        )
 
     @property
     def tool_spec(self) -> Tool:

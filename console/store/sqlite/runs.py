@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from console.errors import RunNotFound
+from console.errors import BadInput, RunNotFound
 from console.runoptions import RunOptions
 from console.status import RUN_TERMINAL, TASK_OPEN, AgentState, RunState, StageState, TaskState
 from console.store import base
@@ -22,9 +22,31 @@ _RUN_COLUMNS = (
 )
 
 
-#: the shortest run-id prefix accepted, and how many candidates an ambiguous one names
+#: the shortest id prefix accepted (runs, schedules), and how many candidates an ambiguous one names
 MIN_PREFIX = 4
 MAX_CANDIDATES = 8
+
+
+def resolve_id(db: Database, table: str, prefix: str, what: str, field: str, error: type[BadInput]) -> str:
+    """The id of the one row of ``table`` whose id is ``prefix`` or starts with it (``MIN_PREFIX`` or more
+    characters); ``error`` naming ``field`` when it is shorter, matches none or several (naming them).
+    Portable SQL: no LIKE (``%`` and ``_`` in a prefix are plain characters)."""
+    text = prefix.strip()
+    if len(text) < MIN_PREFIX:
+        raise error(f"a {what} id or a prefix of {MIN_PREFIX} characters or more, not {text!r}", field=field)
+    rows = db.query(
+        f"SELECT id FROM {table} WHERE id = ? OR substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
+        (text, len(text), text, MAX_CANDIDATES + 1),
+    )
+    ids = [str(r["id"]) for r in rows]
+    if text in ids:
+        return text
+    if not ids:
+        raise error(f"no {what} {text!r}", field=field)
+    if len(ids) > 1:
+        shown = ", ".join(ids[:MAX_CANDIDATES]) + (" ..." if len(ids) > MAX_CANDIDATES else "")
+        raise error(f"{text!r} is ambiguous: it starts {shown}", field=field)
+    return ids[0]
 
 
 def _int(value: Any) -> int:
@@ -75,22 +97,7 @@ class SQLiteRuns(base.Runs):
         return run_row(rows[0])
 
     def resolve(self, prefix: str) -> str:
-        text = prefix.strip()
-        if len(text) < MIN_PREFIX:
-            raise RunNotFound(f"a run id or a prefix of {MIN_PREFIX} characters or more, not {text!r}", field="RUN")
-        rows = self.db.query(
-            "SELECT id FROM runs WHERE id = ? OR substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
-            (text, len(text), text, MAX_CANDIDATES + 1),
-        )
-        ids = [str(r["id"]) for r in rows]
-        if text in ids:
-            return text
-        if not ids:
-            raise RunNotFound(f"no run {text!r}", field="RUN")
-        if len(ids) > 1:
-            shown = ", ".join(ids[:MAX_CANDIDATES]) + (" ..." if len(ids) > MAX_CANDIDATES else "")
-            raise RunNotFound(f"{text!r} is ambiguous: it starts {shown}", field="RUN")
-        return ids[0]
+        return resolve_id(self.db, "runs", prefix, "run", "RUN", RunNotFound)
 
     def failures(self, run_id: str, limit: int = 5, stage: str | None = None) -> list[TaskFailure]:
         one_stage = "" if stage is None else " AND stage_id = ?"

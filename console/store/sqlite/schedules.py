@@ -12,7 +12,7 @@ from console.runoptions import RunOptions
 from console.store import base
 from console.store.rows import ScheduleRow
 from console.store.sqlite.database import Database, maps_errors
-from console.store.sqlite.runs import insert_run
+from console.store.sqlite.runs import insert_run, resolve_id
 from console.store.writes import NewSchedule
 
 _COLUMNS = (
@@ -56,6 +56,9 @@ class SQLiteSchedules(base.Schedules):
 
     def all(self) -> list[ScheduleRow]:
         return [schedule_row(r) for r in self.db.query(f"SELECT {_COLUMNS} FROM schedules ORDER BY created, id")]
+
+    def resolve(self, prefix: str) -> str:
+        return resolve_id(self.db, "schedules", prefix, "schedule", "schedule", BadInput)
 
     def get(self, schedule_id: str) -> ScheduleRow:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,))

@@ -251,3 +251,25 @@ def test_a_running_run_whose_master_died_waits_for_a_master(tmp_path: Path) -> N
     orphan = json.loads(fleetscan("status", run_id, "--json", db=db).stdout)
     assert orphan["state"] == "running" and orphan["waiting_for_master"] is True
     assert "waiting for a master" in fleetscan("status", run_id, db=db).stdout
+
+
+def test_one_sub_commands_parser_parses_exactly_as_the_whole_parser() -> None:
+    """A command's own parser (built alone for a fast start) reads every command line as the full one."""
+    from console.cli.main import command_named, parse_args
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    lines = [
+        ["run", "nop", "--targets", "127.0.0.1", "--targets", "127.0.0.2", "--max-rate", "9", "--json"],
+        ["--db", "x.db", "status", "abcd", "--json"],
+        ["--db=x.db", "--agents", "local:2", "master"],
+        ["schedule", "add", "quick", "--targets", "127.0.0.1", "--every", "1h"],
+        ["diff", "abcd", "efgh", "--format", "json"],
+        ["masters", "--json"],
+        ["events", "-f"],
+    ]
+    for argv in lines:
+        assert command_named(argv) in sub.choices, argv
+        assert parse_args(argv) == build_parser().parse_args(argv), argv
+    for argv in (["--help"], [], ["--db", "x.db"], ["-x", "run"]):
+        assert command_named(argv) is None, argv
+    assert command_named(["nosuch"]) == "nosuch"  # not a command: parse_args builds every parser to say so

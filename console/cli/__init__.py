@@ -1,5 +1,37 @@
 """The `fleetscan` command line."""
 
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from typing import NoReturn
+
 from console.cli.main import main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
+
+
+def entry() -> NoReturn:
+    """The ``fleetscan`` program: :func:`main`, then a quick exit.
+
+    Once a command has returned, its work is done and written (every store write is its own committed
+    transaction, agents are closed, output is flushed here). The interpreter's teardown after that
+    (freeing every module and the validation models) cost ~30 ms at the end of every command, a tenth of
+    a short ``run``; it is skipped, after the ``atexit`` hooks have run as usual. A command that leaves a
+    thread running that may still have work takes the ordinary exit, which waits for it.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):  # `fleetscan results RUN | head`: the reader went away
+        pass
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    os._exit(code)

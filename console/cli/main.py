@@ -53,13 +53,36 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
                         help="local, local:N, or an inventory YAML file (default: local)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: the options accepted before the sub-command that take a value
+_TOP_VALUE_OPTIONS = ("--db", "--workflows", "--agents")
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, found without parsing (None: help, a typo, or none given)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _TOP_VALUE_OPTIONS:
+            next(args, None)
+        elif arg.startswith(tuple(f"{o}=" for o in _TOP_VALUE_OPTIONS)):
+            continue
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, that sub-command's alone (each costs its share of a
+    short command's start: the rest are built when the command is unknown or help is asked for)."""
     p = _Parser(prog="fleetscan", description="Operator console for distributed, multi-stage network scans.")
     _common(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
                            help="what to do (default: tui); `fleetscan COMMAND --help` for its options")
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return _Unused()  # type: ignore[return-value]
         sp = sub.add_parser(name, help=help_, description=help_)
         _common(sp, top=False)
         return sp
@@ -120,16 +143,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help='print {"agents": [...]}, one object per box')
     sp.add_argument("--trust", metavar="NAME", help="show NAME's host key fingerprint and record it as trusted")
     sp.add_argument("--yes", action="store_true", help="with --trust: do not ask for confirmation")
-    from console.cli import amend, assets, diff, schedule  # runs over time: each command in its own module
+    if only is None or only in ("diff", "amend", "schedule", "assets"):
+        # runs over time: each command in its own module
+        from console.cli import amend, assets, diff, schedule
 
-    diff.configure(cmd("diff", "what changed between two runs (exit 1 when something did)"))
-    amend.configure(cmd("amend", "new definitions (--workflows FILE) for stages of a run that have not started"))
-    schedule.configure(cmd("schedule", "recurring runs: add, list, rm, pause, resume"), _common)
-    assets.configure(cmd("assets", "the latest known state of every host across runs"))
-    from console.cli.masters import add_parser as add_masters
+        diff.configure(cmd("diff", "what changed between two runs (exit 1 when something did)"))
+        amend.configure(cmd("amend", "new definitions (--workflows FILE) for stages of a run that have not started"))
+        schedule.configure(cmd("schedule", "recurring runs: add, list, rm, pause, resume"), _common)
+        assets.configure(cmd("assets", "the latest known state of every host across runs"))
+    if only is None or only == "masters":
+        from console.cli.masters import add_parser as add_masters
 
-    add_masters(sub, _common)
+        add_masters(sub, _common)
     return p
+
+
+class _Unused:
+    """Stands in for a sub-command's parser that :func:`build_parser` does not build: takes anything."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed by the parser of the sub-command it names (every sub-command's when in doubt)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    only = command_named(words)
+    if only is not None and only not in COMMANDS:
+        only = None
+    return build_parser(only).parse_args(words)
 
 
 # -- helpers ------------------------------------------------------------------
@@ -438,7 +480,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     command = args.command or "tui"
     try:
         return COMMANDS[command](args)

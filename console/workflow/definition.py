@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from console import yamlsrc
 from console.errors import BadInput
-from console.workflow.models import SKIP_GRAPH_CHECKS, Workflow
+from console.workflow.models import SKIP_GRAPH_CHECKS, Workflow, as_model, dump_workflow, validating_model
 
 #: what the previous release's reader assumed when a stored stage left a key out
 _PREVIOUS_DEFAULTS: dict[str, Any] = {"retries": 0}
@@ -62,7 +62,7 @@ def _previous_stage(stage: Mapping[str, Any]) -> dict[str, Any]:
 
 def freeze(name: str, workflow: Workflow) -> dict[str, Any]:
     """The JSON definition a run is served from (the workflow must come from the loader: rules inlined)."""
-    stored = workflow.model_dump(mode="json")
+    stored = dump_workflow(workflow)
     for dumped, stage in zip(stored["stages"], workflow.stages, strict=True):
         dumped["output"] = sorted(stage.outputs)  # what the UI offers to filter by, without the tool table
     return {"name": name, **stored}
@@ -72,7 +72,8 @@ def load_definition(stored: str | Mapping[str, Any]) -> RunDefinition:
     """A run's stored definition as the model; BadInput (one line) when it is not one."""
     try:
         data = json.loads(stored) if isinstance(stored, str) else stored
-        return RunDefinition.model_validate(data, context=SKIP_GRAPH_CHECKS)
+        model = validating_model(RunDefinition, data.get("stages") if isinstance(data, Mapping) else None)
+        return as_model(RunDefinition, model.model_validate(data, context=SKIP_GRAPH_CHECKS))
     except ValueError as exc:  # json.JSONDecodeError and pydantic's ValidationError alike
         raise BadInput(f"the run's stored definition is not valid: {_one_line(exc)}", field="definition") from None
 

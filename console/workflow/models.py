@@ -17,11 +17,12 @@ reads it back with ``model_validate``.
 
 from __future__ import annotations
 
-from functools import cached_property
+from collections.abc import Iterable, Mapping
+from functools import cache, cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import Field, PrivateAttr, ValidationInfo, create_model, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, create_model, model_validator
 
 from console import yamlsrc
 from console.errors import BadInput
@@ -163,10 +164,26 @@ def _stage_model(tool: Tool) -> type[StageBase]:
 #: the stage class of each tool, in the table's order
 STAGE_MODELS: dict[str, type[StageBase]] = {name: _stage_model(tool) for name, tool in TOOLS.items()}
 
+
+class _NoStage(BaseModel):
+    """A union member no stage matches: keeps a one-tool union a tagged union (its error paths name the
+    tool, ``stages.0.tcp_connect.with``, exactly as the union of every tool does)."""
+
+    tool: Literal[""] = Field(description="Never matches: no tool has an empty name.")
+
+
+def _stage_union(tools: Iterable[str]) -> Any:
+    """The stage type over ``tools`` (in the table's order), discriminated by ``tool``."""
+    models: tuple[type[BaseModel], ...] = tuple(m for name, m in STAGE_MODELS.items() if name in set(tools))
+    if len(models) == 1:
+        models += (_NoStage,)
+    return Annotated[Union[models], Field(discriminator="tool")]  # noqa: UP007
+
+
 if TYPE_CHECKING:
     Stage = StageBase
 else:
-    Stage = Annotated[Union[tuple(STAGE_MODELS.values())], Field(discriminator="tool")]  # noqa: UP007
+    Stage = _stage_union(STAGE_MODELS)
 
 
 class Workflow(StrictModel):
@@ -192,6 +209,66 @@ class Workflow(StrictModel):
             if stage.id == stage_id:
                 return stage
         raise KeyError(stage_id)
+
+W = TypeVar("W", bound=StrictModel)
+
+
+def tools_in(stages: Any) -> frozenset[str] | None:
+    """The tools a document's stage list names, when every stage names a known tool (else None)."""
+    if not isinstance(stages, list) or not stages:
+        return None
+    names: set[str] = set()
+    for stage in stages:
+        tool = stage.get("tool") if isinstance(stage, Mapping) else None
+        if not isinstance(tool, str) or tool not in TOOLS:
+            return None
+        names.add(tool)
+    return frozenset(names)
+
+
+@cache
+def for_tools(model: type[W], tools: frozenset[str]) -> type[W]:
+    """``model`` (a Workflow, or a class holding Workflows) whose stages may only be of ``tools``.
+
+    Validating with it builds the validators of those tools only: a run of one noop stage no longer pays
+    for every tool's schema at start. It validates exactly as ``model`` does for such a document (the
+    same stage classes, fields, checks and messages); :func:`as_model` turns its result into ``model``'s
+    own class. A document naming an unknown tool is validated by ``model`` itself, whose message lists
+    every tool."""
+    if issubclass(model, Workflow):
+        stage: Any = _stage_union(tools)
+        stages: Any = Annotated[list[stage], Field(min_length=1, max_length=256)]  # type: ignore[valid-type]
+        return create_model(model.__name__, __base__=model, __module__=model.__module__, stages=(stages, ...))
+    assert model is WorkflowFile
+    inner: Any = for_tools(Workflow, tools)
+    held: Any = Annotated[dict[StageId, inner], Field(min_length=1)]  # type: ignore[valid-type]
+    return create_model(model.__name__, __base__=model, __module__=model.__module__, workflows=(held, ...))
+
+
+def as_model(model: type[W], value: StrictModel) -> W:
+    """A :func:`for_tools` result as an instance of ``model`` itself (equal to one ``model`` validates)."""
+    if type(value) is model:
+        return value  # type: ignore[return-value]
+    values = dict(value)
+    if model is WorkflowFile:
+        values["workflows"] = {name: as_model(Workflow, w) for name, w in values["workflows"].items()}
+    return model.model_construct(_fields_set=value.model_fields_set, **values)
+
+
+def dump_workflow(workflow: Workflow) -> dict[str, Any]:
+    """``workflow.model_dump(mode="json")``, serialized by the :func:`for_tools` class of its own tools."""
+    tools = frozenset(stage.tool for stage in workflow.stages)
+    model = for_tools(Workflow, tools)
+    values = {name: getattr(workflow, name) for name in Workflow.model_fields}
+    return model.model_construct(_fields_set=workflow.model_fields_set, **values).model_dump(mode="json")
+
+
+def validating_model(model: type[W], stages: Any) -> type[W]:
+    """The model to validate a document with: :func:`for_tools` of the tools its ``stages`` name, or
+    ``model`` itself when they cannot be read."""
+    tools = tools_in(stages)
+    return model if tools is None else for_tools(model, tools)
+
 
 class WorkflowFile(StrictModel):
     """A workflows file: named workflows."""
@@ -230,10 +307,16 @@ def default_workflows_path() -> Path:
 
 def parse_workflows(data: Any, smap: yamlsrc.SourceMap, base_dir: Path) -> WorkflowFile:
     """Validate a loaded document (with its source map) into a WorkflowFile, rules inlined."""
-    wf_file = yamlsrc.validate_document(
-        WorkflowFile, data, smap, "expected a mapping with a `workflows:` key", context=SKIP_GRAPH_CHECKS,
+    model = WorkflowFile
+    workflows = data.get("workflows") if isinstance(data, dict) else None
+    if isinstance(workflows, dict) and workflows:
+        stage_lists = [w.get("stages") if isinstance(w, dict) else None for w in workflows.values()]
+        if all(isinstance(stages, list) for stages in stage_lists):
+            model = validating_model(WorkflowFile, [s for stages in stage_lists for s in stages])  # type: ignore[union-attr]
+    wf_file = as_model(WorkflowFile, yamlsrc.validate_document(
+        model, data, smap, "expected a mapping with a `workflows:` key", context=SKIP_GRAPH_CHECKS,
         skip=tuple(TOOLS),
-    )
+    ))
     for name, workflow in wf_file.workflows.items():
         base: tuple[Any, ...] = ("workflows", name)
         problem = check_workflow(workflow)

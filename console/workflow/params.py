@@ -62,6 +62,7 @@ class StrictModel(DocumentedModel):
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
+        defer_build=True,
     )
 
 

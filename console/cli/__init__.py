@@ -31,7 +31,10 @@ def entry() -> NoReturn:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    run_exit_hooks = getattr(atexit, "_run_exitfuncs", None)  # CPython's; elsewhere, the ordinary exit
+    if run_exit_hooks is None or any(
+        not t.daemon for t in threading.enumerate() if t is not threading.main_thread()
+    ):
         sys.exit(code)
-    atexit._run_exitfuncs()
+    run_exit_hooks()
     os._exit(code)

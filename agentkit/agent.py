@@ -19,7 +19,8 @@ import signal
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional
+from collections import OrderedDict
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from agentkit import wire
 from agentkit.identity import archive_hash, find_programs, hello
@@ -85,6 +86,10 @@ class Agent:
         self.writer = writer
         self._lock = threading.Lock()
         self._tasks: Dict[str, RunningTask] = {}
+        #: scopes sent by reference (``wire.Scope``): the complete ones, oldest first, and those whose
+        #: parts are still arriving; read and written by the reading thread only
+        self._scopes: "OrderedDict[str, Tuple[List[str], List[str]]]" = OrderedDict()
+        self._partial_scopes: "OrderedDict[str, Tuple[List[str], List[str]]]" = OrderedDict()
         self._stopping = threading.Event()
         self._pool = WorkerPool()
         self._watchdog = Watchdog(self._watch, self._stopping)
@@ -160,6 +165,8 @@ class Agent:
         op = message["op"]
         if op == "task":
             self._start_task(message)
+        elif op == "scope":
+            self._scope(message)
         elif op == "cancel":
             self._cancel(message)
         elif op == "ping":
@@ -173,6 +180,29 @@ class Agent:
         else:
             self._error("unknown op %r" % op[:64])
         return True
+
+    def _scope(self, message: Dict[str, Any]) -> None:
+        """Keep a scope (or one part of it) for the tasks that will name it by id."""
+        scope_id = message.get("id")
+        if not isinstance(scope_id, str) or not 0 < len(scope_id) <= 128:
+            self._error("scope: id must be a string of 1 to 128 characters")
+            return
+        scope, exclude, more = message.get("scope", []), message.get("exclude", []), message.get("more", False)
+        if not _strings(scope) or not _strings(exclude) or not isinstance(more, bool):
+            self._error("scope: scope and exclude must be lists of strings, more a boolean")
+            return
+        entries = self._partial_scopes.pop(scope_id, None) or ([], [])
+        entries[0].extend(scope)
+        entries[1].extend(exclude)
+        if more:
+            self._partial_scopes[scope_id] = entries
+            while len(self._partial_scopes) > wire.MAX_SCOPES:
+                self._partial_scopes.popitem(last=False)
+            return
+        self._scopes.pop(scope_id, None)
+        self._scopes[scope_id] = entries
+        while len(self._scopes) > wire.MAX_SCOPES:
+            self._scopes.popitem(last=False)
 
     def _error(self, text: str, task_id: Optional[str] = None) -> None:
         self.writer.send(wire.Error(op="error", error=text, id=task_id))
@@ -191,6 +221,16 @@ class Agent:
         if problem:
             self._error("task: %s" % problem, task_id)
             return
+        scope = list(message.get("scope") or [])
+        exclude = list(message.get("exclude") or [])
+        scope_id = message.get("scope_id")
+        if scope_id is not None:
+            held = self._scopes.get(scope_id)
+            if held is None:
+                error = "unknown scope %r (the master sends a scope before the tasks that name it)" % scope_id[:40]
+                self.writer.send(wire.Done(op="done", id=task_id, ok=False, error=error))
+                return
+            scope, exclude = held
         task = wire.Task(
             op="task",
             id=task_id,
@@ -198,8 +238,9 @@ class Agent:
             params=message.get("params") or {},
             targets=list(message.get("targets") or []),
             timeout=float(message.get("timeout", 600.0)),
-            scope=list(message.get("scope") or []),
-            exclude=list(message.get("exclude") or []),
+            scope=scope,
+            exclude=exclude,
+            scope_id=scope_id,
         )
         send = self.writer.send
         ctx = TaskContext(
@@ -390,6 +431,10 @@ def _runs_inline(tool: str, params: Dict[str, Any]) -> bool:
     return getattr(function, "__module__", "") == "agentkit.tools.noop"
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 def _task_problem(message: Dict[str, Any]) -> Optional[str]:
     if not isinstance(message.get("tool"), str):
         return "tool must be a string"
@@ -403,8 +448,14 @@ def _task_problem(message: Dict[str, Any]) -> Optional[str]:
         return "targets must be a list of strings"
     for name in ("scope", "exclude"):
         value = message.get(name, [])
-        if value is not None and (not isinstance(value, list) or not all(isinstance(s, str) for s in value)):
+        if value is not None and not _strings(value):
             return "%s must be a list of strings" % name
+    scope_id = message.get("scope_id")
+    if scope_id is not None:
+        if not isinstance(scope_id, str) or not 0 < len(scope_id) <= 128:
+            return "scope_id must be a string of 1 to 128 characters"
+        if message.get("scope") or message.get("exclude"):
+            return "a task names its scope by scope_id or carries it, not both"
     timeout = message.get("timeout", 600.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 7 * 86400:
         return "timeout must be a positive number of seconds"

@@ -18,6 +18,8 @@ PROTOCOL_VERSION = 1
 MAX_LINE = 4 * 1024 * 1024
 #: At most this many records in one ``results`` message; tools flush earlier on time.
 MAX_BATCH = 512
+#: An agent keeps this many scopes (``Scope`` messages) at once.
+MAX_SCOPES = 8
 
 
 # -- master -> agent ---------------------------------------------------------
@@ -39,6 +41,23 @@ class Task:
     scope: List[str] = field(default_factory=list)
     #: the run's exclusions, same form: never contacted, whatever name led to them
     exclude: List[str] = field(default_factory=list)
+    #: instead of ``scope`` and ``exclude`` (then empty): those of the :class:`Scope` sent earlier with
+    #: this id (a large scope travels once per agent, not in every task line)
+    scope_id: Optional[str] = None
+
+
+@dataclass
+class Scope:
+    """A run's scope and exclusions, for the tasks that name it by ``id``; a large one comes in several
+    parts (``more``: further parts of the same id follow; each part's entries are appended). An agent
+    keeps the last :data:`MAX_SCOPES` complete ones, oldest dropped first; the master, which sent them,
+    sends one again when the agent can no longer have it."""
+
+    op: Literal["scope"]
+    id: str
+    scope: List[str] = field(default_factory=list)
+    exclude: List[str] = field(default_factory=list)
+    more: bool = False
 
 
 @dataclass
@@ -142,5 +161,5 @@ class Error:
     id: Optional[str] = None
 
 
-MASTER_MESSAGES = (Task, Cancel, Ping, Shutdown)
+MASTER_MESSAGES = (Task, Scope, Cancel, Ping, Shutdown)
 AGENT_MESSAGES = (Hello, Results, Progress, Done, Blocked, Pong, Error)

@@ -304,3 +304,39 @@ def test_writer_splits_batches_over_the_line_limit_and_drops_what_cannot_be_sent
     messages = [json.loads(line) for line in lines]
     assert sum(len(m["records"]) for m in messages if m["op"] == "results") == 4
     assert [(m["op"], m["id"]) for m in messages if m["op"] == "error"] == [("error", "w2"), ("error", "w3")]
+
+
+def test_a_scope_sent_by_reference_guards_the_tasks_that_name_it(agent: AgentProcess) -> None:
+    """A ``scope`` message (in parts) stands for the scope and exclusions of the tasks naming its id; an
+    unknown id fails the task; the agent keeps the newest wire.MAX_SCOPES."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        agent.send({"op": "scope", "id": "s1", "scope": ["127.0.0.0/8"], "exclude": [], "more": True})
+        agent.send({"op": "scope", "id": "s1", "scope": ["localhost"], "exclude": ["127.0.0.1"]})
+        agent.send({"op": "task", "id": "t1", "tool": "tcp_connect", "targets": ["127.0.0.1"],
+                    "params": {"ports": [port], "timeout": 1.0}, "scope_id": "s1"})
+        done = agent.done("t1")
+        assert done["ok"], done
+        assert [m for m in agent.lines if m.get("op") == "results" and m.get("id") == "t1"] == []  # excluded
+        assert [(m["address"], m["reason"]) for m in agent.lines if m.get("op") == "blocked"] == [("127.0.0.1", "excluded")]
+        agent.send({"op": "scope", "id": "s2", "scope": ["127.0.0.0/8"], "exclude": []})
+        done, records = agent.run_task("t2", "tcp_connect", ["127.0.0.1"], {"ports": [port], "timeout": 1.0})
+        assert done["ok"] and len(records) == 1  # the inline form still works beside it
+    agent.send({"op": "task", "id": "t3", "tool": "noop", "targets": ["127.0.0.1"], "params": {}, "scope_id": "nope"})
+    assert agent.done("t3") == {"op": "done", "id": "t3", "ok": False,
+                                "error": "unknown scope 'nope' (the master sends a scope before the tasks that name it)"}
+    for n in range(wire.MAX_SCOPES):  # s1 is pushed out by as many newer ones
+        agent.send({"op": "scope", "id": f"n{n}", "scope": ["127.0.0.1"], "exclude": []})
+    agent.send({"op": "task", "id": "t4", "tool": "noop", "targets": ["127.0.0.1"], "params": {}, "scope_id": "s1"})
+    agent.send({"op": "task", "id": "t5", "tool": "noop", "targets": ["127.0.0.1"], "params": {}, "scope_id": "n0"})
+    assert agent.done("t4")["ok"] is False and agent.done("t5")["ok"] is True
+    agent.send({"op": "task", "id": "t6", "tool": "noop", "targets": [], "params": {}, "scope_id": "n0",
+                "scope": ["127.0.0.1"]})
+    agent.send({"op": "scope", "id": "", "scope": []})
+    agent.send({"op": "scope", "id": "x", "scope": [1]})
+    errors = [agent.read_until(lambda m: m.get("op") == "error")["error"] for _ in range(3)]
+    assert errors == ["task: a task names its scope by scope_id or carries it, not both",
+                      "scope: id must be a string of 1 to 128 characters",
+                      "scope: scope and exclude must be lists of strings, more a boolean"]

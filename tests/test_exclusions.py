@@ -255,15 +255,25 @@ def test_a_redirect_to_an_excluded_address_is_not_followed(agent: AgentProcess, 
 # -- end to end: the master counts and logs what the agents refused -----------------------------
 
 
+#: a scope too large for every task line (sent to each agent once, by reference): scattered addresses
+LARGE_SCOPE = ",".join(f"127.60.{n // 250}.{n % 250 * 1 + 1}" for n in range(0, 6000, 2))
+
+
 @pytest.mark.slow
-async def test_a_run_with_exclusions_plans_around_them_and_logs_agent_refusals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["plain", "split_ports", "large_scope"])
+async def test_a_run_with_exclusions_plans_around_them_and_logs_agent_refusals(tmp_path: Path, how: str) -> None:
+    """Also for tasks with their own parameters (a split_ports part) and for a scope sent by reference:
+    the agent holds every task against the run's exclusions."""
     localhost_v4_only()
     listener = Listener()
     store = open_store(tmp_path / "s.db")
-    tcp = {"id": "ports", "tool": "tcp_connect", "with": {"ports": [listener.port], "timeout": 1.0},
+    tcp = {"id": "ports", "tool": "tcp_connect", "with": {"ports": [listener.port, listener.port + 1], "timeout": 1.0},
            "targets": {"from": "input", "type": "host"}, "chunk": 8, "retries": 0, "timeout": 60.0}  # fmt: skip
+    if how == "split_ports":
+        tcp["split_ports"] = 1
+    scope = f"127.0.0.1-3,localhost,{LARGE_SCOPE}" if how == "large_scope" else None
     # scope bounds addresses, and localhost (listed by name) resolves to the excluded 127.0.0.1
-    run_id = store.runs.create("x", {"stages": [tcp]}, "127.0.0.1-3,localhost", None, "local", 0, None,
+    run_id = store.runs.create("x", {"stages": [tcp]}, "127.0.0.1-3,localhost", scope, "local", 0, None,
                                RunOptions(exclude="127.0.0.1"))  # fmt: skip
     state = await asyncio.wait_for(Master(store, "local").run_until_done(run_id), 120)
     listener.close()  # (on the shared loopback: its count could include other scanners; the records cannot)

@@ -88,6 +88,25 @@ def test_encode_master_messages() -> None:
         assert decode_master_line(encode(msg)) == msg
 
 
+def test_a_large_scope_goes_by_reference_in_parts_each_entry_once() -> None:
+    from console.fleet.protocol import SCOPE_PART_BYTES, ScopeRef, TaskEncoder
+
+    scope = [f"127.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in range(1, 400_000, 2)]
+    exclude = ["127.0.0.9", "localhost"]
+    assert ScopeRef.needed(scope, exclude) and not ScopeRef.needed(["127.0.0.0/8"], [])
+    ref = ScopeRef(scope, exclude)
+    parts = [decode_master_line(line) for line in ref.lines.splitlines()]
+    assert len(parts) > 1 and all(isinstance(p, wire.Scope) and p.id == ref.id for p in parts)
+    assert [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+    assert [e for p in parts for e in p.scope] == scope and [e for p in parts for e in p.exclude] == exclude
+    assert all(len(line) < SCOPE_PART_BYTES + 4096 < wire.MAX_LINE for line in ref.lines.splitlines())
+    assert ScopeRef(scope, exclude).id == ref.id != ScopeRef(scope, []).id  # the id is the content's
+    line = TaskEncoder("tcp_connect", {"ports": [22]}, 60.0, scope, exclude, ref).line("4.1", '["127.0.0.1"]')
+    task = decode_master_line(line)
+    assert isinstance(task, wire.Task) and task.scope_id == ref.id and task.scope == task.exclude == []
+    assert len(line) < 300
+
+
 def test_encode_refuses_agent_messages_and_bad_shapes() -> None:
     with pytest.raises(TypeError):
         encode(wire.Pong(op="pong", seq=1))  # type: ignore[arg-type]

@@ -1,7 +1,5 @@
-"""`python -m console.cli`."""
+"""`python -m console.cli`: the `fleetscan` program."""
 
-import sys
+from console.cli import entry
 
-from console.cli.main import main
-
-sys.exit(main())
+entry()

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Protocol
 
 from agentkit import wire
@@ -52,6 +52,9 @@ class AgentLink(abc.ABC):
         self.slots = max(1, int(slots))
         self.address = address
         self.hello: wire.Hello | None = None
+        #: ids of the ``scope`` messages sent on this link, oldest first (the agent keeps the newest
+        #: ``wire.MAX_SCOPES``; a new link, a new agent process, holds none)
+        self.scopes_sent: OrderedDict[str, None] = OrderedDict()
         #: the archive was pushed on this start (False: the box had it cached)
         self.pushed = False
         self.bootstrap_s = 0.0

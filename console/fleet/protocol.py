@@ -23,7 +23,7 @@ from console.sanitize import safe_line
 AgentMessage: TypeAlias = (
     wire.Hello | wire.Results | wire.Progress | wire.Done | wire.Blocked | wire.Pong | wire.Error
 )
-MasterMessage: TypeAlias = wire.Task | wire.Cancel | wire.Ping | wire.Shutdown
+MasterMessage: TypeAlias = wire.Task | wire.Scope | wire.Cancel | wire.Ping | wire.Shutdown
 
 _AGENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Annotated[AgentMessage, Field(discriminator="op")])
 _MASTER_ADAPTER: TypeAdapter[Any] = TypeAdapter(Annotated[MasterMessage, Field(discriminator="op")])
@@ -147,8 +147,10 @@ def encode(msg: MasterMessage) -> bytes:
     """One master -> agent message as a JSON line (UTF-8, ``\\n`` terminated)."""
     if not isinstance(msg, wire.MASTER_MESSAGES):
         raise TypeError(f"not a master message: {type(msg).__name__}")
-    text = _dumps(dataclasses.asdict(msg))
-    data = text.encode("ascii")
+    payload = dataclasses.asdict(msg)
+    if isinstance(msg, wire.Task) and msg.scope_id is None:
+        del payload["scope_id"]  # a task carrying its scope: the line as before scopes went by reference
+    data = _dumps(payload).encode("ascii")
     _MASTER_ADAPTER.validate_json(
         data, strict=True
     )  # a malformed message is our bug: fail here, not on the box
@@ -162,24 +164,70 @@ def encode_many(messages: list[MasterMessage]) -> bytes:
     return b"".join(encode(m) for m in messages)
 
 
+#: a run's scope and exclusions up to this size (their JSON) travel in every task line; a larger one is
+#: sent to each agent once, as ``scope`` messages, and its tasks name it by id
+INLINE_SCOPE_BYTES = 16 * 1024
+#: the largest ``scope`` message part (its entries' JSON), well inside ``wire.MAX_LINE``
+SCOPE_PART_BYTES = 1024 * 1024
+
+
+class ScopeRef:
+    """A large scope sent by reference: its id and the ``scope`` lines that carry it to an agent."""
+
+    def __init__(self, scope: list[str], exclude: list[str]) -> None:
+        import hashlib
+
+        body = _dumps([scope, exclude])
+        self.id = hashlib.sha256(body.encode()).hexdigest()[:32]
+        parts: list[tuple[list[str], list[str]]] = []
+        for name, entries in (("scope", scope), ("exclude", exclude)):
+            part: list[str] = []
+            size = 0
+            for entry in entries:
+                if part and size + len(entry) + 4 > SCOPE_PART_BYTES:
+                    parts.append((part, []) if name == "scope" else ([], part))
+                    part, size = [], 0
+                part.append(entry)
+                size += len(entry) + 4
+            if part:
+                parts.append((part, []) if name == "scope" else ([], part))
+        parts = parts or [([], [])]
+        self.lines = b"".join(
+            encode(wire.Scope(op="scope", id=self.id, scope=s, exclude=e, more=i < len(parts) - 1))
+            for i, (s, e) in enumerate(parts)
+        )
+
+    @staticmethod
+    def needed(scope: list[str], exclude: list[str]) -> bool:
+        """Is this scope too large to travel in every task line?"""
+        return sum(len(e) + 3 for e in scope) + sum(len(e) + 3 for e in exclude) > INLINE_SCOPE_BYTES
+
+
 class TaskEncoder:
     """``encode`` for the dispatch path: a stage's ``task`` line with only id and targets left to fill.
 
     The constant part (tool, params, timeout, scope) is encoded once per stage and checked once
     through :func:`encode`, so dispatching a task is a string join, not a JSON encode and a
     validation per task; the line carries the same message in the same JSON form as ``encode``'s.
+    With ``scope_ref`` the line names that scope by id instead of carrying it.
     """
 
     def __init__(
-        self, tool: str, params: dict[str, Any], timeout: float, scope: list[str], exclude: list[str] | None = None
+        self, tool: str, params: dict[str, Any], timeout: float, scope: list[str], exclude: list[str] | None = None,
+        scope_ref: ScopeRef | None = None,
     ) -> None:
         exclude = exclude or []
+        scope_id = None
+        if scope_ref is not None:
+            scope, exclude, scope_id = [], [], scope_ref.id
         encode(wire.Task(
             op="task", id="0.0", tool=tool, params=params, targets=[], timeout=timeout, scope=scope, exclude=exclude,
+            scope_id=scope_id,
         ))
+        by_ref = "" if scope_id is None else f',"scope_id":{_dumps(scope_id)}'
         self._middle = (
             f',"tool":{_dumps(tool)},"params":{_dumps(params)},"timeout":{_dumps(float(timeout))},'
-            f'"scope":{_dumps(scope)},"exclude":{_dumps(exclude)},"targets":'
+            f'"scope":{_dumps(scope)},"exclude":{_dumps(exclude)}{by_ref},"targets":'
         )
 
     def line(self, exec_id: str, targets_json: str) -> bytes:

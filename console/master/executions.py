@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkit import wire
 from console.fleet.fleet import AgentHandle
-from console.fleet.protocol import TaskEncoder
+from console.fleet.protocol import ScopeRef, TaskEncoder
 from console.master.planner import RunPlanner
 from console.status import CancelReason, RunState
 from console.store.rows import ClaimedTask
@@ -82,6 +83,30 @@ class RunContext:
     dispatched_to: set[str] = field(default_factory=set)
     encoders: dict[str, TaskEncoder] = field(default_factory=dict)
     _scope_cache: dict[str, bool] = field(default_factory=dict)
+    _scope_ref: ScopeRef | None | bool = False  # False: not decided yet; None: the scope travels inline
+
+    @property
+    def scope_ref(self) -> ScopeRef | None:
+        """The run's scope sent by reference (a large one), or None when it travels in every task line."""
+        if self._scope_ref is False:
+            self._scope_ref = ScopeRef(self.scope, self.exclude) if ScopeRef.needed(self.scope, self.exclude) else None
+        return self._scope_ref  # type: ignore[return-value]
+
+    def scope_lines(self, link: Any) -> bytes:
+        """What ``link``'s agent must read before this run's next task line: the run's ``scope`` messages
+        when its scope goes by reference and that agent may not hold it (see ``wire.Scope``), else nothing."""
+        ref = self.scope_ref
+        if ref is None or link is None:
+            return b""
+        held = getattr(link, "scopes_sent", None)
+        if held is None:
+            return ref.lines
+        if ref.id in held:
+            return b""
+        held[ref.id] = None  # in the order the agent receives them: it drops the oldest first, as we do
+        while len(held) > wire.MAX_SCOPES:
+            held.popitem(last=False)
+        return ref.lines
 
     def in_scope(self, record: Any, tool: Tool) -> bool:
         """Is this validated record about something inside the run's scope?
@@ -107,12 +132,14 @@ class RunContext:
         the stage's parameters with those merged in (encoded for it alone: the shared encoder is for the rest)."""
         if task is not None and (task.params is not None or task.rate is not None):
             stage = self.stages[stage_id]
-            return TaskEncoder(stage.tool, task_params(stage, task), stage.timeout, self.scope).line(exec_id, targets)
+            own = TaskEncoder(stage.tool, task_params(stage, task), stage.timeout, self.scope, self.exclude,
+                              self.scope_ref)
+            return own.line(exec_id, targets)
         encoder = self.encoders.get(stage_id)
         if encoder is None:
             stage = self.stages[stage_id]
             encoder = self.encoders[stage_id] = TaskEncoder(
-                stage.tool, stage.agent_params, stage.timeout, self.scope, self.exclude
+                stage.tool, stage.agent_params, stage.timeout, self.scope, self.exclude, self.scope_ref
             )
         return encoder.line(exec_id, targets)
 

@@ -60,7 +60,7 @@ class RunPlanner:
         if self._targets is None:
             from console.targets.sets import TargetSet, parse_targets
 
-            self._targets = parse_targets(self.targets_spec) if self.targets_spec else TargetSet([], [])
+            self._targets = parse_targets(self.targets_spec, stored=True) if self.targets_spec else TargetSet([], [])
         return self._targets
 
     @property
@@ -69,7 +69,7 @@ class RunPlanner:
             from console.targets.sets import Scope, parse_scope
 
             if self.scope_spec:
-                self._scope = parse_scope(self.scope_spec)
+                self._scope = parse_scope(self.scope_spec, stored=True)
             elif self.targets_spec:
                 self._scope = Scope.from_targets(self.target_set)
             else:
@@ -82,7 +82,9 @@ class RunPlanner:
         if self._exclusions is None:
             from console.targets.sets import Scope, parse_scope
 
-            self._exclusions = parse_scope(self.exclude_spec, field="--exclude") if self.exclude_spec else Scope([], [])
+            self._exclusions = (
+                parse_scope(self.exclude_spec, field="--exclude", stored=True) if self.exclude_spec else Scope([], [])
+            )
         return self._exclusions
 
     def excluded(self, value: str) -> bool:

@@ -365,7 +365,7 @@ class Master:
             spec = ctx.stages[task.stage_id]
             exec_id = f"{task.task_id}.{task.attempt}"
             self.flight.start(exec_id, task, handle, spec.timeout, TIMEOUT_GRACE_S)
-            line = ctx.task_line(task.stage_id, exec_id, task.targets, task)
+            line = ctx.scope_lines(handle.link) + ctx.task_line(task.stage_id, exec_id, task.targets, task)
             outgoing.setdefault(handle.name, (handle, []))[1].append(line)
             ctx.dispatched += 1
             ctx.dispatched_to.add(handle.name)

@@ -55,5 +55,6 @@ async def copy_slow_tasks(master: Master, after_s: float, grace_s: float) -> Non
         spec = ctx.stages[task.stage_id]
         master.flight.start(exec_id, task, handle, spec.timeout, grace_s)
         master.flight.event(task.run_id, "info", "straggler", f"task {task.task_id} slow on {ex.agent.name}: copy on {handle.name}")
-        await master.fleet.send_raw(handle, ctx.task_line(task.stage_id, exec_id, task.targets, task))
+        line = ctx.scope_lines(handle.link) + ctx.task_line(task.stage_id, exec_id, task.targets, task)
+        await master.fleet.send_raw(handle, line)
 

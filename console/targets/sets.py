@@ -250,14 +250,20 @@ def _read_spec_file(name: str, *, field: str | None) -> Iterator[tuple[str, str,
                     yield entry, name, number
 
 
-def _entries(spec: str, *, field: str | None) -> Iterator[tuple[str, str | None, int | None]]:
-    if len(spec) > 1_000_000:
+#: the longest SPEC accepted as typed (a longer list belongs in an @file)
+MAX_SPEC_TEXT = 1_000_000
+
+
+def _entries(spec: str, *, field: str | None, stored: bool = False) -> Iterator[tuple[str, str | None, int | None]]:
+    """The entries of a SPEC. ``stored``: a run's own canonical SPEC read back from the store (an
+    @file's whole contents once submitted: no length cap, and never an @file to read)."""
+    if not stored and len(spec) > MAX_SPEC_TEXT:
         raise BadInput("target SPEC too long (use @file)", field=field)
     for raw in spec.split(","):
         entry = raw.strip(" ")
         if not entry:
             continue
-        if entry.startswith("@") and len(entry) > 1:
+        if entry.startswith("@") and len(entry) > 1 and not stored:
             if not entry.isprintable():
                 raise bad_target(entry, "file name with control characters", field=field)
             yield from _read_spec_file(entry[1:], field=field)
@@ -265,11 +271,11 @@ def _entries(spec: str, *, field: str | None) -> Iterator[tuple[str, str | None,
             yield entry, None, None
 
 
-def _parse(spec: str, *, field: str | None) -> tuple[list[IpSpan], list[str]]:
+def _parse(spec: str, *, field: str | None, stored: bool = False) -> tuple[list[IpSpan], list[str]]:
     spans: list[IpSpan] = []
     names: list[str] = []
     seen: set[str] = set()
-    for entry, file, line in _entries(spec, field=field):
+    for entry, file, line in _entries(spec, field=field, stored=stored):
         item = _parse_entry(entry, field=field, file=file, line=line)
         if isinstance(item, IpSpan):
             spans.append(item)
@@ -375,9 +381,12 @@ class TargetSet:
         return ",".join([span.format() for span in self.spans] + self.names)
 
 
-def parse_targets(spec: str, *, field: str | None = "--targets", limit: int = MAX_TARGETS) -> TargetSet:
-    """Parse a target SPEC into a lazy :class:`TargetSet` (BadInput naming the bad entry)."""
-    spans, names = _parse(spec, field=field)
+def parse_targets(
+    spec: str, *, field: str | None = "--targets", limit: int = MAX_TARGETS, stored: bool = False
+) -> TargetSet:
+    """Parse a target SPEC into a lazy :class:`TargetSet` (BadInput naming the bad entry); ``stored``: a
+    run's canonical SPEC from the store (see :func:`_entries`)."""
+    spans, names = _parse(spec, field=field, stored=stored)
     targets = TargetSet(spans, names)
     if targets.size > limit:
         raise BadInput(f"too many targets ({targets.size}; at most {limit}): narrow the CIDR", field=field)
@@ -451,7 +460,7 @@ class Scope:
         return [span.format() for span in self.spans] + list(self.names)
 
 
-def parse_scope(spec: str, *, field: str | None = "--scope") -> Scope:
-    """Parse a scope SPEC (same syntax as targets, no size limit)."""
-    spans, names = _parse(spec, field=field)
+def parse_scope(spec: str, *, field: str | None = "--scope", stored: bool = False) -> Scope:
+    """Parse a scope SPEC (same syntax as targets, no size limit; ``stored`` as for :func:`parse_targets`)."""
+    spans, names = _parse(spec, field=field, stored=stored)
     return Scope(spans, names)

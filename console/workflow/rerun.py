@@ -45,9 +45,9 @@ def prepare_rerun(request: StoredRequest) -> PreparedRun:
     if not request.finished:
         raise BadInput(f"run {request.run_id} has not ended: pause, stop or wait for it first", field="run")
     load_definition(request.definition)  # the stored definition still reads as a workflow
-    targets = parse_targets(request.targets, field="targets").format() if request.targets else None
-    scope = parse_scope(request.scope, field="scope").format() if request.scope else None
-    exclude = parse_scope(request.exclude, field="exclude").format() if request.exclude else None
+    targets = parse_targets(request.targets, field="targets", stored=True).format() if request.targets else None
+    scope = parse_scope(request.scope, field="scope", stored=True).format() if request.scope else None
+    exclude = parse_scope(request.exclude, field="exclude", stored=True).format() if request.exclude else None
     options = RunOptions(
         exclude=exclude, max_rate=check_rate(request.max_rate, "max_rate"),
         host_rate=check_rate(request.host_rate, "host_rate"), notify=check_notify_url(request.notify, "notify"),

@@ -210,6 +210,7 @@ class Workflow(StrictModel):
                 return stage
         raise KeyError(stage_id)
 
+
 W = TypeVar("W", bound=StrictModel)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import re
+import socket
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -39,6 +40,10 @@ _RANGE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
 _NUMBER_PART = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
 #: Expanding a CIDR or range inside the agent is for small sets only; the master chunks big ones.
 MAX_EXPAND = 65536
+#: an IPv4 address in its one canonical form (decimal octets, no leading zeros): read without
+#: ipaddress's string parser, which was most of the time spent on a 100,000-entry scope
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(r"(?:%s\.){3}%s\Z" % (_OCTET, _OCTET))
 
 
 class TargetError(ValueError):
@@ -49,12 +54,23 @@ def parse_ip(text: str) -> Optional[IPAddress]:
     return canonical_ip(text.strip("[]"))
 
 
+def dotted_quad(text: str) -> Optional[int]:
+    """An IPv4 address written the one canonical way (``127.0.0.1``) as its number, else None (the
+    other address forms, IPv4 or IPv6, are :func:`canonical_ip`'s)."""
+    if _DOTTED_QUAD.match(text):
+        return int.from_bytes(socket.inet_aton(text), "big")
+    return None
+
+
 def canonical_ip(text: str) -> Optional[IPAddress]:
     """An IP address (IPv4-mapped IPv6 folded to IPv4), or None. The ONE address rule: the
     master's target and record checks call this very function (console.targets.values), so the
     agent and the master cannot disagree on what is an address."""
     if "%" in text or not text or len(text) > 45:
         return None  # no zone ids: an interface name is not a target
+    number = dotted_quad(text)
+    if number is not None:
+        return ipaddress.IPv4Address(number)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:

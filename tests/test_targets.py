@@ -457,3 +457,26 @@ def test_kind_of() -> None:
         "ip", "ip", "host", "port", "port", "url", None, None, None]
     for value in parse_targets("192.0.2.1,a.example,a.example:8080,http://a.example/x"):
         assert kind_of(value) is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["", "0", " ", "\n", ".0", "x"]), st.integers(0, 3))
+def test_the_fast_ipv4_reading_agrees_with_ipaddress(number: int, noise: str, where: int) -> None:
+    """``dotted_quad`` (the fast path of long address lists) reads exactly the canonical dotted quads, the
+    same numbers ipaddress reads; anything else (a leading zero, a stray character) is left to the slow
+    path, which decides as before."""
+    import ipaddress
+
+    from agentkit.targets import canonical_ip, dotted_quad
+
+    text = str(ipaddress.IPv4Address(number))
+    assert dotted_quad(text) == number == int(canonical_ip(text))  # type: ignore[arg-type]
+    octets = text.split(".")
+    octets[where] = noise + octets[where] if noise in ("0", "x") else octets[where] + noise
+    odd = ".".join(octets)
+    try:
+        expected: int | None = int(ipaddress.IPv4Address(odd))
+    except ValueError:
+        expected = None
+    assert dotted_quad(odd) in (None, expected)
+    assert (canonical_ip(odd) is None) == (expected is None)

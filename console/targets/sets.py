@@ -40,6 +40,7 @@ from console.targets.values import (
     Kind,
     as_kind,
     bad_target,
+    dotted_quad,
     format_hostport,
     format_url,
     host_of,
@@ -144,6 +145,9 @@ def _parse_ip_entry(entry: str) -> IpSpan | None:
         if int(last) < int(first):
             raise _ReversedRange(entry)
         return IpSpan(first.version, int(first), int(last))
+    number = dotted_quad(entry)  # the common case of a long list, without building an address object
+    if number is not None:
+        return IpSpan(4, number, number)
     addr = parse_ip(entry)
     if addr is None:
         return None

@@ -70,6 +70,10 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return shared.canonical_ip(text)
 
 
+#: an IPv4 address in its canonical form as its number, else None (the agent's own rule)
+dotted_quad = shared.dotted_quad
+
+
 @lru_cache(maxsize=65536)
 def normalize_hostname(text: str) -> str | None:
     """A lower-case RFC 1123 hostname (IDNA ASCII labels, trailing dot dropped; no name that

@@ -14,12 +14,8 @@ from tests.fixtures.agent_process import AgentProcess
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[AgentProcess]:
-    process = AgentProcess.from_source()
-    assert process.read()["op"] == "hello"
-    try:
+    with AgentProcess.serving() as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_a_missing_programs_name_is_kept_whole(agent: AgentProcess) -> None:

@@ -148,13 +148,8 @@ def test_the_shipped_example_runs_nmap_per_host_on_its_open_ports() -> None:
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[AgentProcess]:
-    process = AgentProcess.from_source()
-    hello = process.read()
-    assert hello is not None and hello["op"] == "hello"
-    try:
+    with AgentProcess.serving() as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_exec_fills_host_and_ports_as_whole_elements(agent: AgentProcess) -> None:

@@ -92,12 +92,8 @@ NMAP = shutil.which("nmap")
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[AgentProcess]:
-    process = AgentProcess.from_source()
-    assert process.read()["op"] == "hello"
-    try:
+    with AgentProcess.serving() as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_exec_fails_with_the_reason_when_the_parser_recognises_nothing(agent: AgentProcess) -> None:

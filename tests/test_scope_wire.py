@@ -141,13 +141,8 @@ def url(host: str, server: _Server, path: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[AgentProcess]:
-    process = AgentProcess.from_source()
-    hello = process.read()
-    assert hello is not None and hello["op"] == "hello"
-    try:
+    with AgentProcess.serving() as process:
         yield process
-    finally:
-        process.stop()
 
 
 # (first server's host, second server's host, how the redirect names the second, scope SPEC, followed)

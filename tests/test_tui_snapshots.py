@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from console.store import open_store
 from console.tui.agents_screen import AgentsScreen
@@ -135,6 +136,11 @@ def test_new_run_modal_with_inline_errors(snap_compare: Any, snapshot_app: Fleet
         screen.query_one("#in-scope").value = "-x"  # type: ignore[attr-defined]
         await pilot.press("ctrl+s")
         await settle(pilot, lambda: screen.query_one("#err-scope").display and not screen.submitting)
+        # the focused field's cursor blinks every 0.5 s: held on, as a snapshot taken at once sees it (a
+        # loaded machine took it in the off phase now and then)
+        for field in screen.query(Input):
+            field.cursor_blink = False
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
 

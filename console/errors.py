@@ -88,5 +88,10 @@ class StoreCorrupt(StoreError):
     """The file is not a fleetscan store (not a database, damaged, or from a newer fleetscan)."""
 
 
+class StaleDefinition(FleetscanError):
+    """A planning write was refused: the run's stored definition changed (``fleetscan amend``) since the
+    planner read it. Nothing was written; the master reloads the definition and plans again."""
+
+
 class RunNotFound(BadInput):
     """No run with that id."""

@@ -190,3 +190,29 @@ def test_input_values_match_the_target_sets_own_conversion() -> None:
         for cursor in (0, 2, 4):
             expected = list(targets.iter_from(cursor, kind)) if kind else list(targets.iter_from(cursor))
             assert list(RunPlanner._input_values(targets, cursor, kind)) == expected
+
+
+def test_an_amendment_landing_under_the_planner_is_never_planned_over(store_url: str) -> None:
+    """The race: a master has read the run (stage ``a`` not planned yet), ``amend`` lands, then the master
+    plans. Its write is refused and nothing of the old definition lands; read again, the stage is planned
+    from the amended one. Without the check, four one-target tasks (the old chunk) were planned under a
+    stored definition that says one task of four."""
+    store = open_store(store_url)
+    run = make_run(store, [stage("a", chunk=1)], "127.0.0.1-4")
+    planner = RunPlanner(store, run, [])
+    amended = {**run.definition, "stages": [stage("a", chunk=4)]}
+    assert store.history.amend(run.id, run.definition_json, amended, ["a"], "stage(s) a amended")
+
+    assert planner.step() is None and planner.stale
+    assert store.db.query("SELECT count(*) AS n FROM tasks WHERE run_id = ?", (run.id,))[0]["n"] == 0
+    row = stage_row(store, run.id, "a")
+    assert (row["planned"], row["cursor"], row["tasks_total"]) == (0, 0, 0)
+
+    (again,) = [r for r in store.queue.owned_runs("m") if r.id == run.id]
+    fresh = RunPlanner(store, again, [])
+    fresh.step()
+    assert not fresh.stale
+    tasks = store.db.query("SELECT targets FROM tasks WHERE run_id = ?", (run.id,))
+    assert [json.loads(t["targets"]) for t in tasks] == [["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]]
+    # the stage started: a later amendment of it is refused, and the planner goes on from its own reading
+    assert not store.history.amend(run.id, again.definition_json, run.definition, ["a"], "back")

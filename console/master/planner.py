@@ -18,6 +18,7 @@ from itertools import islice
 from typing import Any
 
 from agentkit import wire
+from console.errors import StaleDefinition
 from console.master.split import stage_parts
 from console.status import STAGE_TERMINAL, RunState, StageState, run_outcome
 from console.store.base import Store
@@ -52,6 +53,8 @@ class RunPlanner:
         self._targets: Any = None
         self._scope: Any = None
         self._last_source_result: dict[str, float] = {}
+        #: the last step found the run amended since ``definition_json`` was read (nothing was written)
+        self.stale = False
 
     # -- lazily parsed inputs ------------------------------------------------------------
 
@@ -92,12 +95,23 @@ class RunPlanner:
         return bool(self.exclude_spec) and self.exclusions.contains(value)
 
     def _plan(self, spec: StageBase) -> TaskPlan:
-        return TaskPlan(self.run_id, spec.id, self.priority, spec.retries + 1)
+        return TaskPlan(self.run_id, spec.id, self.priority, spec.retries + 1, self.definition_json)
 
     # -- one planning step -------------------------------------------------------------------
 
     def step(self) -> RunState | None:
-        """Plan what can be planned, complete what is complete. Returns the run's final state if it ended."""
+        """Plan what can be planned, complete what is complete. Returns the run's final state if it ended.
+
+        A write refused because the run was amended since its definition was read leaves the rest of the
+        step to the next one, which the master runs with the amended stages (``pick_up_amendment``)."""
+        self.stale = False
+        try:
+            return self._step()
+        except StaleDefinition:
+            self.stale = True
+            return None
+
+    def _step(self) -> RunState | None:
         plans = self.store.plans
         rows = {r.id: r for r in self.store.runs.stages(self.run_id)}
         for spec in self.stages.values():

@@ -280,6 +280,8 @@ class Master:
             if outcome is not None:
                 self._forget_run(ctx.run_id)
                 ended = True
+            elif ctx.planner.stale:
+                self.wake.set()  # the run was amended under this step: read its definition again now
             self._claim_dirty = True
         return ended
 

@@ -17,6 +17,10 @@ class TaskPlan:
     priority: int
     #: the stage's retries + 1
     max_attempts: int
+    #: the run's stored definition (JSON text) the planner planned from: a write is refused
+    #: (:class:`~console.errors.StaleDefinition`) when the run holds another one, so an amendment that
+    #: lands between the planner's read and its write is never planned over with the old stage
+    definition: str | None = None
 
 
 #: One validated record as the master ingests it:

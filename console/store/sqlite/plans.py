@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+from console.errors import StaleDefinition
 from console.status import TASK_OPEN, StageState, TaskState
 from console.store import base
 from console.store.rows import SourceRecord, StageRow
@@ -53,6 +54,7 @@ class SQLitePlans(base.Plans):
             ).rowcount
             if not moved:
                 return False
+            self._same_definition(conn, plan)  # the UPDATE holds the stage now
             self._mark_running(conn, plan)
             self._insert_tasks(conn, plan, chunks, params=params)
             if note:
@@ -66,6 +68,7 @@ class SQLitePlans(base.Plans):
             ).rowcount
             if not planned:
                 return
+            self._same_definition(conn, plan)
             self._mark_running(conn, plan)
             for box in boxes:
                 self._insert_tasks(conn, plan, [[box]], pinned=box)
@@ -85,6 +88,7 @@ class SQLitePlans(base.Plans):
     ) -> None:
         with self.db.transaction() as conn:
             self.db.lock_stage(conn, plan.run_id, plan.stage_id)
+            self._same_definition(conn, plan)
             self._mark_running(conn, plan)
             conn.executemany(
                 "INSERT OR IGNORE INTO stage_targets (run_id, stage_id, value) VALUES (?, ?, ?)",
@@ -115,6 +119,7 @@ class SQLitePlans(base.Plans):
     ) -> int:
         with self.db.transaction() as conn:
             self.db.lock_stage(conn, plan.run_id, plan.stage_id)
+            self._same_definition(conn, plan)
             waiting = conn.execute(
                 "SELECT rowid, value FROM stage_targets WHERE run_id = ? AND stage_id = ? AND task_id IS NULL"
                 " ORDER BY rowid",
@@ -170,6 +175,23 @@ class SQLitePlans(base.Plans):
         return state
 
     # -- shared ------------------------------------------------------------------------
+
+    def _same_definition(self, conn: Any, plan: TaskPlan) -> None:
+        """Inside a planning transaction: the run still holds the definition ``plan`` was made from.
+
+        ``amend`` rewrites a run's definition only while the stages it changes have nothing planned, and
+        it holds the run row and those stages as it checks; here the write already holds its stage (locked
+        or updated) when it reads the run's definition. One of the two commits first: an amendment is then
+        either seen here (the write is refused, its transaction rolled back) or refused itself (the stage
+        has started). A plain read: taking the run row too would lock in the other order than amend's."""
+        if plan.definition is None:
+            return
+        row = conn.execute(
+            "SELECT definition = ? FROM runs WHERE id = ?", (plan.definition, plan.run_id)
+        ).fetchone()
+        if row is not None and not row[0]:
+            raise StaleDefinition(f"run {plan.run_id}: its definition was amended since stage {plan.stage_id} "
+                                  "was read; planning it again")
 
     def _insert_tasks(
         self, conn: Any, plan: TaskPlan, chunks: list[list[str]], pinned: str | None = None,

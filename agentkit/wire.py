@@ -6,9 +6,10 @@ terminated) over the agent's stdin (master -> agent) and stdout
 ``dataclasses.asdict(msg)``; the master validates every line it reads with
 pydantic over these very classes (``console/fleet/protocol.py``), never trusting
 a box. Stdlib only, Python 3.8 syntax: this file runs on the scan boxes.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations``: the annotations are typing objects at class creation, so
+the master's adapters read them as they are instead of compiling and evaluating each as a string.
+"""
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional

@@ -19,7 +19,7 @@ import sys
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
 
@@ -62,7 +62,11 @@ def _class_docs(node: ast.ClassDef) -> dict[str, str]:
 
 
 class DocumentedModel(BaseModel):
-    """A model whose fields' docstrings become their descriptions (see the module's docstring)."""
+    """A model whose fields' docstrings become their descriptions (see the module's docstring).
+
+    Built on first use, not at import: a run pays only for the models its workflow uses."""
+
+    model_config = ConfigDict(defer_build=True)
 
     @classmethod
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import select
 import shutil
 import socket
 import ssl
@@ -105,6 +108,50 @@ def test_tcp_connect_over_ipv6_loopback(agent: AgentProcess) -> None:
     with tcp_listeners(1, host="::1") as listeners:
         records = run(agent, "tcp_connect", ["::1"], {"ports": [listeners[0].port, closed_port("::1")]})
     assert [r["data"]["port"] for r in records] == [listeners[0].port]
+
+
+def test_tcp_connect_kept_socket_never_crosses_families_or_misses_a_port(agent: AgentProcess) -> None:
+    """A socket refused at once is reused for the next probe: closed and open ports interleaved on two
+    address families in one task are each found exactly as they are, every open one accepted once."""
+    hosts = ["127.0.0.1", "::1"] if has_ipv6_loopback() else ["127.0.0.1"]
+    with contextlib.ExitStack() as stack:
+        expected: set[tuple[str, int]] = set()
+        ports: list[int] = []
+        for host in hosts:
+            listeners = stack.enter_context(tcp_listeners(3, host=host))
+            expected |= {(host, listener.port) for listener in listeners}
+            ports += [listener.port for listener in listeners]
+            ports += [closed_port(host) for _ in range(4)]
+        # every port on every host: each host has its open ports among the other host's closed ones
+        records = run(agent, "tcp_connect", hosts, {"ports": sorted(set(ports)), "timeout": 2.0})
+    found = [(r["data"]["host"], r["data"]["port"]) for r in records]
+    assert len(found) == len(set(found)) and set(found) == expected
+
+
+def test_a_refused_socket_connects_again_after_its_abort() -> None:
+    """What the engine relies on to keep a refused socket: on Linux the next connect answers ECONNABORTED
+    and the one after it is a real connect; anything else puts the probe on a fresh socket."""
+    from agentkit.tools.connect_engine import _reconnect
+
+    stream = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+    with tcp_listeners(1) as (listener,), socket.socket(socket.AF_INET, stream) as sock:
+        assert sock.connect_ex(("127.0.0.1", closed_port())) in (errno.ECONNREFUSED, errno.EINPROGRESS)
+        select.select([], [sock], [], 2.0)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+        target = ("127.0.0.1", listener.port)
+        again, code = _reconnect(sock, sock.connect_ex(target), socket.AF_INET, stream, target, errno.ECONNABORTED)
+        assert code in (0, errno.EINPROGRESS)
+        select.select([], [again], [], 2.0)
+        assert again.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        assert again.getpeername() == target
+        # an answer the engine does not expect from a kept socket: the probe goes on a fresh one
+        fresh, code = _reconnect(again, errno.EALREADY, socket.AF_INET, stream, target, errno.ECONNABORTED)
+        try:
+            assert fresh is not again and again.fileno() == -1 and code in (0, errno.EINPROGRESS)
+            select.select([], [fresh], [], 2.0)
+            assert fresh.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        finally:
+            fresh.close()
 
 
 def test_tcp_connect_rejects_bad_ports(agent: AgentProcess) -> None:

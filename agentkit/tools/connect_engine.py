@@ -87,6 +87,23 @@ def resolve(host: str) -> Tuple[int, str]:
     return int(family), str(sockaddr[0])
 
 
+def _reconnect(
+    sock: _socket.socket, code: int, family: int, stream: int, sockaddr: Tuple[str, int], aborted: int
+) -> Tuple[_socket.socket, int]:
+    """The first connect on a socket whose last connect was refused: Linux answers it with ECONNABORTED
+    (sending nothing) and makes the socket ready again, so it is repeated once. Any other answer, or
+    another refusal to start: the probe is made on a fresh socket, as if none had been kept."""
+    if code == aborted:
+        code = sock.connect_ex(sockaddr)
+        if code == 0 or code == errno.ECONNREFUSED or code == errno.EINPROGRESS:
+            return sock, code
+    sock.close()
+    sock = _socket.socket(family, stream)
+    if not getattr(socket, "SOCK_NONBLOCK", 0):
+        sock.setblocking(False)
+    return sock, sock.connect_ex(sockaddr)
+
+
 class _Poller:
     """epoll when there is one (Linux), else the best selector: same three calls."""
 
@@ -165,6 +182,12 @@ def probe(
     monotonic = time.monotonic
     new_socket = _socket.socket
     register = poller.register
+    #: a socket whose connect was refused at once, kept for the next probe of the same family: a refused
+    #: connect leaves it reusable, which spares a socket() and a close() per closed port (on loopback, two
+    #: of the four system calls of a probe and ~40% of a full-range scan's time)
+    spare: Optional[_socket.socket] = None
+    spare_family = 0
+    refused, aborted = errno.ECONNREFUSED, errno.ECONNABORTED
     try:
         while True:
             if ctx.should_stop():
@@ -184,10 +207,14 @@ def probe(
                 if skip is not None and skip(label):
                     finished += 1
                     continue
+                kept, spare = spare, None
+                reused = kept is not None and spare_family == family
+                if kept is not None and not reused:
+                    kept.close()
                 try:
                     # the C socket object itself: socket.socket's Python wrapper costs more than the
                     # connect on loopback, and a probe needs none of what it adds
-                    sock = new_socket(family, stream)
+                    sock = kept if kept is not None and reused else new_socket(family, stream)
                 except OSError as err:
                     if (
                         err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -205,6 +232,8 @@ def probe(
                 if not nonblocking_flag:
                     sock.setblocking(False)
                 code = sock.connect_ex((address, port))
+                if reused and code != refused and code != 0 and code not in in_progress:
+                    sock, code = _reconnect(sock, code, family, stream, (address, port), aborted)
                 if code in in_progress:
                     # a refusal is often known already (on loopback nearly always: the RST is processed
                     # before connect returns to us): read it now, sparing the poll registration and the
@@ -220,7 +249,10 @@ def probe(
                     code = errno.ECONNREFUSED
                 if code == 0:
                     _abort(sock)
-                sock.close()
+                if code == refused:
+                    spare, spare_family = sock, family
+                else:
+                    sock.close()
                 if code in _LOCAL_SHORTAGE:
                     # out of local ports/buffers: not an answer from the target; try again shortly
                     retry.append((label, family, port, address))
@@ -287,6 +319,8 @@ def probe(
     finally:
         for sock, _, _, _ in inflight.values():
             sock.close()
+        if spare is not None:
+            spare.close()
         poller.close()
     ctx.progress(total, total)
     return sent

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def spawn(count: int, python: str | None = None) -> None:
             return
         if not _SPARE:
             atexit.register(discard)
+        _confine(proc.pid)
         _SPARE.append((argv, proc))
 
 
@@ -49,8 +51,32 @@ def take(argv: list[str]) -> subprocess.Popen[bytes] | None:
     for index, (spare_argv, proc) in enumerate(_SPARE):
         if spare_argv == argv and proc.poll() is None:
             del _SPARE[index]
+            _release(proc.pid)
             return proc
     return None
+
+
+def _confine(pid: int) -> None:
+    """Keep a starting agent on one CPU, the last this process may use, so that the master's own start
+    (the longer one, on the critical path) keeps a CPU to itself instead of sharing it with its agents.
+    With a single CPU there is nothing to spare."""
+    cpus = sorted(_cpus())
+    if len(cpus) >= 2:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, {cpus[-1]})
+
+
+def _release(pid: int) -> None:
+    """The agent has work to do: every CPU this process may use is its again."""
+    cpus = _cpus()
+    if len(cpus) >= 2:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cpus)
+
+
+def _cpus() -> set[int]:
+    getter = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere nothing is confined
+    return set(getter(0)) if getter is not None else set()
 
 
 def discard() -> None:

@@ -2,11 +2,12 @@
 
     python -m benchmarks.bench_speed
 
-- a one-target no-op ``fleetscan run``: wall and CPU (the process and its agent), median;
+- a one-target no-op ``fleetscan run``: wall and CPU (the process and its agent), median, with the
+  floor under it (Python, asyncio and pydantic imported alone) timed between its runs;
 - the agent's full-range scan of 127.0.0.1 against ``nmap -sT -p- -T4`` with both pinned to one
   core (the agent subprocess and nmap get the same CPU), alternating, medians, same open set;
 - a whole ``fleetscan run --agents local:2`` with ``split_ports`` against nmap's whole process,
-  ``-T4`` and its fast mode ``-T5``;
+  ``-T4`` and ``-T5``, whose times are bimodal on this machine: the ratio against each mode;
 - a network-bound stage (every task paced by ``rate``, so the clock, not the CPU, bounds it)
   with 1, 2, 4 and 8 local agents: the stage's duration and the speed-up over one agent;
 - ``--max-rate`` and ``--host-rate`` measured at the target: the most accepts in any sliding 1 s

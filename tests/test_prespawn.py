@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from agentkit.archive import build_archive
@@ -20,10 +21,14 @@ def _alive(pid: int) -> bool:
 async def test_a_started_agent_is_adopted_answers_tasks_and_ends_with_its_link() -> None:
     prespawn.spawn(1)
     (started,) = [proc.pid for _, proc in prespawn._SPARE]
+    mine = os.sched_getaffinity(0)
+    if len(mine) >= 2:  # starting, it leaves the master's first CPU alone; taken, it may use them all
+        assert os.sched_getaffinity(started) == mine - {min(mine)}
     link = LocalLink("local")
     archive, sha = build_archive()
     hello = await link.start(archive, sha)
     assert link.pid == started and hello.hash == sha
+    assert os.sched_getaffinity(started) == mine
     await link.send_raw(b'{"op":"task","id":"1.1","tool":"noop","params":{},"timeout":5.0,"scope":[],'
                         b'"targets":["127.0.0.1"]}\n')
     while True:

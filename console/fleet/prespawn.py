@@ -57,13 +57,14 @@ def take(argv: list[str]) -> subprocess.Popen[bytes] | None:
 
 
 def _confine(pid: int) -> None:
-    """Keep a starting agent on one CPU, the last this process may use, so that the master's own start
-    (the longer one, on the critical path) keeps a CPU to itself instead of sharing it with its agents.
-    With a single CPU there is nothing to spare."""
+    """Keep a starting agent off the first CPU this process may use, so that the master's own start (the
+    longer one, on the critical path) always finds a CPU free instead of sharing one with its agents (on
+    a 2-CPU machine, two agents and the master otherwise share two cores). With one CPU there is nothing
+    to spare; with many, the agents still have all the others."""
     cpus = sorted(_cpus())
     if len(cpus) >= 2:
         with contextlib.suppress(OSError):
-            os.sched_setaffinity(pid, {cpus[-1]})
+            os.sched_setaffinity(pid, set(cpus[1:]))
 
 
 def _release(pid: int) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from console.errors import BadInput
 from console.runoptions import RunOptions
-from console.targets.sets import parse_scope, parse_targets
+from console.targets.sets import canonical, parse_scope, parse_targets
 from console.workflow.definition import freeze
 from console.workflow.models import load_workflows
 
@@ -103,13 +103,13 @@ def prepare_run(
         target_set = parse_targets(targets, field="--targets")
         if len(target_set) == 0:
             raise BadInput("no targets given", field="--targets")
-        canonical_targets = target_set.format()
+        canonical_targets = canonical(target_set)
     elif readers:
         raise BadInput(f"required: stage {readers[0]!r} of {workflow!r} reads input", field="--targets")
-    canonical_scope = parse_scope(scope, field="--scope").format() if scope and scope.strip() else None
+    canonical_scope = canonical(parse_scope(scope, field="--scope")) if scope and scope.strip() else None
     if not -1_000_000 <= priority <= 1_000_000:
         raise BadInput("must be between -1000000 and 1000000", field="--priority")
-    canonical_exclude = parse_scope(exclude, field="--exclude").format() if exclude and exclude.strip() else None
+    canonical_exclude = canonical(parse_scope(exclude, field="--exclude")) if exclude and exclude.strip() else None
     options = RunOptions(
         exclude=canonical_exclude, max_rate=check_rate(max_rate, "--max-rate"),
         host_rate=check_rate(host_rate, "--host-rate"), notify=check_notify_url(notify),

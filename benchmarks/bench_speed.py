@@ -202,10 +202,14 @@ def _nmap(nmap: str, timing: str, pinned: bool = False) -> tuple[float, set[int]
 NMAP_FAST_MODE_S = 1.2
 
 
+def _split_modes(walls: list[float]) -> tuple[list[float], list[float]]:
+    """nmap's runs in its fast mode, and in its slow one."""
+    return [w for w in walls if w < NMAP_FAST_MODE_S], [w for w in walls if w >= NMAP_FAST_MODE_S]
+
+
 def _modes(walls: list[float]) -> str:
     """Median of each mode of nmap's runs (with how many runs fell in it)."""
-    fast = [w for w in walls if w < NMAP_FAST_MODE_S]
-    slow = [w for w in walls if w >= NMAP_FAST_MODE_S]
+    fast, slow = _split_modes(walls)
     part = lambda name, xs: f"{name} {statistics.median(xs):.2f} s (n={len(xs)})" if xs else f"{name} - (n=0)"  # noqa: E731
     return f"{part('fast', fast)}, {part('slow', slow)}"
 
@@ -223,9 +227,7 @@ def whole_run(nmap: str, tmp: Path) -> list[dict[str, str]]:
         assert json.loads(out)["state"] == "completed"
         runs.append(wall)
     ours = statistics.median(runs)
-    every = t4 + t5
-    fast = [w for w in every if w < NMAP_FAST_MODE_S]
-    slow = [w for w in every if w >= NMAP_FAST_MODE_S]
+    fast, slow = _split_modes(t4 + t5)
     ratio = lambda xs: f"{ours / statistics.median(xs):.2f}x" if xs else "-"  # noqa: E731
     return [
         _row("whole `fleetscan run` 1-65535, local:2, split_ports 32768 (median)", _median(runs), "",

@@ -88,12 +88,12 @@ def resolve(host: str) -> Tuple[int, str]:
 
 
 def _reconnect(
-    sock: _socket.socket, code: int, family: int, stream: int, sockaddr: Tuple[str, int], aborted: int
+    sock: _socket.socket, code: int, family: int, stream: int, sockaddr: Tuple[str, int]
 ) -> Tuple[_socket.socket, int]:
     """The first connect on a socket whose last connect was refused: Linux answers it with ECONNABORTED
     (sending nothing) and makes the socket ready again, so it is repeated once. Any other answer, or
     another refusal to start: the probe is made on a fresh socket, as if none had been kept."""
-    if code == aborted:
+    if code == errno.ECONNABORTED:
         code = sock.connect_ex(sockaddr)
         if code == 0 or code == errno.ECONNREFUSED or code == errno.EINPROGRESS:
             return sock, code
@@ -187,7 +187,7 @@ def probe(
     #: of the four system calls of a probe and ~40% of a full-range scan's time)
     spare: Optional[_socket.socket] = None
     spare_family = 0
-    refused, aborted = errno.ECONNREFUSED, errno.ECONNABORTED
+    refused = errno.ECONNREFUSED
     try:
         while True:
             if ctx.should_stop():
@@ -233,7 +233,7 @@ def probe(
                     sock.setblocking(False)
                 code = sock.connect_ex((address, port))
                 if reused and code != refused and code != 0 and code not in in_progress:
-                    sock, code = _reconnect(sock, code, family, stream, (address, port), aborted)
+                    sock, code = _reconnect(sock, code, family, stream, (address, port))
                 if code in in_progress:
                     # a refusal is often known already (on loopback nearly always: the RST is processed
                     # before connect returns to us): read it now, sparing the poll registration and the

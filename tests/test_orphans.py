@@ -176,9 +176,17 @@ def test_kill_9_of_an_ssh_agent_leaves_no_tool_behind(
     db = tmp_path / "fleet.db"
     with FleetscanProcess("run", "escape", "--targets", "127.0.0.1", "--workflows", str(workflow),
                           "--agents", str(inventory), db=db) as run:
-        wait_until(lambda: len(processes_with(marker)) >= 3 or None, 60, "the tool and its escapees")
-        tool = [p for p in processes_with(marker) if argv_of(p)[1:2] == [str(tmp_path / "escaper.py")]]
-        assert len(tool) == 1
+        script = [str(tmp_path / "escaper.py")]
+
+        def settled() -> list[int] | None:
+            """The tool alone with its script's argv, once both escapees run: the tool's fork child has the
+            same argv until it has forked the second escapee and exited."""
+            found = processes_with(marker)
+            tools = [p for p in found if argv_of(p)[1:2] == script]
+            escapees = [p for p in found if argv_of(p)[1:2] == ["-c"]]
+            return tools if len(tools) == 1 and len(escapees) == 2 else None
+
+        tool = wait_until(settled, 60, "the tool and its two escapees")
         agent = parent(tool[0])
         assert agent is not None and STAGE0_MARKER in Path(f"/proc/{agent}/cmdline").read_bytes()
         os.kill(agent, signal.SIGKILL)
